@@ -1,0 +1,35 @@
+"""`aliked-ros`: the command-line tools (no ROS needed)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from aliked_ros import __version__
+from aliked_ros.errors import AlikedError
+from aliked_ros.tools import demo, extract
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aliked-ros", description="ALIKED keypoints and descriptors.")
+    parser.add_argument("--version", action="version", version=f"aliked-ros {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for tool in (demo, extract):
+        tool.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except AlikedError as error:
+        print(f"aliked-ros {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"aliked-ros {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The Extractor contract shared by every engine (torch, onnxruntime, tensorrt)."""
+
+from __future__ import annotations
+
+import abc
+import time
+
+import numpy as np
+
+from aliked_ros.features import Features
+from aliked_ros.imaging import as_rgb
+
+
+class Extractor(abc.ABC):
+    """Turns one image into :class:`~aliked_ros.features.Features`.
+
+    Convention:
+        - :meth:`extract` takes RGB uint8 ``(H, W, 3)`` or grayscale uint8 ``(H, W)``; anything else raises
+          AlikedError with what to do. The result follows the Features convention: keypoints in pixels of that
+          image, scores high → low, L2-normalised float32 descriptors.
+        - In top-k mode (``top_k > 0``) an engine returns at most ``top_k`` features: the slots of a static engine
+          that hold no maximum (score 0) are dropped, and no other threshold is applied; the caller thresholds
+          with :meth:`Features.above`. Threshold mode (``top_k`` = -1) is the torch engine's alone.
+        - ``engine``, ``model``, ``device`` and ``precision`` describe the extractor for logs and diagnostics.
+    """
+
+    engine: str = "?"
+    model: str
+    top_k: int
+    device: str
+    precision: str
+    descriptor_size: int
+
+    def extract(self, image: np.ndarray) -> Features:
+        rgb = as_rgb(image)
+        return self._extract(rgb)
+
+    @abc.abstractmethod
+    def _extract(self, rgb: np.ndarray) -> Features:
+        """Features of a validated, contiguous RGB uint8 (H, W, 3) image."""
+
+    def warmup(self, height: int, width: int, iterations: int = 3) -> float:
+        """Run ``iterations`` extractions on a synthetic image of the given size; the seconds the last one took.
+
+        Kernels are chosen, memory is allocated and caches are filled here, not on the first camera frame.
+        """
+        rng = np.random.default_rng(0)
+        image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        elapsed = 0.0
+        for _ in range(max(1, iterations)):
+            start = time.perf_counter()
+            self.extract(image)
+            elapsed = time.perf_counter() - start
+        return elapsed
+
+    def describe(self) -> str:
+        """One line for logs: engine, model, precision, device, K."""
+        mode = f"top-k {self.top_k}" if self.top_k > 0 else "threshold mode"
+        return f"{self.engine} engine, {self.model}, {self.precision}, {self.device}, {mode}"
+
+    def close(self) -> None:
+        """Release device resources; the extractor is unusable afterwards."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()

@@ -1,0 +1,73 @@
+"""ALIKED end to end: image in, keypoints, scores and descriptors out."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor, nn
+
+from aliked_ros.errors import AlikedError
+from aliked_ros.model.configs import NMS_RADIUS, get_model_config
+from aliked_ros.model.detection import detect_threshold, detect_top_k
+from aliked_ros.model.network import AlikedNetwork
+from aliked_ros.model.weights import load_state_dict, resolve_weights
+
+
+def uint8_to_network_input(image: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """(H, W, 3) uint8 RGB → (1, 3, H, W) in [0, 1]: the layout change and scaling the pretrained weights expect."""
+    return (image.permute(2, 0, 1).unsqueeze(0).to(dtype) / 255).to(dtype)
+
+
+class Aliked(nn.Module):
+    """One ALIKED variant with its detector.
+
+    Convention:
+        - Input: float RGB ``(1, 3, H, W)`` in ``[0, 1]``, in the network's dtype (see
+          :func:`uint8_to_network_input`). A grayscale image is given as three equal channels.
+        - Keypoints: float32 ``(N, 2)`` pixels ``(x, y)``, x right, y down, pixel centres at integers, whatever the
+          network's dtype. Scores: float32 ``(N,)``, sorted high → low. Descriptors: float32 ``(N, D)``,
+          L2-normalised.
+        - :meth:`forward` is top-k mode with the ``top_k`` given at construction: exactly ``K`` rows, static shapes
+          for a fixed image size (the mode engines export); rows without a maximum score 0 (see ``detection``).
+          :meth:`detect_threshold` is threshold mode, PyTorch only.
+        - Detection and descriptor sampling run in float32, the dense network in its own dtype (float16 works).
+    """
+
+    def __init__(self, model: str, top_k: int = 1000):
+        super().__init__()
+        self.config = get_model_config(model)
+        self.top_k = top_k
+        self.network = AlikedNetwork(self.config)
+
+    @property
+    def descriptor_size(self) -> int:
+        return self.config.descriptor_size
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        score_map, feature_map = self.network.dense_maps(image)
+        keypoints, scores = detect_top_k(score_map, self.top_k, NMS_RADIUS)
+        return keypoints, scores, self.network.desc_head(feature_map, keypoints)
+
+    @torch.no_grad()
+    def detect_threshold(self, image: Tensor, score_threshold: float, max_keypoints: int) -> tuple[Tensor, Tensor, Tensor]:
+        score_map, feature_map = self.network.dense_maps(image)
+        keypoints, scores = detect_threshold(score_map, score_threshold, max_keypoints, NMS_RADIUS)
+        return keypoints, scores, self.network.desc_head(feature_map, keypoints)
+
+
+def load_aliked(model: str, top_k: int = 1000, weights: str | os.PathLike | None = None, *,
+                allow_download: bool = True) -> Aliked:
+    """A pretrained :class:`Aliked` on the CPU in float32 and eval mode; weights found as ``weights`` describes."""
+    aliked = Aliked(model, top_k)
+    path = resolve_weights(model, weights, allow_download=allow_download)
+    state = load_state_dict(path)
+    try:
+        aliked.network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise AlikedError(
+            f"{path} does not hold {model} weights ({first_line}). Pass the file made for {model}, or choose the "
+            "model these weights belong to."
+        ) from None
+    return aliked.eval()

@@ -1,0 +1,184 @@
+"""The ALIKED network (Zhao et al., "ALIKED: A Lighter Keypoint and Descriptor Extraction Network via Deformable
+Transformation", IEEE TIM 2023), written for static shapes and export.
+
+Module and parameter names are those of the published ``.pth`` files, so ``load_state_dict(strict=True)`` takes
+them as they are. The backbone is four blocks at 1, 1/2, 1/8 and 1/32 resolution (the last two with deformable
+convolutions); their features are projected to ``dim / 4`` channels each, upsampled to full resolution and
+concatenated into the dense feature map, from which a small head predicts the score map. The sparse deformable
+descriptor head (SDDH) describes given keypoints only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aliked_ros.model.configs import ModelConfig
+from aliked_ros.model.deform_conv import DeformableConv2d
+from aliked_ros.model.sampling import flatten_channels_first, gather_patches, sample_bilinear
+
+PAD_MULTIPLE = 32
+
+
+def _conv(in_channels: int, out_channels: int, deformable: bool) -> nn.Module:
+    if deformable:
+        return DeformableConv2d(in_channels, out_channels)
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+
+
+class ConvBlock(nn.Module):
+    """Two 3×3 conv + BN + SELU layers (the first block)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = _conv(in_channels, out_channels, deformable=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = _conv(out_channels, out_channels, deformable=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.selu(self.bn1(self.conv1(x)))
+        return F.selu(self.bn2(self.conv2(x)))
+
+
+class ResBlock(nn.Module):
+    """A residual block of two 3×3 (optionally deformable) convolutions with a 1×1 projection shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, deformable: bool):
+        super().__init__()
+        self.conv1 = _conv(in_channels, out_channels, deformable)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = _conv(out_channels, out_channels, deformable)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.downsample = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.selu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.selu(out + self.downsample(x))
+
+
+class SparseDeformableDescriptorHead(nn.Module):
+    """SDDH: a descriptor from ``M`` feature samples at learned offsets around each keypoint.
+
+    For each keypoint, a 3×3 patch of the dense feature map (around the integer part of the keypoint) predicts
+    ``M`` offsets, clamped to a quarter of the larger map side; the map is sampled bilinearly at keypoint + offset,
+    each sample goes through a 1×1 projection and SELU, and a learned per-position matrix aggregates the ``M``
+    samples into one descriptor, which is L2-normalised.
+    """
+
+    def __init__(self, dim: int, kernel_size: int, positions: int):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.positions = positions
+        offset_channels = 2 * positions
+        self.offset_conv = nn.Sequential(
+            nn.Conv2d(dim, offset_channels, kernel_size, bias=True),
+            nn.SELU(),
+            nn.Conv2d(offset_channels, offset_channels, 1, bias=True),
+        )
+        self.sf_conv = nn.Conv2d(dim, dim, 1, bias=False)
+        self.agg_weights = nn.Parameter(torch.empty(positions, dim, dim))
+        nn.init.uniform_(self.agg_weights)  # the original's initialisation; pretrained weights replace it
+
+    def forward(self, feature_map: Tensor, keypoints: Tensor) -> Tensor:
+        """Descriptors ``(N, dim)`` of ``(N, 2)`` pixel keypoints on one ``(1, dim, H, W)`` feature map."""
+        _, dim, height, width = feature_map.shape
+        size = self.kernel_size
+        flat_map = flatten_channels_first(feature_map)
+        # Patch corner as the original computes it: truncate, step back to centre the patch, keep it inside the map.
+        pixel = keypoints.to(torch.int64)
+        corner = torch.trunc(pixel.to(torch.float32) - size / 2 + 1).to(torch.int64)
+        corner_x = corner[:, 0].clamp(0, width - 1 - size)
+        corner_y = corner[:, 1].clamp(0, height - 1 - size)
+        patches = gather_patches(flat_map, height, width, corner_x, corner_y, size)  # (N, dim*size*size)
+
+        predict, _, mix = self.offset_conv  # conv, SELU, conv
+        hidden = F.selu(F.linear(patches, predict.weight.flatten(1), predict.bias))
+        offsets = F.linear(hidden, mix.weight.flatten(1), mix.bias).float()
+        max_offset = max(height, width) / 4.0
+        offsets = offsets.clamp(-max_offset, max_offset)  # (N, 2M): M x-offsets, then M y-offsets
+        sample_x = keypoints[:, 0:1] + offsets[:, : self.positions]
+        sample_y = keypoints[:, 1:2] + offsets[:, self.positions :]
+        samples = sample_bilinear(flat_map, height, width, sample_x.reshape(1, -1), sample_y.reshape(1, -1))
+        samples = samples.view(dim, -1)  # (dim, N*M)
+        projected = F.selu(self.sf_conv.weight.flatten(1) @ samples)  # (dim, N*M)
+        per_keypoint = projected.view(dim, -1, self.positions).permute(1, 2, 0).reshape(-1, self.positions * dim)
+        descriptors = per_keypoint @ self.agg_weights.reshape(self.positions * dim, dim)
+        return F.normalize(descriptors.float(), p=2.0, dim=1)
+
+
+def replicate_padding(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) padding that centres the image in a multiple of ``multiple``, as the original."""
+    pad_h = -height % multiple
+    pad_w = -width % multiple
+    return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
+
+
+class AlikedNetwork(nn.Module):
+    """Backbone, score head and descriptor head of one ALIKED variant.
+
+    Convention:
+        - Input of :meth:`dense_maps`: float RGB ``(B, 3, H, W)`` in ``[0, 1]`` (the range of the pretrained
+          weights), any ``H`` and ``W``. It is replicate-padded around its centre to multiples of 32 and the maps
+          are cropped back, so the padding moves no keypoint.
+        - Outputs: the score map ``(B, 1, H, W)`` in ``(0, 1)`` and the L2-normalised dense feature map
+          ``(B, dim, H, W)``, in the network's dtype.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c1, c2, c3, c4, dim = config.c1, config.c2, config.c3, config.c4, config.dim
+        self.block1 = ConvBlock(3, c1)
+        self.block2 = ResBlock(c1, c2, deformable=False)
+        self.block3 = ResBlock(c2, c3, deformable=True)
+        self.block4 = ResBlock(c3, c4, deformable=True)
+        quarter = dim // 4
+        self.conv1 = nn.Conv2d(c1, quarter, 1, bias=False)
+        self.conv2 = nn.Conv2d(c2, quarter, 1, bias=False)
+        self.conv3 = nn.Conv2d(c3, quarter, 1, bias=False)
+        self.conv4 = nn.Conv2d(c4, quarter, 1, bias=False)
+        self.score_head = nn.Sequential(
+            nn.Conv2d(dim, 8, 1, bias=False),
+            nn.SELU(),
+            nn.Conv2d(8, 4, 3, padding=1, bias=False),
+            nn.SELU(),
+            nn.Conv2d(4, 4, 3, padding=1, bias=False),
+            nn.SELU(),
+            nn.Conv2d(4, 1, 3, padding=1, bias=False),
+        )
+        self.desc_head = SparseDeformableDescriptorHead(dim, config.descriptor_kernel, config.descriptor_positions)
+
+    def set_deform_implementation(self, implementation: str) -> None:
+        """Choose the deformable convolution kernel: 'auto', 'tensor' or 'torchvision' (see deform_conv)."""
+        for module in self.modules():
+            if isinstance(module, DeformableConv2d):
+                module.implementation = implementation
+
+    def dense_maps(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        height, width = image.shape[-2:]
+        left, right, top, bottom = replicate_padding(height, width)
+        if left or right or top or bottom:
+            image = F.pad(image, (left, right, top, bottom), mode="replicate")
+        x1 = self.block1(image)
+        x2 = self.block2(F.avg_pool2d(x1, 2))
+        x3 = self.block3(F.avg_pool2d(x2, 4))
+        x4 = self.block4(F.avg_pool2d(x3, 4))
+        full = x1.shape[-2:]
+
+        def project_up(conv: nn.Conv2d, x: Tensor) -> Tensor:
+            x = F.selu(conv(x))
+            if x.shape[-2:] == full:
+                return x
+            return F.interpolate(x, size=full, mode="bilinear", align_corners=True)
+
+        features = torch.cat(
+            [project_up(self.conv1, x1), project_up(self.conv2, x2), project_up(self.conv3, x3), project_up(self.conv4, x4)],
+            dim=1,
+        )
+        score_map = torch.sigmoid(self.score_head(features))
+        feature_map = F.normalize(features, p=2.0, dim=1)
+        crop = (..., slice(top, top + height), slice(left, left + width))
+        return score_map[crop], feature_map[crop]

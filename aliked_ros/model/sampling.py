@@ -1,0 +1,72 @@
+"""Sampling a feature map at real-valued pixel positions, in plain tensor ops (gathers and arithmetic).
+
+Every sampler here works in pixel coordinates with pixel centres at integers, which is what
+``F.grid_sample(..., align_corners=True, padding_mode="zeros")`` does after un-normalising its grid: a position is
+mixed from its four neighbours, and neighbours outside the map count as zero. Positions and weights are computed in
+float32 whatever the map's dtype, so that a float16 map is not sampled at float16-rounded coordinates (float16 holds
+no integer above 2048 exactly, and only about three digits of a normalised grid coordinate).
+
+The maps are passed flattened as ``(C, B * H * W)``: one gather along the last axis then reads all channels of
+many positions at once (ONNX ``Gather``), with no index tensor the size of the output.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def flatten_channels_first(feature_map: Tensor) -> Tensor:
+    """(B, C, H, W) → (C, B·H·W), the layout the samplers gather from (a view when B is 1)."""
+    batch, channels, height, width = feature_map.shape
+    return feature_map.transpose(0, 1).reshape(channels, batch * height * width)
+
+
+def sample_bilinear(flat_map: Tensor, height: int, width: int, x: Tensor, y: Tensor) -> Tensor:
+    """Bilinear samples of a flattened map at pixel positions ``(x, y)``, zero outside the map.
+
+    Args:
+        flat_map: ``(C, B*H*W)`` from :func:`flatten_channels_first`.
+        height, width: ``H`` and ``W`` of one map.
+        x, y: ``(B, M)`` pixel positions, one row per image of the batch.
+
+    Returns:
+        ``(C, B, M)`` in the map's dtype.
+    """
+    batch = x.shape[0]
+    x = x.float()
+    y = y.float()
+    x0 = torch.floor(x)
+    y0 = torch.floor(y)
+    fx = x - x0
+    fy = y - y0
+    corners_x = torch.stack((x0, x0 + 1, x0, x0 + 1))  # (4, B, M)
+    corners_y = torch.stack((y0, y0, y0 + 1, y0 + 1))
+    weights = torch.stack(((1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy))
+    inside = (corners_x >= 0) & (corners_x <= width - 1) & (corners_y >= 0) & (corners_y <= height - 1)
+    weights = weights * inside.to(weights.dtype)
+    image_start = (torch.arange(batch, device=x.device) * (height * width)).view(1, batch, 1)
+    index = (
+        corners_y.clamp(0, height - 1).long() * width + corners_x.clamp(0, width - 1).long() + image_start
+    )  # (4, B, M), every index valid; weight 0 where the corner is outside
+    gathered = flat_map[:, index.reshape(-1)].view(flat_map.shape[0], 4, batch, -1)
+    mixed = (gathered.float() * weights.unsqueeze(0)).sum(dim=1)
+    return mixed.to(flat_map.dtype)
+
+
+def gather_patches(flat_map: Tensor, height: int, width: int, corner_x: Tensor, corner_y: Tensor, size: int) -> Tensor:
+    """``size × size`` patches of one map whose top-left pixels are ``(corner_x, corner_y)`` (integer tensors).
+
+    Args:
+        flat_map: ``(C, H*W)`` of a single image.
+        corner_x, corner_y: ``(N,)`` integer corners; the caller keeps the patches inside the map.
+
+    Returns:
+        ``(N, C * size * size)`` ordered channel, row, column: the layout of a ``(C, size, size)`` conv kernel.
+    """
+    offsets = torch.arange(size, device=corner_x.device)
+    rows = corner_y.view(-1, 1, 1) + offsets.view(1, size, 1)
+    cols = corner_x.view(-1, 1, 1) + offsets.view(1, 1, size)
+    index = (rows * width + cols).reshape(-1)  # (N * size * size,)
+    patches = flat_map[:, index].view(flat_map.shape[0], -1, size * size)  # (C, N, size²)
+    return patches.transpose(0, 1).reshape(corner_x.shape[0], -1)

