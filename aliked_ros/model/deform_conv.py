@@ -37,13 +37,14 @@ def deform_conv2d_tensor(x: Tensor, offset: Tensor, weight: Tensor, padding: int
     batch, channels, height, width = x.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
     taps = kernel_h * kernel_w
-    offset = offset.view(batch, taps, 2, height, width)
+    # Positions in at least float32: float16 cannot place a tap at pixel 155.3 (its step there is 0.125).
+    offset = offset.view(batch, taps, 2, height, width).to(torch.promote_types(offset.dtype, torch.float32))
     tap_y = torch.arange(kernel_h, device=x.device).repeat_interleave(kernel_w).view(1, taps, 1, 1)
     tap_x = torch.arange(kernel_w, device=x.device).repeat(kernel_h).view(1, taps, 1, 1)
     rows = torch.arange(height, device=x.device).view(1, 1, height, 1)
     cols = torch.arange(width, device=x.device).view(1, 1, 1, width)
-    sample_y = (rows - padding + tap_y) + offset[:, :, 0].float()  # (B, taps, H, W)
-    sample_x = (cols - padding + tap_x) + offset[:, :, 1].float()
+    sample_y = (rows - padding + tap_y) + offset[:, :, 0]  # (B, taps, H, W)
+    sample_x = (cols - padding + tap_x) + offset[:, :, 1]
     columns = sample_bilinear(
         flatten_channels_first(x), height, width, sample_x.reshape(batch, -1), sample_y.reshape(batch, -1)
     )  # (C, B, taps*H*W)

@@ -34,8 +34,10 @@ def sample_bilinear(flat_map: Tensor, height: int, width: int, x: Tensor, y: Ten
         ``(C, B, M)`` in the map's dtype.
     """
     batch = x.shape[0]
-    x = x.float()
-    y = y.float()
+    # At least float32 for positions, weights and the mixing; float64 stays float64 (reference computations).
+    compute_dtype = torch.promote_types(torch.promote_types(flat_map.dtype, x.dtype), torch.float32)
+    x = x.to(compute_dtype)
+    y = y.to(compute_dtype)
     x0 = torch.floor(x)
     y0 = torch.floor(y)
     fx = x - x0
@@ -50,7 +52,7 @@ def sample_bilinear(flat_map: Tensor, height: int, width: int, x: Tensor, y: Ten
         corners_y.clamp(0, height - 1).long() * width + corners_x.clamp(0, width - 1).long() + image_start
     )  # (4, B, M), every index valid; weight 0 where the corner is outside
     gathered = flat_map[:, index.reshape(-1)].view(flat_map.shape[0], 4, batch, -1)
-    mixed = (gathered.float() * weights.unsqueeze(0)).sum(dim=1)
+    mixed = (gathered.to(compute_dtype) * weights.unsqueeze(0)).sum(dim=1)
     return mixed.to(flat_map.dtype)
 
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
 from aliked_ros.errors import AlikedError
-from aliked_ros.model.configs import ModelConfig, get_model_config
+from aliked_ros.model.configs import get_model_config
 
 WEIGHTS_DIR_ENV = "ALIKED_ROS_WEIGHTS_DIR"
 CACHE_DIR_ENV = "ALIKED_ROS_CACHE_DIR"
@@ -61,24 +62,25 @@ def packaged_weights_dir() -> Path | None:
     return None
 
 
-def _download(config: ModelConfig, destination: Path, progress: bool) -> None:
+def download(url: str, md5: str, destination: Path, progress: bool = True) -> None:
+    """Download ``url`` to ``destination`` if its MD5 is ``md5``; a complete, checked file or none is left."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{config.name}.", suffix=".part")
+    handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
     try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(config.weights_url, timeout=60) as response:
+        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0)
             done = 0
             while chunk := response.read(1 << 16):
                 out.write(chunk)
                 done += len(chunk)
                 if progress and total:
-                    print(f"\rdownloading {config.weights_filename}: {100 * done // total}%", end="", flush=True)
+                    print(f"\rdownloading {destination.name}: {100 * done // total}%", end="", flush=True, file=sys.stderr)
         if progress:
-            print()
+            print(file=sys.stderr)
         actual = md5sum(Path(temporary))
-        if actual != config.md5:
+        if actual != md5:
             raise AlikedError(
-                f"The download of {config.weights_url} has MD5 {actual}, not the published {config.md5}; "
+                f"The download of {url} has MD5 {actual}, not the published {md5}; "
                 "try again, or fetch the file by hand and pass its path."
             )
         os.replace(temporary, destination)
@@ -128,7 +130,7 @@ def resolve_weights(model: str, path: str | os.PathLike | None = None, *, allow_
     offline = os.environ.get(OFFLINE_ENV, "").strip() not in ("", "0")
     if allow_download and not offline:
         try:
-            _download(config, cached, progress)
+            download(config.weights_url, config.md5, cached, progress)
             return cached
         except OSError as error:  # no network, DNS failure, HTTP error, disk full
             searched.append(f"{config.weights_url} (download failed: {error})")
@@ -149,8 +151,9 @@ def load_state_dict(path: Path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a corrupt or foreign file
+        detail = (str(error).strip().splitlines() or [""])[0]  # torch's messages run over many lines
         raise AlikedError(
-            f"{path} is not a readable PyTorch weights file ({type(error).__name__}: {error}). "
+            f"{path} is not a readable PyTorch weights file ({type(error).__name__}: {detail}). "
             "Delete it so that a good copy is found or downloaded, or pass another file."
         ) from None
     if not isinstance(state, dict):

@@ -1,0 +1,74 @@
+"""Detection semantics of the original on hand-made score maps."""
+
+import torch
+
+from aliked_ros.model.detection import candidate_mask, detect_threshold, detect_top_k, nms_mask, refine
+
+
+def score_map(values) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.float32).view(1, 1, *torch.as_tensor(values).shape)
+
+
+def test_nms_keeps_ties_and_adds_flank_maxima_in_two_rounds():
+    scores = torch.full((15, 15), 0.01)
+    scores[7, 3] = 0.9  # a peak
+    scores[7, 5] = 0.8  # inside the peak's window
+    scores[7, 7] = 0.5  # outside the peak's window, but (7, 5) outshines it in its own window
+    scores[2, 10] = 0.5
+    scores[2, 11] = 0.5  # a tie: both are maxima of their windows (the original keeps ties)
+    mask = nms_mask(score_map(scores), radius=2)[0, 0]
+    assert mask[7, 3] and mask[2, 10] and mask[2, 11]
+    assert not mask[7, 5]
+    # Round 2 zeroes the peak's window (columns 1..5), which removes (7, 5): (7, 7) is then the maximum of its window.
+    assert mask[7, 7]
+    strict = scores > torch.nn.functional.max_pool2d(score_map(scores), 5, 1, 2)[0, 0] - 1e-9
+    assert not strict[7, 7]  # a plain local-maximum test would not keep it
+
+
+def test_border_is_removed():
+    scores = torch.full((12, 12), 0.01)
+    scores[1, 6] = 0.9  # closer than the radius to the top border
+    scores[6, 10] = 0.9  # closer than the radius to the right border
+    scores[6, 5] = 0.7
+    mask = candidate_mask(score_map(scores), radius=2)[0, 0]
+    assert not mask[1, 6] and not mask[6, 10] and mask[6, 5]
+
+
+def test_refinement_is_soft_argmax_of_the_window():
+    scores = torch.zeros(9, 9)
+    scores[4, 4] = 1.0
+    scores[4, 5] = 1.0  # two equal values: the soft-argmax lies halfway
+    keypoints, sampled = refine(score_map(scores), torch.tensor([4 * 9 + 4]), radius=2)
+    weight = torch.exp(torch.tensor(1.0 / 0.1))
+    expected_dx = weight / (2 * weight + 23)  # 25 window cells: two at 1.0, the others at 0.0
+    assert torch.allclose(keypoints[0], torch.tensor([4 + expected_dx.item(), 4.0]), atol=1e-6)
+    # the score is the map sampled bilinearly at the moved position: between two cells of 1.0
+    assert torch.allclose(sampled, torch.tensor([1.0]))
+
+
+def test_top_k_sorts_and_marks_slots_without_a_maximum():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.rand(1, 1, 40, 50, generator=generator) * 0.1
+    peaks = [(10, 10, 0.9), (20, 30, 0.8), (30, 15, 0.95)]
+    for y, x, value in peaks:
+        scores[0, 0, y, x] = value
+    maxima = int(candidate_mask(scores, 2).sum())
+    top_k = maxima + 5
+    keypoints, values = detect_top_k(scores, top_k, radius=2)
+    assert keypoints.shape == (top_k, 2) and values.shape == (top_k,)
+    assert torch.all(values[:-1] >= values[1:])
+    assert int((values > 0).sum()) == maxima  # the five filler slots score 0
+    assert torch.allclose(keypoints[0], torch.tensor([15.0, 30.0]), atol=0.5)
+
+
+def test_threshold_mode_keeps_maxima_above_the_threshold_up_to_the_cap():
+    scores = torch.full((1, 1, 40, 40), 0.05)
+    for index, (y, x) in enumerate([(8, 8), (8, 20), (8, 32), (20, 8), (20, 20), (32, 32)]):
+        scores[0, 0, y, x] = 0.5 + 0.05 * index
+    keypoints, values = detect_threshold(scores, score_threshold=0.58, max_keypoints=100, radius=2)
+    assert len(values) == 4 and torch.all(values > 0.58)
+    keypoints, values = detect_threshold(scores, score_threshold=0.58, max_keypoints=2, radius=2)
+    assert len(values) == 2 and torch.allclose(values, torch.tensor([0.75, 0.7]), atol=0.02)
+    # No maximum above the threshold: the original falls back to the maxima above the map's mean.
+    keypoints, values = detect_threshold(scores, score_threshold=0.99, max_keypoints=100, radius=2)
+    assert len(values) == 6

@@ -1,0 +1,134 @@
+"""The Extractor contract through the torch engine: layout, dtypes, sizes, precision and bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from aliked_ros.engines import create_extractor
+from aliked_ros.errors import AlikedError
+from aliked_ros.features import Features
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return create_extractor("torch", model="aliked-t16", top_k=500, device="cpu", allow_download=False)
+
+
+def check_contract(features: Features, height: int, width: int, descriptor_size: int, top_k: int):
+    assert features.keypoints.dtype == features.scores.dtype == features.descriptors.dtype == np.float32
+    assert 0 < len(features) <= top_k
+    assert features.descriptors.shape == (len(features), descriptor_size)
+    assert np.all(np.diff(features.scores) <= 0) and np.all(features.scores > 0) and np.all(features.scores < 1)
+    assert np.allclose(np.linalg.norm(features.descriptors, axis=1), 1, atol=1e-5)
+    x, y = features.keypoints.T
+    assert x.min() >= 0 and y.min() >= 0 and x.max() <= width - 1 and y.max() <= height - 1
+    assert (features.image_height, features.image_width) == (height, width)
+
+
+def test_contract_on_real_frames(extractor, rgb_frame, gray_frame):
+    for image in (rgb_frame, gray_frame):
+        check_contract(extractor.extract(image), *image.shape[:2], 64, 500)
+
+
+def test_grayscale_equals_its_three_channel_copy(extractor, gray_frame):
+    gray = extractor.extract(gray_frame[:200, :300])
+    rgb = extractor.extract(np.repeat(gray_frame[:200, :300, None], 3, axis=2))
+    single = extractor.extract(gray_frame[:200, :300, None])
+    for other in (rgb, single):
+        assert np.array_equal(gray.keypoints, other.keypoints)
+        assert np.array_equal(gray.descriptors, other.descriptors)
+
+
+def test_padding_moves_no_keypoint(extractor, rgb_frame):
+    """Crops that need padding to a multiple of 32 find the same keypoints, shifted by the crop offset."""
+    # The reference keeps more keypoints than the crops: a crop's top 500 reach further down the frame's ranking.
+    reference = create_extractor("torch", model="aliked-t16", top_k=3000, device="cpu",
+                                 allow_download=False).extract(rgb_frame)
+    for top, left, height, width in [(0, 0, 470, 490), (7, 9, 455, 401)]:
+        crop = rgb_frame[top:top + height, left:left + width]
+        features = extractor.extract(crop)
+        check_contract(features, height, width, 64, 500)
+        interior = np.all((features.keypoints > 16) & (features.keypoints < [width - 16, height - 16]), axis=1)
+        in_frame = features.keypoints[interior] + [left, top]
+        nearest = np.linalg.norm(in_frame[:, None] - reference.keypoints[None], axis=2).min(axis=1)
+        # A frame off by the padding would put the median at several pixels.
+        assert np.median(nearest) < 0.2
+        assert np.mean(nearest < 1.0) > 0.8
+
+
+def test_threshold_mode(rgb_frame):
+    extractor = create_extractor("torch", model="aliked-t16", top_k=-1, score_threshold=0.3, max_keypoints=300,
+                                 device="cpu", allow_download=False)
+    features = extractor.extract(rgb_frame)
+    assert 0 < len(features) <= 300 and np.all(features.scores > 0.3)
+    assert np.all(np.diff(features.scores) <= 0)
+
+
+def test_above_keeps_the_prefix_over_the_threshold(extractor, rgb_frame):
+    features = extractor.extract(rgb_frame)
+    threshold = float(np.median(features.scores))
+    kept = features.above(threshold)
+    assert np.all(kept.scores > threshold) and len(kept) == np.count_nonzero(features.scores > threshold)
+    assert np.array_equal(kept.descriptors, features.descriptors[: len(kept)])
+
+
+def test_fp16_agrees_with_fp32(rgb_frame):
+    """float16 on the CPU is slow, so a crop; the bounds are the engine issue's fp16 bounds."""
+    crop = rgb_frame[100:228, 200:392]
+    results = {}
+    for fp16 in (False, True):
+        engine = create_extractor("torch", model="aliked-t16", top_k=200, device="cpu", fp16=fp16,
+                                  allow_download=False)
+        assert engine.precision == ("fp16" if fp16 else "fp32")
+        results[fp16] = engine.extract(crop)
+    full, half = results[False], results[True]
+    distances = np.linalg.norm(full.keypoints[:, None] - half.keypoints[None], axis=2)
+    forward, backward = distances.argmin(1), distances.argmin(0)
+    rows = np.arange(len(forward))
+    matched = (backward[forward] == rows) & (distances[rows, forward] <= 1.0)
+    assert matched.mean() >= 0.9
+    cosine = np.sum(full.descriptors[matched] * half.descriptors[forward[matched]], axis=1)
+    assert np.median(cosine) >= 0.99
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
+@pytest.mark.parametrize("fp16", [False, True])
+def test_cuda_agrees_with_cpu(rgb_frame, fp16):
+    cpu = create_extractor("torch", model="aliked-n16rot", top_k=1000, device="cpu", allow_download=False)
+    gpu = create_extractor("torch", model="aliked-n16rot", top_k=1000, device="cuda", fp16=fp16,
+                           allow_download=False)
+    reference, result = cpu.extract(rgb_frame), gpu.extract(rgb_frame)
+    distances = np.linalg.norm(reference.keypoints[:, None] - result.keypoints[None], axis=2)
+    forward, backward = distances.argmin(1), distances.argmin(0)
+    rows = np.arange(len(forward))
+    matched = (backward[forward] == rows) & (distances[rows, forward] <= 0.5)
+    assert matched.mean() >= (0.99 if not fp16 else 0.95)
+    cosine = np.sum(reference.descriptors[matched] * result.descriptors[forward[matched]], axis=1)
+    assert np.quantile(cosine, 0.01) >= (0.999 if not fp16 else 0.99)
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (np.zeros((64, 64, 2), np.uint8), "2 channels"),
+        (np.zeros((64, 64, 4), np.uint8), "4 channels"),
+        (np.zeros((64, 64, 3), np.float32), "uint8"),
+        (np.zeros((16, 100, 3), np.uint8), "at least 32 pixels"),
+        (np.zeros((64,), np.uint8), "1 dimensions"),
+    ],
+)
+def test_bad_images_are_refused_with_a_sentence(extractor, image, message):
+    with pytest.raises(AlikedError, match=message):
+        extractor.extract(image)
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(AlikedError, match="Unknown model"):
+        create_extractor("torch", model="aliked-x", device="cpu")
+    with pytest.raises(AlikedError, match="top_k"):
+        create_extractor("torch", model="aliked-t16", top_k=0, device="cpu")
+    with pytest.raises(AlikedError, match="Unknown engine"):
+        create_extractor("openvino")
+    extractor = create_extractor("torch", model="aliked-t16", top_k=5000, device="cpu", allow_download=False)
+    with pytest.raises(AlikedError, match="exceeds"):
+        extractor.extract(np.zeros((40, 40), np.uint8))

