@@ -1,0 +1,82 @@
+"""The Keypoints message without ROS: its definition file, its rosbags type, and building one from Features.
+
+One builder serves rclpy's generated class (the node) and rosbags' dataclass (bag tools). Float arrays go to an
+rclpy message as ``array.array('f')``, which rclpy's setter takes without checking each element in Python (a list or
+an ndarray makes it check all 2000 × 128 values); a rosbags message takes numpy arrays.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from aliked_ros.errors import AlikedError
+from aliked_ros.features import Features
+
+KEYPOINTS_MSGTYPE = "aliked_ros/msg/Keypoints"
+
+
+def keypoints_definition_path() -> Path:
+    """``Keypoints.msg``: in the checkout, beside a pip install (share/aliked_ros/msg) or in a ROS 2 install."""
+    candidates = [Path(__file__).resolve().parents[1] / "msg", Path(sys.prefix) / "share" / "aliked_ros" / "msg"]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "aliked_ros" / "msg")
+    for directory in candidates:
+        if (directory / "Keypoints.msg").is_file():
+            return directory / "Keypoints.msg"
+    raise AlikedError("Keypoints.msg was not found; reinstall aliked-ros (pip install) or source its ROS 2 workspace.")
+
+
+def register_keypoints_type(typestore) -> type:
+    """Add aliked_ros/msg/Keypoints to a rosbags typestore (once) and return its message class."""
+    from rosbags.typesys import get_types_from_msg
+
+    if KEYPOINTS_MSGTYPE not in typestore.types:
+        typestore.register(get_types_from_msg(keypoints_definition_path().read_text(), KEYPOINTS_MSGTYPE))
+    return typestore.types[KEYPOINTS_MSGTYPE]
+
+
+def _is_rclpy_class(message_class) -> bool:
+    return hasattr(message_class, "get_fields_and_field_types")
+
+
+def build_keypoints_message(message_class, header, features: Features, model: str):
+    """A Keypoints message of ``message_class`` (rclpy's or rosbags') holding ``features``; ``header`` is used as
+    it is (the source image's)."""
+    keypoints = np.ascontiguousarray(features.keypoints, dtype=np.float32).reshape(-1)
+    scores = np.ascontiguousarray(features.scores, dtype=np.float32)
+    descriptors = np.ascontiguousarray(features.descriptors, dtype=np.float32).reshape(-1)
+    if _is_rclpy_class(message_class):
+        keypoints, scores, descriptors = (array.array("f", values.tobytes()) for values in (keypoints, scores,
+                                                                                            descriptors))
+    return message_class(
+        header=header,
+        height=features.image_height,
+        width=features.image_width,
+        model=model,
+        descriptor_size=features.descriptor_size,
+        keypoints=keypoints,
+        scores=scores,
+        descriptors=descriptors,
+    )
+
+
+def features_from_message(message) -> Features:
+    """The Features a Keypoints message holds (rclpy's or rosbags'), with a sentence where its arrays disagree."""
+    scores = np.asarray(message.scores, dtype=np.float32)
+    count = len(scores)
+    keypoints = np.asarray(message.keypoints, dtype=np.float32)
+    descriptors = np.asarray(message.descriptors, dtype=np.float32)
+    size = int(message.descriptor_size)
+    if keypoints.size != 2 * count or descriptors.size != count * size:
+        raise AlikedError(
+            f"Inconsistent Keypoints message: {count} scores, {keypoints.size} keypoint values, "
+            f"{descriptors.size} descriptor values of size {size}."
+        )
+    return Features(keypoints.reshape(count, 2), scores, descriptors.reshape(count, size), int(message.height),
+                    int(message.width))

@@ -1,0 +1,196 @@
+"""The ROS-free processing layer: image messages to RGB, Keypoints messages, latency statistics, FrameProcessor."""
+
+import array
+
+import cv2
+import numpy as np
+import pytest
+from rosbags.typesys import Stores, get_typestore
+
+from aliked_ros.errors import AlikedError
+from aliked_ros.features import Features
+from aliked_ros.imaging import SUPPORTED_ENCODINGS, message_to_image
+from aliked_ros.latency import LatencyMonitor
+from aliked_ros.messages import build_keypoints_message, features_from_message, register_keypoints_type
+from aliked_ros.processing import FrameProcessor
+
+TYPES = get_typestore(Stores.ROS2_JAZZY)
+Image = TYPES.types["sensor_msgs/msg/Image"]
+CompressedImage = TYPES.types["sensor_msgs/msg/CompressedImage"]
+Header = TYPES.types["std_msgs/msg/Header"]
+Time = TYPES.types["builtin_interfaces/msg/Time"]
+Keypoints = register_keypoints_type(TYPES)
+HEADER = Header(stamp=Time(sec=1311868169, nanosec=163498000), frame_id="camera_rgb_optical_frame")
+
+
+def image_message(encoding: str, pixels: np.ndarray, padding: int = 0, big_endian: bool = False) -> Image:
+    """An Image message of ``pixels`` with ``padding`` bytes after each row."""
+    height, width = pixels.shape[:2]
+    if big_endian:
+        pixels = pixels.astype(pixels.dtype.newbyteorder(">"))
+    rows = pixels.reshape(height, -1).view(np.uint8)
+    step = rows.shape[1] + padding
+    data = np.zeros((height, step), np.uint8)
+    data[:, : rows.shape[1]] = rows
+    return Image(header=HEADER, height=height, width=width, encoding=encoding, is_bigendian=int(big_endian),
+                 step=step, data=data.reshape(-1))
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    return np.random.default_rng(1).integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("padding", [0, 5])
+def test_colour_encodings_become_rgb(rgb, padding):
+    alpha = np.full((6, 8, 1), 200, np.uint8)
+    cases = {
+        "rgb8": rgb,
+        "bgr8": rgb[:, :, ::-1],
+        "rgba8": np.concatenate([rgb, alpha], axis=2),
+        "bgra8": np.concatenate([rgb[:, :, ::-1], alpha], axis=2),
+    }
+    for encoding, pixels in cases.items():
+        result = message_to_image(image_message(encoding, np.ascontiguousarray(pixels), padding))
+        assert result.dtype == np.uint8 and np.array_equal(result, rgb), encoding
+
+
+def test_mono_encodings(rgb):
+    gray = rgb[:, :, 0]
+    assert np.array_equal(message_to_image(image_message("mono8", gray, padding=3)), gray)
+    wide = gray.astype(np.uint16) * 256 + 3  # the high byte is the 8-bit value
+    for big_endian in (False, True):
+        result = message_to_image(image_message("mono16", wide, padding=2, big_endian=big_endian))
+        assert np.array_equal(result, gray)
+
+
+def test_yuv422_matches_opencv(rgb):
+    yuv = np.random.default_rng(2).integers(0, 256, size=(6, 8, 2), dtype=np.uint8)  # UYVY, 2 bytes per pixel
+    expected = cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_UYVY)
+    assert np.array_equal(message_to_image(image_message("yuv422", yuv, padding=4)), expected)
+
+
+@pytest.mark.parametrize("extension", [".png", ".jpg"])
+def test_compressed_images(rgb, extension):
+    big = cv2.resize(rgb, (64, 48), interpolation=cv2.INTER_NEAREST)
+    ok, encoded = cv2.imencode(extension, big[:, :, ::-1])
+    result = message_to_image(CompressedImage(header=HEADER, format=extension[1:], data=encoded.reshape(-1)))
+    assert result.shape == big.shape
+    assert np.abs(result.astype(int) - big).mean() < (0.01 if extension == ".png" else 20)
+
+
+def test_bad_messages_fail_with_a_sentence(rgb):
+    with pytest.raises(AlikedError, match="32FC1.*not supported"):
+        message_to_image(image_message("32FC1", np.zeros((4, 4), np.float32)))
+    short = image_message("rgb8", rgb)
+    short.data = short.data[:-10]
+    with pytest.raises(AlikedError, match="needs a step"):
+        message_to_image(short)
+    with pytest.raises(AlikedError, match="could not be decoded"):
+        message_to_image(CompressedImage(header=HEADER, format="jpeg", data=np.arange(50, dtype=np.uint8)))
+    assert {"mono8", "mono16", "rgb8", "bgr8", "rgba8", "bgra8", "yuv422"} <= set(SUPPORTED_ENCODINGS)
+
+
+def make_features(count: int, size: int) -> Features:
+    rng = np.random.default_rng(count)
+    descriptors = rng.normal(size=(count, size)).astype(np.float32)
+    descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
+    scores = np.sort(rng.uniform(0.01, 0.99, count).astype(np.float32))[::-1].copy()
+    keypoints = rng.uniform(0, 400, (count, 2)).astype(np.float32)
+    return Features(keypoints, scores, descriptors, 480, 640)
+
+
+def test_keypoints_message_round_trip_through_rosbags_serialisation():
+    features = make_features(2000, 128)
+    message = build_keypoints_message(Keypoints, HEADER, features, "aliked-n16rot")
+    raw = TYPES.serialize_cdr(message, Keypoints.__msgtype__)
+    back = TYPES.deserialize_cdr(raw, Keypoints.__msgtype__)
+    assert back.header.frame_id == HEADER.frame_id and back.header.stamp.sec == HEADER.stamp.sec
+    assert (back.height, back.width, back.model, back.descriptor_size) == (480, 640, "aliked-n16rot", 128)
+    assert back.keypoints[:4].tolist() == features.keypoints[:2].reshape(-1).tolist()  # interleaved x, y
+    decoded = features_from_message(back)
+    for name in ("keypoints", "scores", "descriptors"):
+        assert np.array_equal(getattr(decoded, name), getattr(features, name))
+
+
+def test_empty_features_make_a_valid_message():
+    features = make_features(0, 64)
+    message = build_keypoints_message(Keypoints, HEADER, features, "aliked-t16")
+    assert len(features_from_message(message)) == 0 and message.descriptor_size == 64
+
+
+def test_rclpy_messages_get_float_arrays():
+    """The fast path for rclpy messages: where rclpy is missing, a class of the same shape stands in to check the
+    types the builder hands over (no library is faked: rclpy itself is tested in the ROS tests)."""
+
+    class RclpyStyle:
+        @classmethod
+        def get_fields_and_field_types(cls):
+            return {}
+
+        def __init__(self, **fields):
+            self.__dict__.update(fields)
+
+    message = build_keypoints_message(RclpyStyle, HEADER, make_features(10, 64), "aliked-t16")
+    assert isinstance(message.keypoints, array.array) and message.keypoints.typecode == "f"
+    assert len(message.keypoints) == 20 and len(message.descriptors) == 640
+
+
+def test_latency_monitor_statistics():
+    now = [0.0]
+    monitor = LatencyMonitor(window=10, clock=lambda: now[0])
+    for frame in range(20):
+        now[0] = frame * 0.1  # 10 Hz in
+        monitor.received()
+        if frame % 5 == 4:
+            monitor.dropped()
+            continue
+        monitor.published(processing_seconds=0.010 + frame * 0.001, end_to_end_seconds=0.030)
+    summary = monitor.summary()
+    assert summary.received_total == 20 and summary.dropped_total == 4 and summary.published_total == 16
+    assert summary.frames == 10
+    assert summary.input_rate_hz == pytest.approx(10.0)
+    assert summary.processing_max_ms == pytest.approx(28.0)  # frame 18; frame 19 was dropped
+    assert summary.end_to_end_p50_ms == pytest.approx(30.0)
+    assert 0 < summary.drop_ratio < 0.5
+    assert "dropped" in summary.describe()
+
+
+class FixedExtractor:
+    """A tiny extractor with known features: the processor's logic is under test, not the network."""
+
+    model = "aliked-t16"
+
+    def __init__(self):
+        self.seen = []
+
+    def extract(self, image):
+        self.seen.append(image)
+        height, width = image.shape[:2]
+        features = make_features(50, 64)
+        return Features(features.keypoints, features.scores, features.descriptors, height, width)
+
+
+def test_frame_processor_thresholds_and_copies_the_header(rgb):
+    extractor = FixedExtractor()
+    processor = FrameProcessor(extractor, Keypoints, score_threshold=0.5)
+    result = processor.process(image_message("bgr8", np.ascontiguousarray(rgb[:, :, ::-1])))
+    assert np.array_equal(extractor.seen[-1], rgb)
+    assert result.message.header is HEADER
+    assert np.all(result.features.scores > 0.5) and len(result.message.scores) == len(result.features)
+    processor.score_threshold = 0.9
+    assert len(processor.process(image_message("rgb8", rgb)).features) < len(result.features)
+    with pytest.raises(AlikedError, match="score_threshold"):
+        processor.score_threshold = 1.5
+
+
+def test_frame_processor_with_the_network(rgb_frame):
+    from aliked_ros.engines import create_extractor
+
+    extractor = create_extractor("torch", model="aliked-t16", top_k=300, device="cpu", allow_download=False)
+    processor = FrameProcessor(extractor, Keypoints)
+    ok, encoded = cv2.imencode(".png", rgb_frame[:, :, ::-1])
+    message = processor.process(CompressedImage(header=HEADER, format="png", data=encoded.reshape(-1))).message
+    expected = extractor.extract(rgb_frame)
+    assert np.array_equal(features_from_message(message).descriptors, expected.descriptors)
+    assert (message.height, message.width) == rgb_frame.shape[:2]
