@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from aliked_ros.engines import create_extractor
 from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
@@ -60,3 +61,29 @@ class FrameProcessor:
         features = self.extractor.extract(image).above(self._score_threshold)
         message = build_keypoints_message(self.message_class, image_message.header, features, self.extractor.model)
         return ProcessedFrame(message, features)
+
+
+def extractor_from_parameters(values: dict, log=print) -> Extractor:
+    """The extractor that the node's parameters (``aliked_ros.parameters.resolve``) describe.
+
+    ``engine: auto`` takes onnxruntime where an ONNX file is given, else the torch engine. float16 on the CPU is
+    slower than float32 there, so the torch engine runs float32 on the CPU whatever ``precision`` says, and logs it.
+    """
+    engine = values["engine"]
+    if engine == "auto":
+        engine = "onnxruntime" if values["onnx_path"] else "torch"
+    log(f"Loading the {engine} engine for {values['model']} (top_k {values['top_k']}, {values['precision']})")
+    if engine == "torch":
+        fp16 = values["precision"] == "fp16"
+        from aliked_ros.engines.torch_engine import resolve_device
+
+        if fp16 and resolve_device(values["device"]).type == "cpu":
+            log("precision fp16 asked for on the CPU, where it is slower: running fp32")
+            fp16 = False
+        return create_extractor("torch", model=values["model"], top_k=values["top_k"], device=values["device"],
+                                fp16=fp16, weights=values["weights_path"] or None)
+    if engine == "onnxruntime":
+        if not values["onnx_path"]:
+            raise AlikedError("engine onnxruntime needs onnx_path (export one with `aliked-ros export-onnx`).")
+        return create_extractor("onnxruntime", onnx_path=values["onnx_path"])
+    raise AlikedError(f"The {engine} engine is not available in this build; use engine torch or onnxruntime.")

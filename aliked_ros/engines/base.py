@@ -58,6 +58,10 @@ class Extractor(abc.ABC):
         mode = f"top-k {self.top_k}" if self.top_k > 0 else "threshold mode"
         return f"{self.engine} engine, {self.model}, {self.precision}, {self.device}, {mode}"
 
+    def device_memory(self) -> dict[str, float] | None:
+        """Device memory in MiB where the engine can read it (for diagnostics), else None."""
+        return None
+
     def close(self) -> None:
         """Release device resources; the extractor is unusable afterwards."""
 

@@ -62,6 +62,16 @@ class TorchExtractor(Extractor):
         self.precision = "fp16" if fp16 else "fp32"
         self.descriptor_size = self.aliked.descriptor_size
 
+    def device_memory(self) -> dict[str, float] | None:
+        if self.torch_device.type != "cuda":
+            return None
+        mib = 1 << 20
+        return {
+            "gpu_memory_allocated_mib": torch.cuda.memory_allocated(self.torch_device) / mib,
+            "gpu_memory_peak_allocated_mib": torch.cuda.max_memory_allocated(self.torch_device) / mib,
+            "gpu_memory_reserved_mib": torch.cuda.memory_reserved(self.torch_device) / mib,
+        }
+
     @torch.inference_mode()
     def _extract(self, rgb: np.ndarray) -> Features:
         height, width = rgb.shape[:2]

@@ -1,0 +1,142 @@
+"""The node's parameters without ROS: names, types, ranges, descriptions, validation, and their defaults, which come
+from ``config/aliked.yaml`` (the one source the node, the launch file and ``process-bag`` share)."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from aliked_ros.errors import AlikedError
+from aliked_ros.model.configs import MODEL_CONFIGS
+
+ENGINE_CHOICES = ("auto", "tensorrt", "onnxruntime", "torch")
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    name: str
+    type: type  # bool, int, float or str
+    description: str
+    read_only: bool = True  # changing it needs a new engine or subscription: set at start-up only
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def validate(self, value):
+        """``value`` converted to this parameter's type, or AlikedError with the reason."""
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise AlikedError(f"{self.name} must be true or false, not {value!r}.")
+            return value
+        if self.type is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise AlikedError(f"{self.name} must be an integer, not {value!r}.")
+        if self.type is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise AlikedError(f"{self.name} must be a finite number, not {value!r}.")
+            value = float(value)
+        if self.type is str:
+            if not isinstance(value, str):
+                raise AlikedError(f"{self.name} must be a string, not {value!r}.")
+            if self.choices and value not in self.choices and not self._device_like(value):
+                raise AlikedError(f"{self.name} must be one of {', '.join(self.choices)}, not {value!r}.")
+        if self.minimum is not None and value < self.minimum:
+            raise AlikedError(f"{self.name} must be at least {self.minimum:g}, not {value}.")
+        if self.maximum is not None and value > self.maximum:
+            raise AlikedError(f"{self.name} must be at most {self.maximum:g}, not {value}.")
+        return value
+
+    def _device_like(self, value: str) -> bool:
+        return self.name == "device" and value.startswith("cuda:") and value[5:].isdigit()
+
+
+SPECS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("model", str, "ALIKED variant", choices=tuple(MODEL_CONFIGS)),
+    ParameterSpec("engine", str, "runtime: auto, tensorrt, onnxruntime or torch", choices=ENGINE_CHOICES),
+    ParameterSpec("device", str, "device of the torch and onnxruntime engines", choices=("auto", "cpu", "cuda")),
+    ParameterSpec("precision", str, "network arithmetic", choices=("fp16", "fp32")),
+    ParameterSpec("top_k", int, "keypoints per image (the engine's fixed K)", minimum=1, maximum=10000),
+    ParameterSpec("score_threshold", float, "publish keypoints scoring above this", read_only=False, minimum=0.0,
+                  maximum=0.999),
+    ParameterSpec("image_height", int, "image height the engine is built for; 0 = first image's", minimum=0,
+                  maximum=16384),
+    ParameterSpec("image_width", int, "image width the engine is built for; 0 = first image's", minimum=0,
+                  maximum=16384),
+    ParameterSpec("weights_path", str, "ALIKED .pth weights; empty = search"),
+    ParameterSpec("onnx_path", str, "prebuilt ONNX file; empty = engine cache"),
+    ParameterSpec("engine_path", str, "prebuilt TensorRT plan; empty = engine cache"),
+    ParameterSpec("cache_dir", str, "engine cache directory; empty = default"),
+    ParameterSpec("input_transport", str, "raw (sensor_msgs/Image) or compressed (CompressedImage)",
+                  choices=("raw", "compressed")),
+    ParameterSpec("qos_reliability", str, "image subscription reliability", choices=("best_effort", "reliable")),
+    ParameterSpec("qos_depth", int, "image subscription queue depth", minimum=1, maximum=100),
+    ParameterSpec("publish_debug_image", bool, "publish ~/debug_image with the keypoints drawn", read_only=False),
+    ParameterSpec("debug_image_rate", float, "maximum rate of ~/debug_image (Hz)", read_only=False, minimum=0.1,
+                  maximum=100.0),
+    ParameterSpec("diagnostics_period", float, "seconds between /diagnostics updates", minimum=0.1, maximum=60.0),
+    ParameterSpec("latency_window", int, "frames in the latency statistics window", minimum=2, maximum=10000),
+    ParameterSpec("latency_budget_ms", float, "WARN above this end-to-end p95 latency (ms)", read_only=False,
+                  minimum=0.1, maximum=100000.0),
+    ParameterSpec("max_drop_ratio", float, "WARN above this ratio of dropped frames", read_only=False, minimum=0.0,
+                  maximum=1.0),
+)
+SPECS_BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+def config_dir() -> Path:
+    """``config/``: in the checkout, beside a pip install (share/aliked_ros/config) or in a ROS 2 install."""
+    candidates = [Path(__file__).resolve().parents[1] / "config", Path(sys.prefix) / "share" / "aliked_ros" / "config"]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "aliked_ros" / "config")
+    for directory in candidates:
+        if (directory / "aliked.yaml").is_file():
+            return directory
+    raise AlikedError("config/aliked.yaml was not found; reinstall aliked-ros or source its ROS 2 workspace.")
+
+
+def read_params_file(path: str | os.PathLike, node_name: str = "aliked_node") -> dict:
+    """The ``ros__parameters`` of a ROS 2 parameters file that apply to ``node_name`` (``/**`` first, then the
+    node's own section), unvalidated."""
+    import yaml
+
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise AlikedError(f"The parameters file {path} could not be read ({error}).") from None
+    if not isinstance(document, dict):
+        raise AlikedError(f"{path} is not a ROS 2 parameters file (a mapping of node names to ros__parameters).")
+    merged = {}
+    for key in ("/**", node_name, f"/{node_name}"):
+        section = document.get(key)
+        if isinstance(section, dict):
+            merged.update(section.get("ros__parameters") or {})
+    return merged
+
+
+def defaults() -> dict:
+    """Every parameter's default, from config/aliked.yaml, validated; a missing or unknown entry is an error."""
+    values = read_params_file(config_dir() / "aliked.yaml")
+    missing = [spec.name for spec in SPECS if spec.name not in values]
+    unknown = sorted(set(values) - set(SPECS_BY_NAME))
+    if missing or unknown:
+        raise AlikedError(f"config/aliked.yaml does not match the node's parameters: missing {missing}, "
+                          f"unknown {unknown}.")
+    return {spec.name: spec.validate(values[spec.name]) for spec in SPECS}
+
+
+def resolve(overrides: dict | None = None, params_file: str | os.PathLike | None = None) -> dict:
+    """Defaults, then a parameters file, then explicit overrides (None values ignored), all validated."""
+    values = defaults()
+    layers = [read_params_file(params_file) if params_file else {}, overrides or {}]
+    for layer in layers:
+        for name, value in layer.items():
+            if value is None:
+                continue
+            if name not in SPECS_BY_NAME:
+                raise AlikedError(f"Unknown parameter {name!r}; known: {', '.join(SPECS_BY_NAME)}.")
+            values[name] = SPECS_BY_NAME[name].validate(value)
+    return values

@@ -1,0 +1,231 @@
+"""aliked_node: camera images in, aliked_ros/msg/Keypoints out, latency on /diagnostics.
+
+Threads: the subscription callback only stores the newest image (an older one still waiting is counted as dropped);
+one worker thread loads the engine, runs it and publishes, so nothing blocks the executor and latency never piles
+up. Parameters are declared from ``aliked_ros.parameters`` with their defaults from config/aliked.yaml.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
+from diagnostic_updater import Updater
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.time import Time
+from sensor_msgs.msg import CompressedImage, Image
+
+from aliked_ros import parameters
+from aliked_ros.errors import AlikedError
+from aliked_ros.latency import LatencyMonitor
+from aliked_ros.msg import Keypoints
+from aliked_ros.processing import FrameProcessor, extractor_from_parameters
+from aliked_ros.visualize import draw_keypoints
+
+
+def _descriptor(spec: parameters.ParameterSpec) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    if spec.choices:
+        descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.type is int and spec.minimum is not None:
+        descriptor.integer_range = [IntegerRange(from_value=int(spec.minimum), to_value=int(spec.maximum), step=0)]
+    if spec.type is float and spec.minimum is not None:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.minimum),
+                                                              to_value=float(spec.maximum), step=0.0)]
+    return descriptor
+
+
+class AlikedNode(Node):
+    def __init__(self, **node_options):
+        super().__init__("aliked_node", **node_options)
+        defaults = parameters.defaults()
+        for spec in parameters.SPECS:
+            self.declare_parameter(spec.name, defaults[spec.name], _descriptor(spec))
+        try:
+            self.values = parameters.resolve({spec.name: self.get_parameter(spec.name).value for spec in parameters.SPECS})
+        except AlikedError as error:
+            raise SystemExit(f"aliked_node: {error}") from None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._condition = threading.Condition()
+        self._pending: tuple[object, float] | None = None
+        self._stopping = False
+        self._reported_errors: set[str] = set()
+        self._engine_error: str | None = None
+        self._last_debug_time = 0.0
+        self.monitor = LatencyMonitor(self.values["latency_window"])
+        self.processor: FrameProcessor | None = None
+
+        self.keypoints_publisher = self.create_publisher(
+            Keypoints, "keypoints", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self.debug_publisher = self.create_publisher(Image, "~/debug_image", 1)
+        compressed = self.values["input_transport"] == "compressed"
+        image_qos = QoSProfile(depth=self.values["qos_depth"], reliability=(
+            ReliabilityPolicy.BEST_EFFORT if self.values["qos_reliability"] == "best_effort"
+            else ReliabilityPolicy.RELIABLE), durability=qos_profile_sensor_data.durability)
+        self.subscription = self.create_subscription(
+            CompressedImage if compressed else Image, "image", self._on_image, image_qos)
+
+        self.updater = Updater(self, period=self.values["diagnostics_period"])
+        self.updater.setHardwareID("aliked_ros (engine loading)")
+        self.updater.add("latency", self._diagnose)
+
+        self.worker = threading.Thread(target=self._work, name="aliked_worker", daemon=True)
+        self.worker.start()
+
+    # --- callbacks on the executor: short, never blocking ---------------------------------------------------------
+
+    def _on_image(self, message) -> None:
+        with self._condition:
+            self.monitor.received()
+            if self._pending is not None:
+                self.monitor.dropped()
+            self._pending = (message, time.perf_counter())
+            self._condition.notify()
+
+    def _on_set_parameters(self, changes) -> SetParametersResult:
+        updates = {}
+        for change in changes:
+            spec = parameters.SPECS_BY_NAME.get(change.name)
+            if spec is None:
+                continue  # use_sim_time and other parameters of rclpy itself
+            if spec.read_only:
+                return SetParametersResult(successful=False,
+                                           reason=f"{change.name} needs a new engine: restart the node with it set")
+            try:
+                updates[change.name] = spec.validate(change.value)
+            except AlikedError as error:
+                return SetParametersResult(successful=False, reason=str(error))
+        with self._condition:
+            self.values.update(updates)
+            if self.processor is not None and "score_threshold" in updates:
+                self.processor.score_threshold = updates["score_threshold"]
+        return SetParametersResult(successful=True)
+
+    def _diagnose(self, status):
+        with self._condition:
+            summary = self.monitor.summary()
+            budget, max_drops = self.values["latency_budget_ms"], self.values["max_drop_ratio"]
+            engine_error, ready = self._engine_error, self.processor is not None
+        for key, value in vars(summary).items():
+            status.add(key, "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value)))
+        if ready:
+            for key, value in (self.processor.extractor.device_memory() or {}).items():
+                status.add(key, f"{value:.1f}")
+        if engine_error:
+            status.summary(DiagnosticStatus.ERROR, f"engine failed: {engine_error}")
+        elif not ready:
+            status.summary(DiagnosticStatus.WARN, "engine loading")
+        elif summary.end_to_end_p95_ms is not None and summary.end_to_end_p95_ms > budget:
+            status.summary(DiagnosticStatus.WARN, f"end-to-end p95 {summary.end_to_end_p95_ms:.1f} ms over the "
+                                                  f"{budget:g} ms budget")
+        elif summary.drop_ratio > max_drops:
+            status.summary(DiagnosticStatus.WARN, f"dropping {summary.drop_ratio:.0%} of frames")
+        elif summary.frames == 0:
+            status.summary(DiagnosticStatus.OK, "waiting for images")
+        else:
+            status.summary(DiagnosticStatus.OK, summary.describe())
+        return status
+
+    # --- the worker thread ----------------------------------------------------------------------------------------
+
+    def _report_once(self, text: str) -> None:
+        if text not in self._reported_errors:
+            self._reported_errors.add(text)
+            self.get_logger().error(text)
+
+    def _load_engine(self) -> bool:
+        try:
+            extractor = extractor_from_parameters(self.values, log=self.get_logger().info)
+            height, width = self.values["image_height"], self.values["image_width"]
+            if height and width:
+                extractor.warmup(height, width)
+        except AlikedError as error:
+            self._engine_error = str(error)
+            self.get_logger().error(f"The engine could not be loaded: {error}")
+            return False
+        with self._condition:
+            self.processor = FrameProcessor(extractor, Keypoints, self.values["score_threshold"])
+        self.updater.setHardwareID(extractor.describe())
+        size = f"{width}x{height}" if height and width else "size of the first image"
+        self.get_logger().info(f"Ready: {extractor.describe()}, input {size}")
+        return True
+
+    def _work(self) -> None:
+        if not self._load_engine():
+            return
+        while True:
+            with self._condition:
+                while self._pending is None and not self._stopping:
+                    self._condition.wait(timeout=0.5)
+                if self._stopping:
+                    return
+                message, received = self._pending
+                self._pending = None
+            self._process(message, received)
+
+    def _process(self, message, received: float) -> None:
+        try:
+            result = self.processor.process(message)
+        except AlikedError as error:  # the image's fault: report once, keep going
+            self._report_once(f"Image skipped: {error}")
+            return
+        except Exception as error:  # the engine's fault
+            self._engine_error = f"{type(error).__name__}: {error}"
+            self._report_once(f"The engine failed on an image: {self._engine_error}")
+            return
+        self.keypoints_publisher.publish(result.message)
+        now = self.get_clock().now()
+        stamp = Time.from_msg(message.header.stamp, clock_type=now.clock_type)
+        end_to_end = (now - stamp).nanoseconds * 1e-9 if stamp.nanoseconds > 0 else None
+        with self._condition:
+            self.monitor.published(time.perf_counter() - received, end_to_end)
+            self._engine_error = None
+        self._publish_debug_image(message, result)
+
+    def _publish_debug_image(self, message, result) -> None:
+        if not self.values["publish_debug_image"]:
+            return
+        now = time.monotonic()
+        if now - self._last_debug_time < 1.0 / self.values["debug_image_rate"]:
+            return
+        self._last_debug_time = now
+        from aliked_ros.imaging import message_to_image
+
+        picture = draw_keypoints(message_to_image(message), result.features)
+        height, width = picture.shape[:2]
+        self.debug_publisher.publish(Image(header=message.header, height=height, width=width, encoding="bgr8",
+                                           is_bigendian=0, step=width * 3, data=np.ascontiguousarray(picture).tobytes()))
+
+    def stop(self) -> None:
+        with self._condition:
+            self._stopping = True
+            self._condition.notify_all()
+        self.worker.join(timeout=5.0)
+        if self.processor is not None:
+            self.processor.extractor.close()
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = AlikedNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
