@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 
@@ -63,27 +64,61 @@ class FrameProcessor:
         return ProcessedFrame(message, features)
 
 
-def extractor_from_parameters(values: dict, log=print) -> Extractor:
+STATIC_ENGINES = ("tensorrt", "onnxruntime")
+
+
+def resolve_engine(values: dict) -> str:
+    """The engine that ``engine: auto`` means here: TensorRT where it is installed, else onnxruntime where an ONNX
+    file is given or onnxruntime has a GPU provider, else torch. Decided without importing any runtime."""
+    engine = values["engine"]
+    if engine != "auto":
+        return engine
+    if values["engine_path"] or (importlib.util.find_spec("tensorrt") and values["device"] != "cpu"):
+        return "tensorrt"
+    if values["onnx_path"]:
+        return "onnxruntime"
+    return "torch"
+
+
+def needs_image_size(values: dict) -> bool:
+    """Whether the engine must know the image size before it is made (a static engine from the cache)."""
+    engine = resolve_engine(values)
+    explicit = values["engine_path"] if engine == "tensorrt" else values["onnx_path"]
+    return engine in STATIC_ENGINES and not explicit and not (values["image_height"] and values["image_width"])
+
+
+def extractor_from_parameters(values: dict, log=print, image_size: tuple[int, int] | None = None) -> Extractor:
     """The extractor that the node's parameters (``aliked_ros.parameters.resolve``) describe.
 
-    ``engine: auto`` takes onnxruntime where an ONNX file is given, else the torch engine. float16 on the CPU is
-    slower than float32 there, so the torch engine runs float32 on the CPU whatever ``precision`` says, and logs it.
+    Static engines (tensorrt, onnxruntime) come from ``engine_path``/``onnx_path`` or from the engine cache, built
+    for ``image_size`` (else ``image_height`` × ``image_width``). float16 on the CPU is slower than float32 there,
+    so the torch engine runs float32 on the CPU whatever ``precision`` says, and logs it.
     """
-    engine = values["engine"]
-    if engine == "auto":
-        engine = "onnxruntime" if values["onnx_path"] else "torch"
-    log(f"Loading the {engine} engine for {values['model']} (top_k {values['top_k']}, {values['precision']})")
+    engine = resolve_engine(values)
+    model, top_k, precision = values["model"], values["top_k"], values["precision"]
+    height, width = image_size or (values["image_height"], values["image_width"])
+    log(f"Loading the {engine} engine for {model} (top_k {top_k}, {precision})")
     if engine == "torch":
-        fp16 = values["precision"] == "fp16"
+        fp16 = precision == "fp16"
         from aliked_ros.engines.torch_engine import resolve_device
 
         if fp16 and resolve_device(values["device"]).type == "cpu":
             log("precision fp16 asked for on the CPU, where it is slower: running fp32")
             fp16 = False
-        return create_extractor("torch", model=values["model"], top_k=values["top_k"], device=values["device"],
-                                fp16=fp16, weights=values["weights_path"] or None)
+        return create_extractor("torch", model=model, top_k=top_k, device=values["device"], fp16=fp16,
+                                weights=values["weights_path"] or None, cuda_graph=True)
+    explicit = values["engine_path"] if engine == "tensorrt" else values["onnx_path"]
+    if not explicit and not (height and width):
+        raise AlikedError(f"The {engine} engine is built for one image size: set image_height and image_width, "
+                          f"or {'engine_path' if engine == 'tensorrt' else 'onnx_path'}.")
+    from aliked_ros.engines import cache
+
+    options = dict(directory=values["cache_dir"] or None, weights=values["weights_path"] or None, log=log)
+    if engine == "tensorrt":
+        path = explicit or cache.cached_tensorrt_plan(model, height, width, top_k, precision, **options)
+        return create_extractor("tensorrt", engine_path=path, log=log)
     if engine == "onnxruntime":
-        if not values["onnx_path"]:
-            raise AlikedError("engine onnxruntime needs onnx_path (export one with `aliked-ros export-onnx`).")
-        return create_extractor("onnxruntime", onnx_path=values["onnx_path"])
-    raise AlikedError(f"The {engine} engine is not available in this build; use engine torch or onnxruntime.")
+        path = explicit or cache.cached_onnx(model, height, width, top_k, precision, **options)
+        providers = {"cpu": "cpu", "auto": "auto"}.get(values["device"], "cuda")
+        return create_extractor("onnxruntime", onnx_path=path, providers=providers)
+    raise AlikedError(f"Unknown engine {engine!r}.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
 
-ENGINES = ("torch",)
+ENGINES = ("torch", "onnxruntime", "tensorrt")
 
 
 def create_extractor(engine: str = "torch", **options) -> Extractor:
@@ -20,6 +20,16 @@ def create_extractor(engine: str = "torch", **options) -> Extractor:
         except ImportError as error:
             raise AlikedError(f"The torch engine needs PyTorch ({error}); pip install 'aliked-ros[torch]'.") from None
         return TorchExtractor(**options)
+    if engine == "onnxruntime":
+        from aliked_ros.engines.onnxruntime_engine import OnnxRuntimeExtractor  # reports a missing onnxruntime
+
+        return OnnxRuntimeExtractor(**options)
+    if engine == "tensorrt":
+        try:
+            from aliked_ros.engines.tensorrt_engine import TensorRTExtractor
+        except ImportError as error:
+            raise AlikedError(f"The tensorrt engine needs TensorRT's Python package and cuda-python ({error}).") from None
+        return TensorRTExtractor(**options)
     raise AlikedError(f"Unknown engine {engine!r}: choose one of {', '.join(ENGINES)}.")
 
 

@@ -22,6 +22,7 @@ class Extractor(abc.ABC):
           that hold no maximum (score 0) are dropped, and no other threshold is applied; the caller thresholds
           with :meth:`Features.above`. Threshold mode (``top_k`` = -1) is the torch engine's alone.
         - ``engine``, ``model``, ``device`` and ``precision`` describe the extractor for logs and diagnostics.
+        - ``image_size`` is the (height, width) a static engine was built for (other sizes are refused), or None.
     """
 
     engine: str = "?"
@@ -30,6 +31,7 @@ class Extractor(abc.ABC):
     device: str
     precision: str
     descriptor_size: int
+    image_size: tuple[int, int] | None = None  # (height, width) of a static engine; None: any size
 
     def extract(self, image: np.ndarray) -> Features:
         rgb = as_rgb(image)

@@ -39,13 +39,17 @@ class TorchExtractor(Extractor):
         - ``fp16`` runs the network in float16 (CUDA; on the CPU it works but is slow); detection and descriptor
           sampling stay float32.
         - Images of any size at least 32×32 work; each size is computed as it comes.
+        - ``cuda_graph`` (CUDA, top-k mode): the fast path. For each image size, the whole frame — the upload
+          of the uint8 image from pinned host memory, conversion, network, detection, descriptors and the download
+          of the outputs to pinned host memory — is captured once as a CUDA graph and replayed: no allocation, no
+          kernel launch from Python and one synchronisation per frame.
     """
 
     engine = "torch"
 
     def __init__(self, model: str = "aliked-n16rot", top_k: int = 1000, *, device: str = "auto", fp16: bool = False,
                  score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
-                 weights: str | os.PathLike | None = None, allow_download: bool = True):
+                 weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False):
         if top_k == 0 or top_k < -1:
             raise AlikedError(f"top_k must be positive (top-k mode) or -1 (threshold mode), not {top_k}.")
         if top_k == -1 and max_keypoints < 1:
@@ -61,6 +65,13 @@ class TorchExtractor(Extractor):
         self.device = str(self.torch_device)
         self.precision = "fp16" if fp16 else "fp32"
         self.descriptor_size = self.aliked.descriptor_size
+        self.cuda_graph = cuda_graph and self.torch_device.type == "cuda" and top_k > 0
+        self._graphs: dict[tuple[int, int], CapturedExtraction] = {}
+        if self.torch_device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest convolution once per size
+
+    def describe(self) -> str:
+        return super().describe() + (", CUDA graph" if self.cuda_graph else "")
 
     def device_memory(self) -> dict[str, float] | None:
         if self.torch_device.type != "cuda":
@@ -77,7 +88,16 @@ class TorchExtractor(Extractor):
         height, width = rgb.shape[:2]
         if 0 < self.top_k and self.top_k > height * width:
             raise AlikedError(f"top_k {self.top_k} exceeds the {height * width} pixels of a {width}x{height} image.")
-        image = torch.from_numpy(rgb).to(self.torch_device, non_blocking=True)
+        if self.cuda_graph:
+            captured = self._graphs.get((height, width))
+            if captured is None:
+                captured = self._graphs[(height, width)] = CapturedExtraction(self.aliked, self.dtype, height, width)
+            keypoints, scores, descriptors = captured(rgb)
+            valid = int(np.count_nonzero(scores > 0))
+            return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
+        # torch.from_numpy wants a writeable array; message buffers are read-only views (a copy is cheap here).
+        host = torch.from_numpy(rgb) if rgb.flags.writeable else torch.tensor(rgb)
+        image = host.to(self.torch_device, non_blocking=True)
         network_input = uint8_to_network_input(image, self.dtype)
         if self.top_k > 0:
             keypoints, scores, descriptors = self.aliked(network_input)
@@ -93,3 +113,39 @@ class TorchExtractor(Extractor):
             height,
             width,
         )
+
+
+class CapturedExtraction:
+    """One image size's extraction captured as a CUDA graph, with its pinned host buffers (see TorchExtractor)."""
+
+    def __init__(self, aliked, dtype: torch.dtype, height: int, width: int, warmup: int = 3):
+        device = next(aliked.parameters()).device
+        self.host_image = torch.empty((height, width, 3), dtype=torch.uint8).pin_memory()
+        self.device_image = torch.empty((height, width, 3), dtype=torch.uint8, device=device)
+        self.aliked, self.dtype = aliked, dtype
+        self.stream = torch.cuda.Stream(device)
+        self.host_image.numpy()[...] = 128
+        with torch.inference_mode(), torch.cuda.stream(self.stream):
+            for _ in range(warmup):  # kernel selection (cudnn.benchmark) and lazy initialisation, outside the graph
+                outputs = self._frame()
+            self.host_outputs = tuple(torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in outputs)
+            self.stream.synchronize()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, stream=self.stream):
+                outputs = self._frame()
+                for host, output in zip(self.host_outputs, outputs):
+                    host.copy_(output, non_blocking=True)
+        self.stream.synchronize()
+        self.host_views = tuple(host.numpy() for host in self.host_outputs)
+
+    def _frame(self):
+        self.device_image.copy_(self.host_image, non_blocking=True)
+        network_input = uint8_to_network_input(self.device_image, self.dtype)
+        return tuple(output.float() for output in self.aliked(network_input))
+
+    def __call__(self, rgb: np.ndarray):
+        np.copyto(self.host_image.numpy(), rgb)
+        with torch.cuda.stream(self.stream):  # replay() launches on the current stream: make it ours
+            self.graph.replay()
+        self.stream.synchronize()
+        return self.host_views

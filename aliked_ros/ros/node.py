@@ -25,7 +25,7 @@ from aliked_ros import parameters
 from aliked_ros.errors import AlikedError
 from aliked_ros.latency import LatencyMonitor
 from aliked_ros.msg import Keypoints
-from aliked_ros.processing import FrameProcessor, extractor_from_parameters
+from aliked_ros.processing import FrameProcessor, extractor_from_parameters, needs_image_size
 from aliked_ros.visualize import draw_keypoints
 
 
@@ -140,10 +140,11 @@ class AlikedNode(Node):
             self._reported_errors.add(text)
             self.get_logger().error(text)
 
-    def _load_engine(self) -> bool:
+    def _load_engine(self, image_size: tuple[int, int] | None = None) -> bool:
         try:
-            extractor = extractor_from_parameters(self.values, log=self.get_logger().info)
-            height, width = self.values["image_height"], self.values["image_width"]
+            extractor = extractor_from_parameters(self.values, log=self.get_logger().info, image_size=image_size)
+            height, width = extractor.image_size or image_size or (self.values["image_height"],
+                                                                   self.values["image_width"])
             if height and width:
                 extractor.warmup(height, width)
         except AlikedError as error:
@@ -151,26 +152,63 @@ class AlikedNode(Node):
             self.get_logger().error(f"The engine could not be loaded: {error}")
             return False
         with self._condition:
-            self.processor = FrameProcessor(extractor, Keypoints, self.values["score_threshold"])
+            old, self.processor = self.processor, FrameProcessor(extractor, Keypoints, self.values["score_threshold"])
+            self._engine_error = None
+        if old is not None:
+            old.extractor.close()
         self.updater.setHardwareID(extractor.describe())
-        size = f"{width}x{height}" if height and width else "size of the first image"
+        size = f"{width}x{height}" if height and width else "any size"
         self.get_logger().info(f"Ready: {extractor.describe()}, input {size}")
         return True
 
+    def _next_image(self):
+        """The newest image, waiting for one; None once the node stops."""
+        with self._condition:
+            while self._pending is None and not self._stopping:
+                self._condition.wait(timeout=0.5)
+            if self._stopping:
+                return None
+            pending, self._pending = self._pending, None
+            return pending
+
     def _work(self) -> None:
-        if not self._load_engine():
+        first = None
+        if needs_image_size(self.values):
+            self.get_logger().info("Waiting for the first image to build the engine for its size "
+                                   "(set image_height and image_width to build it at start-up)")
+            first = self._next_image()
+            if first is None or not self._load_engine(self._raw_size(first[0])):
+                return
+        elif not self._load_engine():
             return
         while True:
-            with self._condition:
-                while self._pending is None and not self._stopping:
-                    self._condition.wait(timeout=0.5)
-                if self._stopping:
-                    return
-                message, received = self._pending
-                self._pending = None
-            self._process(message, received)
+            pending = first or self._next_image()
+            first = None
+            if pending is None:
+                return
+            self._process(*pending)
+
+    @staticmethod
+    def _raw_size(message) -> tuple[int, int] | None:
+        if hasattr(message, "format"):  # compressed: the size is known only once decoded
+            from aliked_ros.imaging import message_to_image
+
+            return message_to_image(message).shape[:2]
+        return int(message.height), int(message.width)
 
     def _process(self, message, received: float) -> None:
+        expected = self.processor.extractor.image_size
+        if expected is not None and not hasattr(message, "format") and (message.height, message.width) != expected:
+            if needs_image_size({**self.values, "image_height": 0, "image_width": 0}):
+                self.get_logger().warn(f"The image size changed to {message.width}x{message.height}: "
+                                       "building the engine for it")
+                if not self._load_engine((int(message.height), int(message.width))):
+                    return
+            else:
+                self._report_once(f"Images are {message.width}x{message.height} but the engine takes "
+                                  f"{expected[1]}x{expected[0]}: build one for this size, or leave engine_path and "
+                                  "onnx_path empty so the node builds it")
+                return
         try:
             result = self.processor.process(message)
         except AlikedError as error:  # the image's fault: report once, keep going

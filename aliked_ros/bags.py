@@ -1,0 +1,302 @@
+"""ROS bags through rosbags, without ROS: output paths, a ROS 2 bag writer, a reader for ROS 1 and ROS 2 bags,
+image topics, and the sensor_msgs messages images-to-bag writes.
+
+Convention:
+    - Written bags are ROS 2 bags (rosbag2 format 9, as ROS 2 Jazzy writes them), mcap by default (what
+      ``ros2 bag record`` writes since Iron; sqlite3 on request), CDR-serialised with the ROS 2 Jazzy typestore plus
+      aliked_ros/msg/Keypoints. Each topic's message definition is stored in the bag, so ROS 2 tools read them.
+    - Read bags: a ROS 1 ``.bag`` file, or a ROS 2 bag directory (sqlite3 or mcap; its ``.mcap``/``.db3`` file stands
+      for the directory). Messages come as rosbags dataclasses; a ROS 1 header has ``seq``, which
+      :func:`ros2_header` drops.
+    - Stamps: ``header.stamp`` and bag timestamps are both integer nanoseconds since the epoch here.
+    - Every failure a user can cause (missing or corrupt bag, unknown topic, existing output) is an AlikedError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import shutil
+import sqlite3
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from aliked_ros.errors import AlikedError
+
+STORAGES = ("mcap", "sqlite3")
+DEFAULT_STORAGE = "mcap"
+BAG_VERSION = 9  # rosbag2's format as ROS 2 Jazzy writes it
+IMAGE_MSGTYPE = "sensor_msgs/msg/Image"
+COMPRESSED_MSGTYPE = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO_MSGTYPE = "sensor_msgs/msg/CameraInfo"
+IMAGE_MSGTYPES = (IMAGE_MSGTYPE, COMPRESSED_MSGTYPE)
+
+
+@functools.cache
+def typestore():
+    """The ROS 2 Jazzy typestore with aliked_ros/msg/Keypoints registered: the types of every bag written here."""
+    from rosbags.typesys import Stores, get_typestore
+
+    from aliked_ros.messages import register_keypoints_type
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    register_keypoints_type(store)
+    return store
+
+
+def message_class(msgtype: str):
+    return typestore().types[msgtype]
+
+
+# --- paths -------------------------------------------------------------------------------------------------------
+
+
+def is_ros2_bag_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / "metadata.yaml").is_file() or any(path.glob("*.mcap")) or
+                              any(path.glob("*.db3")))
+
+
+def check_output(path: str | Path, overwrite: bool, inputs: tuple[Path, ...] = ()) -> Path:
+    """``path`` checked for a new ROS 2 bag: an existing one is refused unless ``overwrite``, and then only a ROS 2
+    bag directory, an empty directory or a file may be replaced, never another directory nor an input of the run."""
+    path = Path(path)
+    for source in inputs:
+        resolved, target = source.resolve(), path.resolve()
+        if resolved == target or target in resolved.parents:
+            raise AlikedError(f"--output {path} is or holds the input {source}; write the result somewhere else.")
+    if path.suffix in (".bag", ".mcap", ".db3"):  # a ROS 2 bag is a directory; ".bag" would read as ROS 1
+        raise AlikedError(f"--output {path}: the output is a ROS 2 bag, a directory; name it without {path.suffix}.")
+    if not path.exists() and not path.is_symlink():
+        if not path.parent.is_dir():
+            raise AlikedError(f"The directory {path.parent} of --output does not exist; create it first.")
+        return path
+    if not overwrite:
+        raise AlikedError(f"{path} exists; choose another --output or add --overwrite to replace it.")
+    if path.is_dir() and not path.is_symlink() and not is_ros2_bag_dir(path) and any(path.iterdir()):
+        raise AlikedError(f"{path} is a directory that is not a ROS 2 bag; --overwrite only replaces bags. "
+                          "Remove it yourself or choose another --output.")
+    return path
+
+
+def clear_output(path: Path) -> None:
+    """Remove what :func:`check_output` allowed to be replaced."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def prepare_output(path: str | Path, overwrite: bool, inputs: tuple[Path, ...] = ()) -> Path:
+    path = check_output(path, overwrite, inputs)
+    clear_output(path)
+    return path
+
+
+# --- writing -----------------------------------------------------------------------------------------------------
+
+
+class BagWriter:
+    """A ROS 2 bag being written: one connection per topic, messages serialised as CDR.
+
+    Use it as a context manager: it closes on every exit, Ctrl-C included, so the bag holds what was written and
+    its metadata.yaml (and mcap summary) are complete.
+    """
+
+    def __init__(self, path: Path, storage: str = DEFAULT_STORAGE):
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        if storage not in STORAGES:
+            raise AlikedError(f"--storage must be one of {', '.join(STORAGES)}, not {storage!r}.")
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        self.path = path
+        self.storage = storage
+        self._writer = Writer(path, version=BAG_VERSION, storage_plugin=plugin)
+        self._connections = {}
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> BagWriter:
+        self._writer.open()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._writer.close()
+
+    def write(self, topic: str, timestamp_ns: int, message) -> None:
+        """Serialise ``message`` (a class of :func:`typestore`) on ``topic`` at bag time ``timestamp_ns``."""
+        msgtype = message.__msgtype__
+        connection = self._connections.get(topic)
+        if connection is None:
+            # The typestore makes rosbags store the message definition and its type hash in the bag.
+            connection = self._writer.add_connection(topic, msgtype, typestore=typestore())
+            self._connections[topic] = connection
+            self.counts[topic] = 0
+        self._writer.write(connection, timestamp_ns, typestore().serialize_cdr(message, msgtype))
+        self.counts[topic] += 1
+
+
+# --- messages ----------------------------------------------------------------------------------------------------
+
+
+def stamp_to_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def make_header(stamp_ns: int, frame_id: str):
+    Header, Time = message_class("std_msgs/msg/Header"), message_class("builtin_interfaces/msg/Time")
+    return Header(stamp=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000), frame_id=frame_id)
+
+
+def ros2_header(header):
+    """A ROS 2 std_msgs/Header of any bag's header (a ROS 1 header carries ``seq``, which ROS 2 dropped)."""
+    return make_header(stamp_to_ns(header.stamp), header.frame_id)
+
+
+def with_ros2_header(message):
+    """``message`` with its header replaced by :func:`ros2_header`'s, so it can go into a ROS 2 message."""
+    return dataclasses.replace(message, header=ros2_header(message.header))
+
+
+def image_message(pixels: np.ndarray, header):
+    """sensor_msgs/Image of grey (H, W) → mono8 or RGB (H, W, 3) → rgb8 uint8 pixels, rows unpadded."""
+    if pixels.dtype != np.uint8 or not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 3)):
+        raise AlikedError(f"Expected grey (H, W) or RGB (H, W, 3) uint8 pixels, got {pixels.dtype} {pixels.shape}.")
+    height, width = pixels.shape[:2]
+    encoding = "mono8" if pixels.ndim == 2 else "rgb8"
+    return message_class(IMAGE_MSGTYPE)(
+        header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
+        step=pixels[0].size, data=np.ascontiguousarray(pixels).reshape(-1))
+
+
+def camera_info_message(intrinsics, height: int, width: int, header):
+    """sensor_msgs/CameraInfo of :class:`aliked_ros.datasets.Intrinsics` for an image of ``height`` × ``width``."""
+    RegionOfInterest = message_class("sensor_msgs/msg/RegionOfInterest")
+    return message_class(CAMERA_INFO_MSGTYPE)(
+        header=header, height=height, width=width, distortion_model="plumb_bob",
+        d=np.array(intrinsics.distortion, dtype=np.float64),
+        k=intrinsics.camera_matrix().reshape(-1),
+        r=np.eye(3).reshape(-1),
+        p=intrinsics.projection_matrix().reshape(-1),
+        binning_x=0, binning_y=0,
+        roi=RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """``/camera/rgb/image_color`` → ``/camera/rgb/camera_info``: image_transport's convention."""
+    namespace = image_topic.rstrip("/").rpartition("/")[0]
+    return f"{namespace}/camera_info"
+
+
+# --- reading -----------------------------------------------------------------------------------------------------
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What rosbags and its storage back ends raise on a damaged file: they share no base class. Deserialising
+    damaged bytes fails inside numpy and struct (ValueError, IndexError, struct.error)."""
+    import apsw  # rosbags' sqlite3 back end
+    from rosbags.highlevel import AnyReaderError
+    from rosbags.rosbag1 import ReaderError as Ros1ReaderError
+    from rosbags.rosbag2 import ReaderError as Ros2ReaderError
+    from rosbags.serde import SerdeError
+
+    return (AnyReaderError, Ros1ReaderError, Ros2ReaderError, SerdeError, apsw.Error, sqlite3.Error, struct.error,
+            EOFError, ValueError, IndexError)
+
+
+def _bag_root(path: Path) -> Path:
+    """The path rosbags opens: a ROS 1 .bag file, or the directory of a ROS 2 bag (also when given its file)."""
+    if not path.exists():
+        raise AlikedError(f"The bag {path} does not exist.")
+    if path.is_file() and path.suffix in (".mcap", ".db3"):
+        if (path.parent / "metadata.yaml").is_file():
+            return path.parent
+        raise AlikedError(f"{path} has no metadata.yaml beside it; run `ros2 bag reindex {path.parent}` first, or "
+                          "give the bag directory.")
+    if path.is_dir() and not (path / "metadata.yaml").is_file():
+        if is_ros2_bag_dir(path):
+            raise AlikedError(f"The ROS 2 bag {path} has no metadata.yaml (was its recording cut short?); run "
+                              f"`ros2 bag reindex {path}` to restore it.")
+        raise AlikedError(f"{path} is a directory but not a ROS 2 bag (no metadata.yaml); give a ROS 2 bag "
+                          "directory or a ROS 1 .bag file.")
+    if path.is_file() and path.suffix != ".bag":
+        raise AlikedError(f"{path} is not a bag: give a ROS 1 .bag file or a ROS 2 bag directory.")
+    return path
+
+
+def describe_read_error(path: Path, error: BaseException) -> AlikedError:
+    detail = str(error).strip() or type(error).__name__
+    return AlikedError(f"The bag {path} could not be read: it is corrupt or truncated ({detail}). Copy it again (an "
+                       "interrupted download or recording cuts a bag short), or repair it: `rosbag reindex` for a "
+                       "ROS 1 bag, `mcap recover` for an mcap file.")
+
+
+@contextlib.contextmanager
+def open_bag(path: str | Path):
+    """An open rosbags AnyReader for a ROS 1 or ROS 2 bag; a missing, foreign or damaged bag is an AlikedError."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    path = Path(path)
+    root = _bag_root(path)
+    try:
+        # The default typestore serves ROS 2 bags that carry no message definitions (sqlite3 bags before Iron).
+        reader = AnyReader([root], default_typestore=get_typestore(Stores.ROS2_JAZZY))
+        reader.open()
+    except _read_errors() as error:
+        raise describe_read_error(path, error) from None
+    try:
+        yield reader
+    finally:
+        with contextlib.suppress(Exception):
+            reader.close()
+
+
+def image_topics(reader) -> dict[str, str]:
+    """{topic: msgtype} of the bag's Image and CompressedImage topics."""
+    return {name: info.msgtype for name, info in sorted(reader.topics.items()) if info.msgtype in IMAGE_MSGTYPES}
+
+
+def _topic_list(topics: dict[str, str]) -> str:
+    return ", ".join(f"{name} ({msgtype.rpartition('/')[2]})" for name, msgtype in topics.items()) or "none"
+
+
+def select_image_topic(reader, topic: str | None) -> str:
+    """``topic`` checked against the bag, or its only image topic where ``topic`` is None."""
+    images = image_topics(reader)
+    if topic is None:
+        if len(images) == 1:
+            return next(iter(images))
+        if not images:
+            others = ", ".join(sorted(reader.topics)) or "none"
+            raise AlikedError(f"The bag has no sensor_msgs/Image or CompressedImage topic (its topics: {others}).")
+        raise AlikedError(f"The bag has {len(images)} image topics: {_topic_list(images)}; choose one with --topic.")
+    if topic not in reader.topics:
+        raise AlikedError(f"The bag has no topic {topic}; its image topics: {_topic_list(images)}.")
+    if topic not in images:
+        msgtype = reader.topics[topic].msgtype
+        raise AlikedError(f"The topic {topic} holds {msgtype}, not sensor_msgs/Image or CompressedImage; its image "
+                          f"topics: {_topic_list(images)}.")
+    return topic
+
+
+def message_count(reader, topic: str) -> int:
+    return reader.topics[topic].msgcount
+
+
+def read_messages(reader, topic: str, path: Path | None = None) -> Iterator[tuple[int, object]]:
+    """(bag timestamp in ns, deserialised message) of ``topic`` in bag-time order; damage found on the way is an
+    AlikedError."""
+    connections = [connection for connection in reader.connections if connection.topic == topic]
+    messages = reader.messages(connections=connections)
+    errors = _read_errors()
+    while True:
+        try:
+            connection, timestamp, raw = next(messages)
+            message = reader.deserialize(raw, connection.msgtype)
+        except StopIteration:
+            return
+        except errors as error:
+            raise describe_read_error(path or Path(str(reader.paths[0])), error) from None
+        yield timestamp, message

@@ -1,0 +1,64 @@
+"""The engine cache: an ONNX file and a TensorRT plan for each model, image size, K and precision.
+
+Given those, :func:`cached_onnx` and :func:`cached_tensorrt_plan` find the file in the cache directory or make it
+(export: torch and onnx; build: TensorRT), logging each stage, so a node can start on a clean machine from one
+parameter change. Names say what a file holds; plans also name the TensorRT version and GPU they were built for,
+because a plan runs only there (see ``export.engine_info``)::
+
+    <cache>/aliked-n16rot_640x480_k1000_fp16.onnx
+    <cache>/aliked-n16rot_640x480_k1000_fp16_trt10.3.0_sm8.7_Orin.engine (+ .json)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from aliked_ros.model.weights import cache_dir
+
+
+def cache_root(directory: str | os.PathLike | None = None) -> Path:
+    return Path(directory).expanduser() if directory else cache_dir() / "engines"
+
+
+def onnx_stem(model: str, height: int, width: int, top_k: int, precision: str) -> str:
+    return f"{model}_{width}x{height}_k{top_k}_{precision}"
+
+
+def cached_onnx(model: str, height: int, width: int, top_k: int, precision: str, *,
+                directory: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
+                log=print) -> Path:
+    path = cache_root(directory) / f"{onnx_stem(model, height, width, top_k, precision)}.onnx"
+    if path.is_file():
+        log(f"Using the cached ONNX file {path}")
+        return path
+    from aliked_ros.export.onnx_export import export_onnx
+
+    log(f"Exporting {path.name} (a minute or so; once per model, size, K and precision)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(path, model, height, width, top_k, fp16=precision == "fp16", weights=weights,
+                progress=lambda stage: log(f"  export: {stage}"))
+    return path
+
+
+def cached_tensorrt_plan(model: str, height: int, width: int, top_k: int, precision: str, *,
+                         directory: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
+                         log=print) -> Path:
+    import tensorrt
+
+    from aliked_ros.engines.cuda_runtime import current_gpu
+
+    gpu_name, capability = current_gpu()
+    gpu_slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-")
+    stem = onnx_stem(model, height, width, top_k, precision)
+    path = cache_root(directory) / f"{stem}_trt{tensorrt.__version__}_sm{capability}_{gpu_slug}.engine"
+    if path.is_file() and Path(f"{path}.json").is_file():
+        log(f"Using the cached TensorRT engine {path}")
+        return path
+    onnx_path = cached_onnx(model, height, width, top_k, precision, directory=directory, weights=weights, log=log)
+    from aliked_ros.export.tensorrt_build import build_engine
+
+    log(f"Building {path.name} (minutes; once per GPU and TensorRT version)")
+    build_engine(onnx_path, path, timing_cache=cache_root(directory) / "timing.cache", log=log)
+    return path

@@ -1,0 +1,460 @@
+"""PyTorch → ONNX: the camera frame in, fixed-size keypoints, scores and descriptors out, checked against PyTorch.
+
+The graph (see :class:`~aliked_ros.export.metadata.OnnxMetadata` for its convention) takes ``image`` uint8
+``(H, W, 3)`` RGB as the camera delivers it; the cast, the scaling to [0, 1], the change to ``(1, 3, H, W)`` and the
+replicate padding to multiples of 32 are nodes of the graph, so they run on the accelerator. Shapes are static: one
+file per model, H, W, K and precision.
+
+Choices, and why:
+
+- Exporter: the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``). It needs nothing beyond torch and
+  onnx, and it is the exporter every torch release we support has (``dynamo=`` is passed only where the keyword
+  exists; only torch 2.13 was tried here, where it works and warns that it is deprecated). The torch.export-based
+  exporter also exports the network (tried with torch 2.13 and onnxscript 0.7, plain deform mode), but needs
+  onnxscript and onnx-ir and another custom-operator mechanism (``torch.onnx.ops.symbolic``, torch >= 2.8);
+  switching is an open end for when the TorchScript exporter goes away.
+- Deformable convolutions: by default one ONNX ``DeformConv`` node each (opset 19; TensorRT's ONNX parser takes it
+  from 10.1), emitted by an ``autograd.Function`` whose ``symbolic`` writes the node while its ``forward`` runs the
+  network's own tensor kernel. ``deform="plain"`` exports that tensor kernel itself (gathers and a matrix product)
+  for runtimes without DeformConv.
+- ``aten::trunc`` (the descriptor head's patch corner) has no ONNX operator and no symbolic in the TorchScript
+  exporter; it is written as ``Sign(x) * Floor(Abs(x))`` for the duration of the export.
+- Constant folding: the tracer leaves the image-size arithmetic as nodes, so the graph is folded afterwards with
+  ONNX's reference implementation (:mod:`aliked_ros.export.onnx_graph`); then shape inference proves every output
+  static, and no Shape/Range node is left for a runtime to evaluate.
+- fp16: the network's parameters are float16 before tracing, so the Conv/DeformConv/MatMul nodes and their
+  initializers are FLOAT16 in the file itself (TensorRT 11 builds strongly typed networks: precision must live in
+  the graph). The uint8 input is cast straight to float16; detection (keypoints, scores) and descriptor sampling
+  run in float32, as the model does, and every output is float32.
+- Opset 19: the first with DeformConv, and inside the range TensorRT 10.x's parser documents (9 to 20).
+
+Parity checks (always run, on a real frame; bounds in :class:`ParityReport`), both against the float32 PyTorch model:
+
+1. The written file itself, through onnxruntime on the CPU. onnxruntime (1.32 here) has a CPU kernel for
+   DeformConv, so the DeformConv graph is checked as it is, not through a stand-in. For an fp16 graph this checks the
+   graph's structure and its float16 weights and input cast, but not float16 activations: onnxruntime's CPU provider
+   has few float16 kernels, casts around the float16 nodes to run float32 ones, and removes the casts between
+   neighbouring nodes (seen in its optimised graph), so most activations stay float32 there.
+2. The traced module's own outputs (the exporter runs it once, on the parity frame): for fp16 this is PyTorch's
+   real float16 arithmetic, every activation rounded to float16 as on a GPU, which is what the graph asks a
+   runtime for. Together the two say that the graph is the module and that the module's fp16 arithmetic is within
+   the bounds. The numbers TensorRT's fp16 kernels give are for the TensorRT tests on a GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from aliked_ros import __version__
+from aliked_ros.errors import AlikedError
+from aliked_ros.export.metadata import (DEFORM_MODES, INPUT_NAME, OUTPUT_NAMES, TENSORRT_TOPK_LIMIT,
+                                        OnnxMetadata, read_onnx_metadata)
+from aliked_ros.export.onnx_graph import fold_constants
+from aliked_ros.imaging import as_rgb
+from aliked_ros.model.aliked import Aliked, load_aliked, uint8_to_network_input
+from aliked_ros.model.configs import MIN_IMAGE_SIDE, get_model_config
+from aliked_ros.model.deform_conv import DeformableConv2d, deform_conv2d_tensor
+
+OPSET = 19
+
+MATCH_DISTANCE_PX = 0.5
+MIN_MATCHED_FRACTION = 0.99
+MIN_COSINE = {"fp32": 0.999, "fp16": 0.99}
+
+Progress = Callable[[str], None]
+
+
+# --- validation ---------------------------------------------------------------------------------------------------
+
+def validate_export_options(model: str, height: int, width: int, top_k: int, deform: str = "deformconv") -> None:
+    """AlikedError, with what to do, for options no exported graph can have (checked before any work)."""
+    get_model_config(model)
+    if min(height, width) < MIN_IMAGE_SIDE:
+        raise AlikedError(f"The image size {width}x{height} is too small: ALIKED needs at least {MIN_IMAGE_SIDE} "
+                          "pixels on each side.")
+    if top_k < 1:
+        raise AlikedError(f"--top-k must be at least 1 for an exported graph, not {top_k}.")
+    if top_k > TENSORRT_TOPK_LIMIT:
+        raise AlikedError(f"--top-k {top_k} is larger than {TENSORRT_TOPK_LIMIT}, the most TensorRT's TopK layer "
+                          f"takes; choose {TENSORRT_TOPK_LIMIT} or fewer.")
+    if top_k > height * width:
+        raise AlikedError(f"--top-k {top_k} is larger than the {height * width} pixels of a {width}x{height} "
+                          "image; choose fewer keypoints.")
+    if deform not in DEFORM_MODES:
+        raise AlikedError(f"Unknown deform mode {deform!r}: choose one of {', '.join(DEFORM_MODES)}.")
+
+
+# --- the exported module ------------------------------------------------------------------------------------------
+
+class _DeformConvFunction(torch.autograd.Function):
+    """Stride-1 DCNv1: computed by the tensor kernel, exported as one ONNX DeformConv node."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, offset: Tensor, weight: Tensor, padding: int, kernel_h: int, kernel_w: int) -> Tensor:
+        return deform_conv2d_tensor(x, offset, weight, padding)
+
+    @staticmethod
+    def symbolic(g, x, offset, weight, padding: int, kernel_h: int, kernel_w: int):
+        # ONNX input order is (X, W, offset); offsets are (dy, dx) per tap, taps row-major, as in the tensor kernel.
+        return g.op("DeformConv", x, weight, offset, kernel_shape_i=[kernel_h, kernel_w],
+                    pads_i=[padding] * 4, strides_i=[1, 1], dilations_i=[1, 1], group_i=1, offset_group_i=1)
+
+
+class _DeformConvNodeConv2d(DeformableConv2d):
+    """A DeformableConv2d whose deformable part exports as ONNX DeformConv; the offset branch is unchanged."""
+
+    @classmethod
+    def from_module(cls, module: DeformableConv2d) -> "_DeformConvNodeConv2d":
+        conv = module.regular_conv
+        replacement = cls(conv.in_channels, conv.out_channels, conv.kernel_size[0], module.padding)
+        replacement.load_state_dict(module.state_dict())
+        return replacement.to(conv.weight.dtype)
+
+    def deform(self, x: Tensor, offset: Tensor) -> Tensor:
+        kernel_h, kernel_w = self.regular_conv.kernel_size
+        return _DeformConvFunction.apply(x, offset, self.regular_conv.weight, self.padding, kernel_h, kernel_w)
+
+
+class Uint8Aliked(nn.Module):
+    """The module that is traced: uint8 ``(H, W, 3)`` RGB in, :class:`Aliked`'s top-k outputs out."""
+
+    def __init__(self, aliked: Aliked, dtype: torch.dtype):
+        super().__init__()
+        self.aliked = aliked
+        self.dtype = dtype
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # Cast before the layout change: TensorRT takes UINT8 only as a network input or output (and into a Cast),
+        # not into Transpose. Casting first gives the same values as casting after.
+        return self.aliked(uint8_to_network_input(image.to(self.dtype), self.dtype))
+
+
+def build_export_module(aliked: Aliked, *, fp16: bool = False, deform: str = "deformconv") -> Uint8Aliked:
+    """A copy of ``aliked`` prepared for tracing; ``aliked`` itself is left as it was."""
+    if deform not in DEFORM_MODES:
+        raise AlikedError(f"Unknown deform mode {deform!r}: choose one of {', '.join(DEFORM_MODES)}.")
+    network_copy = copy.deepcopy(aliked).cpu().float().eval()
+    if deform == "deformconv":
+        for name, module in list(network_copy.named_modules()):
+            if isinstance(module, DeformableConv2d):
+                parent_name, _, child_name = name.rpartition(".")
+                setattr(network_copy.get_submodule(parent_name), child_name, _DeformConvNodeConv2d.from_module(module))
+    else:
+        network_copy.network.set_deform_implementation("tensor")  # never torchvision's op, whatever is installed
+    dtype = torch.float16 if fp16 else torch.float32
+    return Uint8Aliked(network_copy.to(dtype), dtype).eval()
+
+
+@contextlib.contextmanager
+def _trunc_as_onnx_ops():
+    """Give ``aten::trunc`` an ONNX form for the TorchScript exporter, for the duration of one export."""
+    from torch.onnx import register_custom_op_symbolic, unregister_custom_op_symbolic
+
+    def trunc(g, x):  # trunc(x) = sign(x) · floor(|x|)
+        return g.op("Mul", g.op("Sign", x), g.op("Floor", g.op("Abs", x)))
+
+    register_custom_op_symbolic("aten::trunc", trunc, OPSET)
+    try:
+        yield
+    finally:
+        unregister_custom_op_symbolic("aten::trunc", OPSET)
+
+
+def _torchscript_exporter() -> dict:
+    """``dynamo=False`` where torch.onnx.export has the keyword (torch >= 2.5); before, it is the only exporter."""
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+
+
+def trace_to_onnx(module: Uint8Aliked, rgb: np.ndarray):
+    """Trace ``module`` on one uint8 RGB frame (its size becomes the graph's).
+
+    Returns the constant-folded onnx.ModelProto (without metadata) and the module's own outputs on that frame,
+    as float32 numpy arrays: the tracer runs the module once, and those are its results.
+    """
+    import onnx
+
+    outputs = []
+    hook = module.register_forward_hook(lambda _module, _inputs, result: outputs.append(result))
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), _trunc_as_onnx_ops(), torch.no_grad():
+            # Shapes are static by design, so the tracer's notes that shape arithmetic became constants are
+            # expected; the deprecation notice of the TorchScript exporter is discussed in the module docstring.
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+            warnings.filterwarnings("ignore", message=".*feature will be removed.*")
+            warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")  # we fold afterwards
+            torch.onnx.export(
+                module, (torch.from_numpy(rgb),), buffer, opset_version=OPSET, input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES), do_constant_folding=True, **_torchscript_exporter(),
+            )
+    finally:
+        hook.remove()
+    traced = tuple(output.float().numpy() for output in outputs[0])
+    return fold_constants(onnx.load_from_string(buffer.getvalue())), traced
+
+
+def check_graph(graph, metadata: OnnxMetadata):
+    """onnx.checker (full check) and strict shape inference; the inferred graph, with static output shapes."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(graph, full_check=True)
+        inferred = onnx.shape_inference.infer_shapes(graph, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        raise AlikedError(f"The exported graph is not valid ONNX ({error}); please report this.") from None
+    shapes = {value.name: tuple(dim.dim_value if dim.HasField("dim_value") else None
+                                for dim in value.type.tensor_type.shape.dim)
+              for value in inferred.graph.output}
+    if shapes != metadata.output_shapes:
+        raise AlikedError(f"The exported graph's outputs have shapes {shapes}, not the static "
+                          f"{metadata.output_shapes}; please report this.")
+    return inferred
+
+
+# --- parity with PyTorch ------------------------------------------------------------------------------------------
+
+Triple = tuple[np.ndarray, np.ndarray, np.ndarray]  # keypoints, scores, descriptors of one frame
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """How one run's output on a frame compares with the float32 PyTorch model's (the reference).
+
+    Keypoints are paired by mutual nearest neighbour; a pair within ``MATCH_DISTANCE_PX`` is a match. The check
+    passes when matches are at least ``MIN_MATCHED_FRACTION`` of the larger of the two keypoint sets (score-0 slots
+    excluded) and the median descriptor cosine over matches is at least ``MIN_COSINE[precision]``. The median, not
+    the minimum: the descriptor head reads its offsets from the 3×3 patch at the keypoint's integer pixel, so a
+    keypoint that moves by 0.01 px across a pixel boundary gets a legitimately different descriptor. The 1st
+    percentile and minimum are reported alongside.
+    """
+
+    candidate: str
+    precision: str
+    reference_count: int
+    candidate_count: int
+    matched: int
+    mean_distance: float
+    max_distance: float
+    cosine_median: float
+    cosine_p1: float
+    cosine_min: float
+
+    @property
+    def matched_fraction(self) -> float:
+        return self.matched / max(self.reference_count, self.candidate_count, 1)
+
+    @property
+    def passed(self) -> bool:
+        return (self.reference_count > 0 and self.matched_fraction >= MIN_MATCHED_FRACTION
+                and self.cosine_median >= MIN_COSINE[self.precision])
+
+    def summary(self) -> str:
+        return (f"{self.candidate} vs PyTorch fp32: {self.matched}/{max(self.reference_count, self.candidate_count)} "
+                f"keypoints matched within {MATCH_DISTANCE_PX} px ({100 * self.matched_fraction:.2f} %, need "
+                f"{100 * MIN_MATCHED_FRACTION:.0f} %; counts {self.candidate_count} vs {self.reference_count}; mean "
+                f"{self.mean_distance:.4f} px, max {self.max_distance:.4f} px), descriptor cosine median "
+                f"{self.cosine_median:.5f} (need {MIN_COSINE[self.precision]}), 1st percentile {self.cosine_p1:.5f}, "
+                f"min {self.cosine_min:.5f}")
+
+    def require(self) -> "ParityReport":
+        """``self`` if it passed, else AlikedError with the numbers."""
+        if self.passed:
+            return self
+        if self.reference_count == 0:
+            raise AlikedError("The parity frame gave no keypoints, so it checks nothing; pass a textured image.")
+        raise AlikedError(f"The export does not reproduce PyTorch on the parity frame ({self.summary()}). "
+                          "Please report this with the command line; --deform plain may avoid a faulty kernel.")
+
+
+def compare_features(reference: Triple, candidate: Triple, precision: str,
+                     candidate_name: str = "ONNX") -> ParityReport:
+    """Compare two (keypoints, scores, descriptors) triples of one frame; score-0 slots are dropped first."""
+    def valid(features):
+        keypoints, scores, descriptors = (np.asarray(array, dtype=np.float32) for array in features)
+        keep = scores > 0
+        return keypoints[keep], descriptors[keep]
+
+    ref_keypoints, ref_descriptors = valid(reference)
+    cand_keypoints, cand_descriptors = valid(candidate)
+    matched, distances, cosines = 0, np.zeros(0), np.zeros(0)
+    if len(ref_keypoints) and len(cand_keypoints):
+        distance = np.linalg.norm(ref_keypoints[:, None, :] - cand_keypoints[None, :, :], axis=2)
+        nearest = distance.argmin(axis=1)
+        mutual = distance.argmin(axis=0)[nearest] == np.arange(len(ref_keypoints))
+        pair_distance = distance[np.arange(len(ref_keypoints)), nearest]
+        good = mutual & (pair_distance <= MATCH_DISTANCE_PX)
+        matched = int(good.sum())
+        distances = pair_distance[good]
+        cosines = np.sum(ref_descriptors[good] * cand_descriptors[nearest[good]], axis=1)
+
+    def stat(function) -> float:
+        return float(function()) if matched else float("nan")
+
+    return ParityReport(
+        candidate=candidate_name, precision=precision, reference_count=len(ref_keypoints),
+        candidate_count=len(cand_keypoints), matched=matched,
+        mean_distance=stat(distances.mean), max_distance=stat(distances.max),
+        cosine_median=stat(lambda: np.median(cosines)), cosine_p1=stat(lambda: np.percentile(cosines, 1)),
+        cosine_min=stat(cosines.min),
+    )
+
+
+def run_onnxruntime_cpu(onnx_path: str | os.PathLike, rgb: np.ndarray) -> Triple:
+    """The graph's three outputs for one frame, through onnxruntime's CPU provider."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise AlikedError("The export's parity check needs onnxruntime: pip install 'aliked-ros[export]'.") from None
+    try:
+        session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime's own exception types (NotImplemented, Fail, ...)
+        if "DeformConv" not in str(error):
+            raise
+        raise AlikedError(
+            f"onnxruntime {onnxruntime.__version__} has no CPU kernel for DeformConv, so the export cannot be "
+            "checked; upgrade onnxruntime (1.32 has it), or export with --deform plain."
+        ) from None
+    keypoints, scores, descriptors = session.run(list(OUTPUT_NAMES), {INPUT_NAME: rgb})
+    return keypoints, scores, descriptors
+
+
+@torch.no_grad()
+def run_torch(aliked: Aliked, rgb: np.ndarray) -> Triple:
+    """``aliked``'s own outputs (its top-k) for one frame, as float32 numpy arrays."""
+    parameter = next(aliked.parameters())
+    image = uint8_to_network_input(torch.from_numpy(rgb), parameter.dtype)
+    return tuple(output.float().cpu().numpy() for output in aliked(image.to(parameter.device)))
+
+
+def check_parity(onnx_path: str | os.PathLike, reference: Aliked | Triple, rgb: np.ndarray,
+                 precision: str) -> ParityReport:
+    """The exported file (onnxruntime, CPU) against the float32 PyTorch model on ``rgb``; AlikedError if they differ.
+
+    ``reference`` is the float32 :class:`Aliked`, or its outputs on ``rgb`` already computed.
+    """
+    if isinstance(reference, Aliked):
+        reference = run_torch(reference, rgb)
+    candidate = run_onnxruntime_cpu(onnx_path, rgb)
+    return compare_features(reference, candidate, precision, "onnxruntime (CPU)").require()
+
+
+def parity_frame(height: int, width: int, path: str | os.PathLike | None = None) -> tuple[str, np.ndarray]:
+    """A real RGB frame of exactly ``height × width`` for the parity check, and where it came from.
+
+    ``path`` if given, else the shared TUM/KITTI frame whose aspect ratio is closest, else scikit-image's sample;
+    resized (area interpolation) when its size differs.
+    """
+    import cv2
+
+    from aliked_ros.imaging import read_image
+    from aliked_ros.sample_data import dataset_frames, registry_frames
+
+    if path is not None:
+        name, image = str(path), read_image(path)
+    else:
+        candidates = [(str(frames[0]), read_image(frames[0]))
+                      for frames in map(dataset_frames, ("tum", "kitti")) if frames]
+        if not candidates:
+            candidates = registry_frames()[:1]
+
+        def aspect_mismatch(item) -> float:
+            rows, cols = item[1].shape[:2]
+            return abs(np.log((cols / rows) / (width / height)))
+
+        name, image = min(candidates, key=aspect_mismatch)
+    rgb = as_rgb(image)
+    if rgb.shape[:2] != (height, width):
+        rgb = np.ascontiguousarray(cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA))
+        name = f"{name} resized to {width}x{height}"
+    return name, rgb
+
+
+# --- the whole export ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    metadata: OnnxMetadata
+    parity: ParityReport  # the written file through onnxruntime vs PyTorch fp32
+    traced_parity: ParityReport  # the traced module as PyTorch ran it (fp16 arithmetic for fp16) vs PyTorch fp32
+    parity_frame: str
+
+
+def export_onnx(output: str | os.PathLike, model: str, height: int, width: int, top_k: int, *, fp16: bool = False,
+                deform: str = "deformconv", weights: str | os.PathLike | None = None,
+                parity_image: str | os.PathLike | None = None, allow_download: bool = True,
+                progress: Progress | None = None) -> ExportResult:
+    """Export, check and write one graph; ``output`` appears only once every check has passed.
+
+    Stages: load the weights; run the float32 PyTorch model on the parity frame (the reference); trace the export
+    module on that frame, whose outputs are compared with the reference (for fp16 this is real float16 arithmetic
+    by PyTorch, which onnxruntime's CPU provider does not give, see the module docstring); check the graph
+    (onnx.checker with full check, strict shape inference, static output shapes); write it next to ``output`` under
+    a temporary name and read its metadata back; run it through onnxruntime on the CPU and compare with the
+    reference; rename it to ``output``. Raises AlikedError with what to do.
+    """
+    validate_export_options(model, height, width, top_k, deform)
+    try:
+        import onnx
+    except ImportError:
+        raise AlikedError("Export needs the onnx package: pip install 'aliked-ros[export]'.") from None
+
+    say = progress or (lambda stage: None)
+    output = Path(output)
+    precision = "fp16" if fp16 else "fp32"
+
+    say(f"loading {model} weights")
+    aliked = load_aliked(model, top_k, weights, allow_download=allow_download)
+    metadata = OnnxMetadata(model=model, top_k=top_k, height=height, width=width, precision=precision,
+                            descriptor_size=aliked.descriptor_size, deform=deform, aliked_ros_version=__version__)
+    frame_name, rgb = parity_frame(height, width, parity_image)
+    say(f"running the PyTorch fp32 reference on {frame_name}")
+    reference = run_torch(aliked, rgb)
+
+    say(f"tracing to ONNX (opset {OPSET}, {precision}, deform {deform}, {width}x{height}, top-k {top_k})")
+    graph, traced = trace_to_onnx(build_export_module(aliked, fp16=fp16, deform=deform), rgb)
+    traced_report = compare_features(reference, traced, precision, f"traced module (PyTorch {precision})").require()
+    say(f"parity: {traced_report.summary()}")
+    graph.graph.name = f"aliked_ros_{model.replace('-', '_')}"
+    graph.doc_string = f"aliked-ros {__version__}: {metadata.describe()}; uint8 RGB (H, W, 3) in."
+    onnx.helper.set_model_props(graph, metadata.to_props())
+
+    say("checking the graph (onnx.checker, shape inference)")
+    graph = check_graph(graph, metadata)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".part")
+    os.close(handle)
+    try:
+        onnx.save(graph, temporary)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual permissions
+        read_onnx_metadata(temporary)  # what every reader will do: the metadata agrees with the graph
+        say("comparing the written graph with PyTorch through onnxruntime (CPU)")
+        report = check_parity(temporary, reference, rgb, precision)
+        say(f"parity: {report.summary()}")
+        os.replace(temporary, output)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    say(f"wrote {output}")
+    return ExportResult(output, metadata, report, traced_report, frame_name)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

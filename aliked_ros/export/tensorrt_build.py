@@ -1,0 +1,141 @@
+"""ONNX → TensorRT plan through TensorRT's Python API: one code path, right on TensorRT 10.x and 11.x.
+
+Written against NVIDIA's documentation:
+- "Python API Documentation", the build phase (docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/
+  python-api-docs.html, and its 11.0.0 version): Logger, Builder, ``create_network``, ``OnnxParser``,
+  ``create_builder_config``, ``build_serialized_network``, timing caches.
+- The Builder reference (…/_static/python-api/infer/Core/Builder.html, 10.x and 11.0.0):
+  ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` is opt-in on 10.x and deprecated but still accepted on 11.0,
+  where every network is strongly typed; ``BuilderFlag.FP16`` is gone in 11. So we always build strongly typed and
+  never set a precision flag: the precision is the ONNX file's (``export-onnx --fp16``), on both versions alike.
+- ``IParserError`` (…/python-api/parsers/Onnx/pyOnnx.html): ``desc()``, ``node()``, and on 10.x ``node_name()`` and
+  ``node_operator()``, read where present.
+- ``IProgressMonitor`` (10.x, 11.x) for the progress of a build that takes minutes.
+
+TensorRT cannot be installed on the machines this was written on: this module is kept thin, the rules it relies on
+live in ``engine_info`` (tested everywhere), and its own test runs where TensorRT is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aliked_ros.errors import AlikedError
+from aliked_ros.export.engine_info import EngineInfo, check_top_k_for_tensorrt, format_parser_errors, write_sidecar
+from aliked_ros.export.metadata import read_onnx_metadata
+
+
+def _tensorrt():
+    try:
+        import tensorrt
+    except ImportError:
+        raise AlikedError("Building an engine needs TensorRT's Python package (pip install tensorrt, or JetPack's "
+                          "python3-libnvinfer).") from None
+    return tensorrt
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _progress_monitor(trt, log):
+    """A TensorRT progress monitor that logs each build phase as it starts and ends (None where unsupported)."""
+    if not hasattr(trt, "IProgressMonitor"):
+        return None
+
+    class PhaseLogger(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.started = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            self.started[phase_name] = time.monotonic()
+            if parent_phase is None:
+                log(f"  {phase_name} ({num_steps} steps)")
+
+        def step_complete(self, phase_name, step):
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name):
+            if phase_name in self.started:
+                log(f"  {phase_name} done in {time.monotonic() - self.started.pop(phase_name):.1f} s")
+
+    return PhaseLogger()
+
+
+def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *, workspace_mib: int | None = None,
+                 optimization_level: int = 3, timing_cache: str | os.PathLike | None = None,
+                 log=lambda text: print(text, file=sys.stderr)) -> EngineInfo:
+    """Build ``engine_path`` (and its ``.json`` sidecar) from an aliked-ros ONNX file; returns what was built."""
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    metadata = read_onnx_metadata(onnx_path)
+    check_top_k_for_tensorrt(metadata.top_k)
+    if not 0 <= optimization_level <= 5:
+        raise AlikedError(f"--opt-level must be 0 to 5, not {optimization_level}.")
+    trt = _tensorrt()
+    from aliked_ros.engines.cuda_runtime import current_gpu
+
+    gpu_name, compute_capability = current_gpu()
+    log(f"Building a TensorRT {trt.__version__} engine for {gpu_name} (sm {compute_capability}) from {onnx_path}: "
+        f"{metadata.describe()}")
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")  # the parser may map DeformConv to TensorRT's own plugin
+    builder = trt.Builder(logger)
+    flags = 0
+    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = []
+        for index in range(parser.num_errors):
+            error = parser.get_error(index)
+            node_name = error.node_name() if hasattr(error, "node_name") else ""
+            operator = error.node_operator() if hasattr(error, "node_operator") else ""
+            errors.append((error.desc(), error.node(), node_name, operator))
+        raise AlikedError(f"TensorRT's ONNX parser refused {onnx_path}:\n{format_parser_errors(errors)}")
+
+    config = builder.create_builder_config()
+    if workspace_mib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
+    config.builder_optimization_level = optimization_level
+    cache_path = Path(timing_cache) if timing_cache else None
+    cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
+    config.set_timing_cache(config.create_timing_cache(cache_bytes), False)
+    monitor = _progress_monitor(trt, log)
+    if monitor is not None:
+        config.progress_monitor = monitor
+
+    start = time.monotonic()
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise AlikedError(f"TensorRT could not build an engine from {onnx_path} (its log above says why).")
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(engine_path, bytes(plan))
+    if cache_path is not None:
+        _atomic_write(cache_path, bytes(config.get_timing_cache().serialize()))
+    info = EngineInfo(
+        onnx=metadata,
+        onnx_sha256=hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+        tensorrt_version=trt.__version__,
+        gpu_name=gpu_name,
+        compute_capability=compute_capability,
+        builder_optimization_level=optimization_level,
+        workspace_mib=workspace_mib,
+    )
+    write_sidecar(engine_path, info)
+    log(f"Wrote {engine_path} ({engine_path.stat().st_size >> 20} MiB) in {time.monotonic() - start:.0f} s")
+    return info

@@ -1,0 +1,35 @@
+"""`aliked-ros build-engine`: an aliked-ros ONNX file → a TensorRT plan and its JSON sidecar."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from aliked_ros.errors import AlikedError
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "build-engine", help="build a TensorRT engine from an exported ONNX file",
+        description="Builds a strongly typed TensorRT plan (TensorRT 10.x or 11.x; the precision is the ONNX "
+                    "file's) and writes FILE.engine.json beside it with what it was built from and for.")
+    parser.add_argument("onnx", help="an ONNX file written by `aliked-ros export-onnx`")
+    parser.add_argument("--output", "-o", required=True, help="the .engine file to write")
+    parser.add_argument("--workspace", type=int, default=None, metavar="MiB", help="builder workspace limit")
+    parser.add_argument("--opt-level", type=int, default=3, choices=range(6), metavar="0-5",
+                        help="builder optimisation level (default 3)")
+    parser.add_argument("--timing-cache", default=None, metavar="FILE",
+                        help="read and update this timing cache (faster rebuilds)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing engine")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aliked_ros.export.tensorrt_build import build_engine
+
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise AlikedError(f"{output} exists; pass --overwrite to replace it.")
+    build_engine(args.onnx, output, workspace_mib=args.workspace, optimization_level=args.opt_level,
+                 timing_cache=args.timing_cache)
+    return 0
