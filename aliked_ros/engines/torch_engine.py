@@ -57,6 +57,7 @@ class TorchExtractor(Extractor):
         self.torch_device = resolve_device(device)
         self.dtype = torch.float16 if fp16 else torch.float32
         self.aliked = load_aliked(model, max(top_k, 1), weights, allow_download=allow_download)
+        self.aliked.network.fold_batch_norm()  # inference only: one pass over the activations less per layer
         self.aliked.to(self.torch_device, self.dtype)
         self.model = model
         self.top_k = top_k

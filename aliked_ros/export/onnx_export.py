@@ -59,6 +59,7 @@ import torch
 from torch import Tensor, nn
 
 from aliked_ros import __version__
+from aliked_ros.comparison import match_features
 from aliked_ros.errors import AlikedError
 from aliked_ros.export.metadata import (DEFORM_MODES, INPUT_NAME, OUTPUT_NAMES, TENSORRT_TOPK_LIMIT,
                                         OnnxMetadata, read_onnx_metadata)
@@ -282,34 +283,22 @@ class ParityReport:
 
 def compare_features(reference: Triple, candidate: Triple, precision: str,
                      candidate_name: str = "ONNX") -> ParityReport:
-    """Compare two (keypoints, scores, descriptors) triples of one frame; score-0 slots are dropped first."""
-    def valid(features):
+    """Compare two (keypoints, scores, descriptors) triples of one frame; score-0 slots are dropped first.
+
+    The pairing and the statistics are :mod:`aliked_ros.comparison`'s (mutual nearest keypoints within
+    ``MATCH_DISTANCE_PX``), the same as ``aliked-ros compare`` reports.
+    """
+    def valid(features) -> Triple:
         keypoints, scores, descriptors = (np.asarray(array, dtype=np.float32) for array in features)
         keep = scores > 0
-        return keypoints[keep], descriptors[keep]
+        return keypoints[keep], scores[keep], descriptors[keep]
 
-    ref_keypoints, ref_descriptors = valid(reference)
-    cand_keypoints, cand_descriptors = valid(candidate)
-    matched, distances, cosines = 0, np.zeros(0), np.zeros(0)
-    if len(ref_keypoints) and len(cand_keypoints):
-        distance = np.linalg.norm(ref_keypoints[:, None, :] - cand_keypoints[None, :, :], axis=2)
-        nearest = distance.argmin(axis=1)
-        mutual = distance.argmin(axis=0)[nearest] == np.arange(len(ref_keypoints))
-        pair_distance = distance[np.arange(len(ref_keypoints)), nearest]
-        good = mutual & (pair_distance <= MATCH_DISTANCE_PX)
-        matched = int(good.sum())
-        distances = pair_distance[good]
-        cosines = np.sum(ref_descriptors[good] * cand_descriptors[nearest[good]], axis=1)
-
-    def stat(function) -> float:
-        return float(function()) if matched else float("nan")
-
+    stats = match_features(valid(reference), valid(candidate), MATCH_DISTANCE_PX).statistics()
     return ParityReport(
-        candidate=candidate_name, precision=precision, reference_count=len(ref_keypoints),
-        candidate_count=len(cand_keypoints), matched=matched,
-        mean_distance=stat(distances.mean), max_distance=stat(distances.max),
-        cosine_median=stat(lambda: np.median(cosines)), cosine_p1=stat(lambda: np.percentile(cosines, 1)),
-        cosine_min=stat(cosines.min),
+        candidate=candidate_name, precision=precision, reference_count=stats.count_a,
+        candidate_count=stats.count_b, matched=stats.matched,
+        mean_distance=stats.distance_mean, max_distance=stats.distance_max,
+        cosine_median=stats.cosine_median, cosine_p1=stats.cosine_p1, cosine_min=stats.cosine_min,
     )
 
 

@@ -32,7 +32,7 @@ def torchvision_deform_conv2d():
     return deform_conv2d
 
 
-def deform_conv2d_tensor(x: Tensor, offset: Tensor, weight: Tensor, padding: int) -> Tensor:
+def deform_conv2d_tensor(x: Tensor, offset: Tensor, weight: Tensor, padding: int, bias: Tensor | None = None) -> Tensor:
     """Stride-1 DCNv1 in plain tensor ops: bilinear gathers of every tap, then one matrix product."""
     batch, channels, height, width = x.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
@@ -50,6 +50,8 @@ def deform_conv2d_tensor(x: Tensor, offset: Tensor, weight: Tensor, padding: int
     )  # (C, B, taps*H*W)
     columns = columns.view(channels, batch, taps, height * width).permute(0, 2, 1, 3)
     out = weight.reshape(out_channels, channels * taps) @ columns.reshape(channels * taps, batch * height * width)
+    if bias is not None:
+        out = out + bias.view(-1, 1)
     return out.view(out_channels, batch, height, width).transpose(0, 1)
 
 
@@ -73,9 +75,14 @@ class DeformableConv2d(nn.Module):
         return self.deform(x, offset)
 
     def deform(self, x: Tensor, offset: Tensor) -> Tensor:
+        weight, bias = self.regular_conv.weight, self.regular_conv.bias  # a bias appears once BN is folded in
         fused = torchvision_deform_conv2d() if self.implementation in ("auto", "torchvision") else None
+        # torchvision's kernel is not safe to capture in a CUDA graph: replays gave other outputs than eager runs
+        # (H100, torch 2.11, torchvision 0.26). While capturing, 'auto' takes the tensor path, which is.
+        if fused is not None and self.implementation == "auto" and x.is_cuda and torch.cuda.is_current_stream_capturing():
+            fused = None
         if fused is not None:
-            return fused(x, offset, self.regular_conv.weight, padding=self.padding)
+            return fused(x, offset, weight, bias, padding=self.padding)
         if self.implementation == "torchvision":
             raise RuntimeError("torchvision's deform_conv2d was asked for but torchvision is not usable here")
-        return deform_conv2d_tensor(x, offset, self.regular_conv.weight, self.padding)
+        return deform_conv2d_tensor(x, offset, weight, self.padding, bias)

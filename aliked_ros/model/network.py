@@ -151,6 +151,29 @@ class AlikedNetwork(nn.Module):
         )
         self.desc_head = SparseDeformableDescriptorHead(dim, config.descriptor_kernel, config.descriptor_positions)
 
+    @torch.no_grad()
+    def fold_batch_norm(self) -> None:
+        """Fold every BatchNorm (eval statistics) into the convolution before it, for inference.
+
+        ``bn(conv(x)) = conv'(x)`` with ``w' = w·γ/σ`` and ``b' = β − μ·γ/σ``, σ = √(var + ε): one pass over the
+        activations less per layer, the same function up to rounding. The state dict changes (BN layers become
+        Identity, convolutions gain biases), so load the published weights first.
+        """
+        for block in (self.block1, self.block2, self.block3, self.block4):
+            for conv_name, bn_name in (("conv1", "bn1"), ("conv2", "bn2")):
+                bn = getattr(block, bn_name)
+                if not isinstance(bn, nn.BatchNorm2d):
+                    continue
+                conv = getattr(block, conv_name)
+                conv = conv.regular_conv if isinstance(conv, DeformableConv2d) else conv
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                bias = bn.bias - bn.running_mean * scale
+                if conv.bias is not None:
+                    bias = bias + conv.bias * scale
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                conv.bias = nn.Parameter(bias)
+                setattr(block, bn_name, nn.Identity())
+
     def set_deform_implementation(self, implementation: str) -> None:
         """Choose the deformable convolution kernel: 'auto', 'tensor' or 'torchvision' (see deform_conv)."""
         for module in self.modules():
