@@ -43,13 +43,17 @@ class TorchExtractor(Extractor):
           of the uint8 image from pinned host memory, conversion, network, detection, descriptors and the download
           of the outputs to pinned host memory — is captured once as a CUDA graph and replayed: no allocation, no
           kernel launch from Python and one synchronisation per frame.
+        - ``compile`` (with ``cuda_graph``): the extraction is compiled by ``torch.compile`` (Inductor fuses the
+          elementwise, pooling, upsampling and sampling work into Triton kernels) before it is captured; the first
+          frame of each size takes some 20 s longer. Needs Triton (desktop CUDA builds of PyTorch have it).
     """
 
     engine = "torch"
 
     def __init__(self, model: str = "aliked-n16rot", top_k: int = 1000, *, device: str = "auto", fp16: bool = False,
                  score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
-                 weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False):
+                 weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False,
+                 compile: bool = False):
         if top_k == 0 or top_k < -1:
             raise AlikedError(f"top_k must be positive (top-k mode) or -1 (threshold mode), not {top_k}.")
         if top_k == -1 and max_keypoints < 1:
@@ -68,11 +72,17 @@ class TorchExtractor(Extractor):
         self.descriptor_size = self.aliked.descriptor_size
         self.cuda_graph = cuda_graph and self.torch_device.type == "cuda" and top_k > 0
         self._graphs: dict[tuple[int, int], CapturedExtraction] = {}
+        self.compiled = compile and self.cuda_graph
+        if self.compiled:
+            # The tensor deformable convolution: capture-safe, and no branch on the capture state to recompile.
+            self.aliked.network.set_deform_implementation("tensor")
+            self.aliked.forward = torch.compile(self.aliked.forward, dynamic=False)
         if self.torch_device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest convolution once per size
 
     def describe(self) -> str:
-        return super().describe() + (", CUDA graph" if self.cuda_graph else "")
+        return (super().describe() + (", torch.compile" if self.compiled else "")
+                + (", CUDA graph" if self.cuda_graph else ""))
 
     def device_memory(self) -> dict[str, float] | None:
         if self.torch_device.type != "cuda":

@@ -144,10 +144,11 @@ def add_parser(subparsers) -> None:
                     "within --match-radius pixels. Prints a markdown table, one row per image and one for all "
                     "images pooled: keypoint counts, matches (and % of the larger count), distance of matched "
                     "keypoints, absolute score difference and descriptor cosine at matched keypoints. "
-                    "SPEC is ENGINE[:KEY=VALUE,...]: torch[:model=,top_k=,device=,precision=fp32|fp16,weights=,"
-                    "cuda_graph=,score_threshold=,max_keypoints=], onnxruntime:onnx_path=FILE[,providers=,threads=,"
-                    "device_id=], tensorrt:engine_path=FILE; or a bare FILE.onnx / FILE.engine. Images a fixed-size "
-                    "engine does not take are skipped with a note (or use --resize).")
+                    "SPEC is ENGINE[:KEY=VALUE,...] with the keys of torch: model, top_k, device, precision "
+                    "(fp32 or fp16), weights, cuda_graph, score_threshold, max_keypoints; of onnxruntime: onnx_path "
+                    "(required), providers, threads, device_id; of tensorrt: engine_path (required). Options alone "
+                    "(precision=fp16) mean torch; a bare FILE.onnx or FILE.engine means that engine with that file. "
+                    "Images a fixed-size engine does not take are skipped with a note (or use --resize).")
     parser.add_argument("images", nargs="*",
                         help="image files or directories (default: the shared TUM and KITTI frames, else "
                              "scikit-image's samples)")
