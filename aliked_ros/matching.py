@@ -78,19 +78,26 @@ def _check_descriptor_sizes(features0: Features, features1: Features) -> None:
                           "dimensions: match features of the same ALIKED model.")
 
 
-# --- mutual nearest neighbours -----------------------------------------------------------------------------------
+# --- mutual nearest neighbours -------------------------------------------------------------------------------------
 
 
-def _best_two(similarity: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(index of the best, best value, second best value) along ``axis``; the second is -inf where there is none."""
+def _best_two(similarity: np.ndarray, axis: int, second: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(index of the best, best value, second best value) along ``axis``; the second is -inf where there is none or
+    where ``second`` is False (only the ratio test needs it).
+
+    The second best is the maximum once the best is masked: two reductions, several times faster than a partition.
+    ``similarity`` is modified in place and restored.
+    """
     best_index = np.argmax(similarity, axis=axis)
     best = np.take_along_axis(similarity, np.expand_dims(best_index, axis), axis).squeeze(axis)
-    if similarity.shape[axis] < 2:
+    if not second or similarity.shape[axis] < 2:
         return best_index, best, np.full_like(best, -np.inf)
-    # The two largest values, unordered, in the last two slots of a partition; the second is the smaller.
-    top_two = np.partition(similarity, similarity.shape[axis] - 2, axis=axis)
-    top_two = np.take(top_two, [-2, -1], axis=axis)
-    return best_index, best, np.min(top_two, axis=axis)
+    others = np.arange(similarity.shape[1 - axis])
+    where = (others, best_index) if axis == 1 else (best_index, others)
+    similarity[where] = -np.inf
+    second_best = np.max(similarity, axis=axis)
+    similarity[where] = best
+    return best_index, best, second_best
 
 
 def _distance(similarity: np.ndarray) -> np.ndarray:
@@ -146,8 +153,8 @@ def mutual_nearest_neighbours(first, second, *, ratio: float | None = None, min_
     for start in range(0, count0, ROW_BLOCK):
         rows = slice(start, min(start + ROW_BLOCK, count0))
         similarity = descriptors0[rows] @ descriptors1.T
-        row_best_index[rows], row_best[rows], row_second[rows] = _best_two(similarity, axis=1)
-        index, best, second = _best_two(similarity, axis=0)
+        row_best_index[rows], row_best[rows], row_second[rows] = _best_two(similarity, 1, ratio is not None)
+        index, best, second = _best_two(similarity, 0, ratio is not None)
         # Merge this block's column maxima into the running ones: the second best of the union of two sets is the
         # larger of the two seconds and the smaller of the two bests.
         column_second = np.maximum(np.maximum(column_second, second), np.minimum(column_best, best))
@@ -188,7 +195,7 @@ class MutualNearestNeighbours:
         return "mutual nearest neighbours" + (f" ({', '.join(options)})" if options else "")
 
 
-# --- LightGlue weights -------------------------------------------------------------------------------------------
+# --- LightGlue weights ---------------------------------------------------------------------------------------------
 
 LIGHTGLUE_WEIGHTS_FILENAME = "aliked_lightglue.pth"
 # kornia's LightGlue URL template for version v0.1_arxiv (cvg/LightGlue's release asset).
@@ -294,7 +301,8 @@ class LightGlueMatcher:
         - ``filter_threshold``: the smallest match confidence kept (LightGlue's default 0.1).
         - ``depth_confidence`` and ``width_confidence``: LightGlue's early stopping and point pruning (-1 turns
           each off: deterministic work per pair, slightly more accurate, slower).
-        - ``device`` cpu, cuda, cuda:N or auto; the network runs in float32 (``fp16`` runs it in float16, on CUDA).
+        - ``device`` cpu, cuda, cuda:N or auto; the network runs in float32 (``fp16`` runs it in float16 on CUDA;
+          ignored on the CPU, where float16 is slow).
         - Weights from :func:`resolve_lightglue_weights`.
     """
 

@@ -1,0 +1,416 @@
+"""`aliked-ros vo`: frame-to-frame monocular visual odometry over a bag or a folder of images, trajectory in TUM
+format."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from aliked_ros import bags, datasets, parameters, vo
+from aliked_ros.errors import AlikedError
+from aliked_ros.features import Features
+from aliked_ros.matching import MATCHERS, create_matcher
+from aliked_ros.messages import KEYPOINTS_MSGTYPE, features_from_message
+from aliked_ros.tools.process_bag import overrides_from_args
+
+STAMP_SECONDS = 1e-9
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "vo", help="monocular visual odometry from a bag or images: a TUM trajectory",
+        description="Matches consecutive frames (mutual nearest neighbours or LightGlue), estimates their motion "
+                    "(essential matrix with RANSAC, up to scale) and chains it into a trajectory written in TUM "
+                    "format (timestamp tx ty tz qx qy qz qw; camera-to-world, the world being the first camera's "
+                    "frame, x right, y down, z forward). INPUT is a ROS 1 or ROS 2 bag holding aliked_ros/msg/"
+                    "Keypoints (from process-bag: no network runs) or images (extracted with the node's parameters, "
+                    "as process-bag does), or a folder of images (a KITTI or TUM sequence, or any). Each step has "
+                    "unit length unless --speed is given. Prints one line per frame and a summary.")
+    parser.add_argument("input", metavar="INPUT", help="a bag (Keypoints or images) or a folder of images")
+    parser.add_argument("--output", "-o", required=True, help="trajectory file to write (TUM format)")
+    parser.add_argument("--kitti-output", default=None,
+                        help="also write the poses in KITTI's format (3x4 per line, no stamps), for evo_ape kitti")
+    camera = parser.add_argument_group("intrinsics (default: the bag's CameraInfo, or a KITTI sequence's calib.txt)")
+    camera.add_argument("--intrinsics", default=None, metavar="FX,FY,CX,CY", help="pinhole intrinsics in pixels")
+    camera.add_argument("--distortion", default=None, metavar="K1,K2,P1,P2[,K3]",
+                        help="OpenCV distortion coefficients of unrectified images, with --intrinsics (keypoints are "
+                             "undistorted for the geometry)")
+    camera.add_argument("--calib", default=None, help="a KITTI odometry calib.txt")
+    camera.add_argument("--calib-row", default="P0", choices=tuple(datasets.KITTI_CALIB_ROWS.values()),
+                        help="its projection matrix of the camera (default P0: grey left)")
+    camera.add_argument("--camera-info-topic", default=None,
+                        help="sensor_msgs/CameraInfo topic (default: <image topic namespace>/camera_info, or the "
+                             "bag's only CameraInfo topic)")
+    parser.add_argument("--topic", default=None,
+                        help="Keypoints or image topic (default: the bag's only Keypoints topic, else its only image "
+                             "topic)")
+    matching = parser.add_argument_group("matching")
+    matching.add_argument("--matcher", choices=MATCHERS, default="mnn",
+                          help="mnn: mutual nearest neighbours (numpy); lightglue: LightGlue through kornia, for "
+                               "128-d descriptors (not aliked-t16) (default mnn)")
+    matching.add_argument("--ratio", type=float, default=None, help="mnn: Lowe's ratio test, e.g. 0.9 (default off)")
+    matching.add_argument("--min-similarity", type=float, default=None,
+                          help="mnn: smallest descriptor cosine similarity of a match (default off)")
+    matching.add_argument("--lightglue-weights", default=None,
+                          help="lightglue: aliked_lightglue.pth (default: searched as the ALIKED weights are)")
+    matching.add_argument("--matcher-device", default="auto", help="lightglue: cpu, cuda, cuda:N or auto")
+    geometry = parser.add_argument_group("motion")
+    defaults = vo.VOOptions()
+    geometry.add_argument("--estimator", choices=tuple(vo.ESTIMATORS), default=defaults.estimator,
+                          help=f"robust estimator of cv2.findEssentialMat (default {defaults.estimator}: RANSAC with "
+                               "local optimisation, far steadier than plain ransac)")
+    geometry.add_argument("--ransac-threshold", type=float, default=defaults.ransac_threshold_px,
+                          help=f"RANSAC inlier threshold in pixels (default {defaults.ransac_threshold_px:g})")
+    geometry.add_argument("--min-matches", type=int, default=defaults.min_matches,
+                          help=f"fewer matches leave the pose unchanged (default {defaults.min_matches})")
+    geometry.add_argument("--min-inliers", type=int, default=defaults.min_inliers,
+                          help=f"fewer inliers leave the pose unchanged (default {defaults.min_inliers})")
+    geometry.add_argument("--min-inlier-ratio", type=float, default=defaults.min_inlier_ratio,
+                          help=f"a smaller share of inliers among the matches leaves the pose unchanged (default "
+                               f"{defaults.min_inlier_ratio:g})")
+    geometry.add_argument("--min-parallax", type=float, default=defaults.min_parallax_px,
+                          help=f"median keypoint motion in pixels below which the camera is taken to stand still "
+                               f"(default {defaults.min_parallax_px:g})")
+    geometry.add_argument("--speed", type=float, default=None,
+                          help="metres per second: each step's length is speed x its time (default: unit steps)")
+    network = parser.add_argument_group("extraction, for images (node parameters; see process-bag)")
+    network.add_argument("--params-file", default=None, help="ROS 2 parameters file (over config/aliked.yaml)")
+    network.add_argument("--model", default=None, help="ALIKED variant (parameter model)")
+    network.add_argument("--engine", default=None, help="auto, onnxruntime or torch (parameter engine)")
+    network.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (parameter device)")
+    network.add_argument("--precision", default=None, choices=("fp16", "fp32"), help="parameter precision")
+    network.add_argument("--top-k", type=int, default=None, help="keypoints per image (parameter top_k)")
+    network.add_argument("--score-threshold", type=float, default=None, help="parameter score_threshold")
+    network.add_argument("--weights", default=None, help="ALIKED .pth weights (parameter weights_path)")
+    network.add_argument("--onnx-path", default=None, help="ONNX file of the onnxruntime engine (parameter onnx_path)")
+    parser.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="also print checks that need no ground truth as markdown: per pair matches, inliers, "
+                             "points in front of both cameras, the camera's direction; per triplet of frames the "
+                             "rotation consistency (R_ac against R_bc R_ab)")
+    parser.add_argument("--compare-fp16", action="store_true",
+                        help="images only: extract every frame with the torch engine in fp32 and in fp16 (model, "
+                             "top_k, device and weights of the parameters; slow on a CPU) and print both "
+                             "evaluations and their differences; the trajectory comes from fp32")
+    parser.set_defaults(run=run)
+
+
+def log(text: str) -> None:
+    print(f"vo: {text}", file=sys.stderr)
+
+
+# --- intrinsics ----------------------------------------------------------------------------------------------------
+
+
+DISTORTION_MODELS = ("plumb_bob", "rational_polynomial")  # OpenCV's coefficient order, as CameraInfo holds them
+
+
+@dataclass(frozen=True)
+class Camera:
+    matrix: np.ndarray
+    source: str
+    size: tuple[int, int] | None = None  # (height, width) the intrinsics are for, where known
+    distortion: np.ndarray | None = None  # OpenCV's coefficients; None: rectified images
+
+    def check(self, features: Features) -> None:
+        """Refuse intrinsics that cannot belong to the images: another size, or the principal point outside."""
+        height, width = features.image_height, features.image_width
+        if self.size is not None and self.size != (height, width) and all(self.size):
+            raise AlikedError(f"The intrinsics ({self.source}) are for {self.size[1]}x{self.size[0]} images, the "
+                              f"frames are {width}x{height}; give --intrinsics for this size.")
+        cx, cy = self.matrix[0, 2], self.matrix[1, 2]
+        if not (0 <= cx <= width and 0 <= cy <= height):
+            raise AlikedError(f"The intrinsics ({self.source}) put the principal point at ({cx:g}, {cy:g}), outside "
+                              f"the {width}x{height} frames: are they for another camera or resolution?")
+
+
+def parse_distortion(text: str | None) -> np.ndarray | None:
+    if text is None:
+        return None
+    try:
+        values = np.array([float(value) for value in text.split(",")])
+    except ValueError:
+        values = np.zeros(0)
+    if len(values) not in (4, 5, 8) or not np.all(np.isfinite(values)):
+        raise AlikedError(f"--distortion must be 4, 5 or 8 numbers k1,k2,p1,p2[,k3[,k4,k5,k6]], not {text!r}.")
+    return values
+
+
+def explicit_camera(args: argparse.Namespace) -> Camera | None:
+    if args.intrinsics and args.calib:
+        raise AlikedError("Give --intrinsics or --calib, not both.")
+    if args.distortion and not args.intrinsics:
+        raise AlikedError("--distortion goes with --intrinsics.")
+    if args.intrinsics:
+        return Camera(vo.parse_intrinsics(args.intrinsics), "--intrinsics", distortion=parse_distortion(
+            args.distortion))
+    if args.calib:
+        path = Path(args.calib)
+        if not path.is_file():
+            raise AlikedError(f"The calibration file {path} does not exist.")
+        intrinsics = datasets.parse_kitti_calib(path, args.calib_row)
+        return Camera(intrinsics.camera_matrix(), f"{path} {args.calib_row}")
+    return None
+
+
+def camera_from_bag(reader, topic: str, info_topic: str | None, path: Path) -> Camera:
+    """The first CameraInfo of ``info_topic``, else of ``<topic namespace>/camera_info``, else of the bag's only
+    CameraInfo topic."""
+    infos = sorted(name for name, info in reader.topics.items() if info.msgtype == bags.CAMERA_INFO_MSGTYPE)
+    if info_topic is None:
+        beside = bags.camera_info_topic(topic)
+        info_topic = beside if beside in infos else (infos[0] if len(infos) == 1 else None)
+    if info_topic is None or info_topic not in infos:
+        found = ", ".join(infos) or "none"
+        raise AlikedError(f"No CameraInfo for {topic} in {path} (CameraInfo topics: {found}); give --intrinsics "
+                          "fx,fy,cx,cy, --calib calib.txt or --camera-info-topic.")
+    for _, info in bags.read_messages(reader, info_topic, path):
+        matrix = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+        if matrix[0, 0] <= 0:
+            raise AlikedError(f"The CameraInfo on {info_topic} is uncalibrated (K is zero); give --intrinsics.")
+        distortion = np.asarray(info.d, dtype=np.float64)
+        if np.any(distortion) and info.distortion_model not in DISTORTION_MODELS:
+            raise AlikedError(f"The CameraInfo on {info_topic} has the {info.distortion_model} distortion model; "
+                              f"vo undistorts {' and '.join(DISTORTION_MODELS)}: rectify the images or give "
+                              "--intrinsics of rectified ones.")
+        return Camera(vo.check_camera_matrix(matrix), f"CameraInfo on {info_topic}",
+                      (int(info.height), int(info.width)), distortion if np.any(distortion) else None)
+    raise AlikedError(f"The CameraInfo topic {info_topic} of {path} holds no message; give --intrinsics.")
+
+
+# --- frames --------------------------------------------------------------------------------------------------------
+
+
+def is_bag(path: Path) -> bool:
+    return (path.is_file() and path.suffix in (".bag", ".mcap", ".db3")) or bags.is_ros2_bag_dir(path)
+
+
+def keypoints_topics(reader) -> list[str]:
+    return sorted(name for name, info in reader.topics.items() if info.msgtype == KEYPOINTS_MSGTYPE)
+
+
+def select_topic(reader, topic: str | None) -> tuple[str, bool]:
+    """(topic, whether it holds Keypoints): ``topic`` checked, else the only Keypoints topic, else the only image
+    topic."""
+    keypoints = keypoints_topics(reader)
+    if topic is not None and topic in keypoints:
+        return topic, True
+    if topic is None and len(keypoints) == 1:
+        return keypoints[0], True
+    if topic is None and len(keypoints) > 1:
+        raise AlikedError(f"The bag has {len(keypoints)} Keypoints topics ({', '.join(keypoints)}); choose one "
+                          "with --topic.")
+    return bags.select_image_topic(reader, topic), False
+
+
+def extract_frames(extractor, images: Iterator[tuple[float, np.ndarray]],
+                   score_threshold: float) -> Iterator[tuple[float, Features]]:
+    for stamp, image in images:
+        yield stamp, extractor.extract(image).above(score_threshold)
+
+
+def bag_images(reader, topic: str, path: Path) -> Iterator[tuple[float, np.ndarray]]:
+    from aliked_ros.imaging import message_to_image
+
+    for _, message in bags.read_messages(reader, topic, path):
+        yield bags.stamp_to_ns(message.header.stamp) * STAMP_SECONDS, message_to_image(message)
+
+
+def bag_keypoints(reader, topic: str, path: Path) -> Iterator[tuple[float, Features]]:
+    for _, message in bags.read_messages(reader, topic, path):
+        yield bags.stamp_to_ns(message.header.stamp) * STAMP_SECONDS, features_from_message(message)
+
+
+def folder_images(sequence: datasets.ImageSequence) -> Iterator[tuple[float, np.ndarray]]:
+    for frame in sequence.frames:
+        yield frame.stamp_ns * STAMP_SECONDS, datasets.read_frame(frame)
+
+
+@dataclass
+class Input:
+    """What INPUT yields: stamped images (to extract) or stamped Features, and the intrinsics it carries."""
+
+    description: str
+    total: int
+    images: Iterator[tuple[float, np.ndarray]] | None = None
+    features: Iterator[tuple[float, Features]] | None = None
+    camera: Camera | None = None
+
+
+@contextlib.contextmanager
+def open_input(args: argparse.Namespace) -> Iterator[Input]:
+    source = Path(args.input)
+    if not source.exists():
+        raise AlikedError(f"{source} does not exist; give a bag or a folder of images.")
+    if is_bag(source):
+        with bags.open_bag(source) as reader:
+            topic, holds_keypoints = select_topic(reader, args.topic)
+            camera = explicit_camera(args) or camera_from_bag(reader, topic, args.camera_info_topic, source)
+            total = bags.message_count(reader, topic)
+            if holds_keypoints:
+                yield Input(f"{total} Keypoints messages of {topic}", total,
+                            features=bag_keypoints(reader, topic, source), camera=camera)
+            else:
+                yield Input(f"{total} images of {topic}", total, images=bag_images(reader, topic, source),
+                            camera=camera)
+        return
+    sequence = datasets.load_sequence(source)
+    camera = explicit_camera(args)
+    if camera is None and sequence.intrinsics is not None:
+        distortion = np.asarray(sequence.intrinsics.distortion, dtype=np.float64)
+        camera = Camera(sequence.intrinsics.camera_matrix(), f"{sequence.intrinsics.name} of the sequence",
+                        distortion=distortion if np.any(distortion) else None)
+    if camera is None:
+        raise AlikedError(f"No intrinsics for {source}: give --intrinsics fx,fy,cx,cy or --calib calib.txt.")
+    yield Input(f"{len(sequence.frames)} {sequence.format} images in {source}", len(sequence.frames),
+                images=folder_images(sequence), camera=camera)
+
+
+# --- the run -------------------------------------------------------------------------------------------------------
+
+
+def make_matcher(args: argparse.Namespace):
+    if args.matcher == "lightglue":
+        if args.ratio is not None or args.min_similarity is not None:
+            raise AlikedError("--ratio and --min-similarity are options of the mnn matcher, not of lightglue.")
+        return create_matcher("lightglue", weights=args.lightglue_weights, device=args.matcher_device)
+    return create_matcher("mnn", ratio=args.ratio, min_similarity=args.min_similarity)
+
+
+def odometry_options(args: argparse.Namespace) -> vo.VOOptions:
+    return vo.VOOptions(estimator=args.estimator, ransac_threshold_px=args.ransac_threshold,
+                        min_matches=args.min_matches, min_inliers=args.min_inliers,
+                        min_inlier_ratio=args.min_inlier_ratio, min_parallax_px=args.min_parallax)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.max_frames is not None and args.max_frames < 1:
+        raise AlikedError(f"--max-frames must be at least 1, not {args.max_frames}.")
+    if args.speed is not None and not args.speed >= 0:
+        raise AlikedError(f"--speed must be at least 0 m/s, not {args.speed}.")
+    for option, value in (("--output", args.output), ("--kitti-output", args.kitti_output)):
+        if value is not None and not Path(value).parent.is_dir():
+            raise AlikedError(f"The directory of {option} {value} does not exist; create it first.")
+        if value is not None and Path(value).is_dir():
+            raise AlikedError(f"{option} {value} is a directory; give a file name.")
+
+
+def follow(odometry: vo.VisualOdometry, frames: Iterator[tuple[float, Features]], camera: Camera,
+           speed: float | None, kept: list[Features] | None) -> None:
+    """Feed ``frames`` to ``odometry``, one line per frame; ``kept`` (if a list) collects the features for
+    --evaluate."""
+    for stamp, features in frames:
+        if odometry.reference_stamp is None:
+            camera.check(features)
+        # A step spans the reference frame to this one (several frames after the camera stood still).
+        scale = None
+        if speed is not None and odometry.reference_stamp is not None:
+            scale = speed * (stamp - odometry.reference_stamp)
+        print(vo.describe_frame(odometry.process(features, stamp, scale)), flush=True)
+        if kept is not None:
+            kept.append(features)
+
+
+def write_trajectory(odometry: vo.VisualOdometry, args: argparse.Namespace) -> None:
+    vo.write_tum(args.output, odometry.trajectory)
+    if args.kitti_output:
+        vo.write_kitti(args.kitti_output, odometry.trajectory)
+
+
+def summary(odometry: vo.VisualOdometry, unit: str) -> str:
+    trajectory = odometry.trajectory
+    return (f"{len(trajectory)} frames, {odometry.valid_steps} of {max(len(trajectory) - 1, 0)} steps estimated; "
+            f"path length {trajectory.path_length():.2f} {unit}")
+
+
+def compare_fp16(values: dict, images: list[tuple[float, np.ndarray]], camera: Camera,
+                 matcher, options: vo.VOOptions) -> list[Features]:
+    """Extract ``images`` with the torch engine in fp32 and fp16, print both evaluations and their differences;
+    returns the fp32 features."""
+    from aliked_ros.engines import create_extractor
+
+    evaluations = {}
+    features32: list[Features] = []
+    for precision in ("fp32", "fp16"):
+        extractor = create_extractor("torch", model=values["model"], top_k=values["top_k"], device=values["device"],
+                                     fp16=precision == "fp16", weights=values["weights_path"] or None)
+        if precision == "fp16" and extractor.device == "cpu":
+            log("fp16 on the CPU is emulated and several times slower than fp32")
+        log(f"{extractor.describe()}: extracting {len(images)} frames")
+        try:
+            features = [extractor.extract(image).above(values["score_threshold"]) for _, image in images]
+        finally:
+            extractor.close()
+        if precision == "fp32":
+            features32 = features
+        evaluations[precision] = vo.evaluate(features, camera.matrix, matcher, options, distortion=camera.distortion)
+        print(vo.format_evaluation(evaluations[precision], f"{values['model']}, top_k {values['top_k']}, "
+                                                           f"{precision}, {extractor.device}"), end="\n\n")
+    print("### fp32 against fp16\n")
+    print(vo.format_comparison(vo.compare_evaluations(evaluations["fp32"], evaluations["fp16"])), end="\n\n")
+    return features32
+
+
+def frames_of(source: Input, args: argparse.Namespace, values: dict, matcher, options: vo.VOOptions):
+    """(stamped Features of INPUT, the extractor to close or None)."""
+    if source.features is not None:
+        if args.compare_fp16:
+            raise AlikedError("--compare-fp16 extracts features itself: give images (a folder or an image bag), "
+                              "not Keypoints.")
+        return source.features, None
+    if args.compare_fp16:
+        images = list(itertools.islice(source.images, args.max_frames))
+        features = compare_fp16(values, images, source.camera, matcher, options)
+        return iter(zip([stamp for stamp, _ in images], features, strict=True)), None
+    from aliked_ros.processing import extractor_from_parameters
+
+    extractor = extractor_from_parameters(values, log=log)
+    log(extractor.describe())
+    return extract_frames(extractor, source.images, values["score_threshold"]), extractor
+
+
+def run(args: argparse.Namespace) -> int:
+    check_args(args)
+    options = odometry_options(args)
+    explicit_camera(args)  # its errors before any work
+    values = parameters.resolve(overrides_from_args(args), args.params_file)
+    kept: list[Features] | None = [] if args.evaluate and not args.compare_fp16 else None
+    with open_input(args) as source:
+        first = f" (the first {args.max_frames} used)" if args.max_frames and args.max_frames < source.total else ""
+        log(f"{source.description}{first}; intrinsics from {source.camera.source}")
+        matcher = make_matcher(args)
+        log(f"matching with {matcher.describe()}")
+        odometry = vo.VisualOdometry(source.camera.matrix, matcher, options, source.camera.distortion)
+        if source.camera.distortion is not None:
+            log(f"undistorting keypoints with {source.camera.distortion.tolist()}")
+        frames, extractor = frames_of(source, args, values, matcher, options)
+        try:
+            follow(odometry, itertools.islice(frames, args.max_frames), source.camera, args.speed, kept)
+        except KeyboardInterrupt:
+            if len(odometry.trajectory):
+                write_trajectory(odometry, args)
+                log(f"interrupted: {args.output} holds the {len(odometry.trajectory)} poses so far")
+            raise
+        finally:
+            if extractor is not None:
+                extractor.close()
+    if len(odometry.trajectory) == 0:
+        raise AlikedError(f"{args.input} holds no frame.")
+    write_trajectory(odometry, args)
+    if kept is not None:
+        if len(kept) < 3:
+            log("--evaluate needs at least 3 frames; skipped")
+        else:
+            evaluation = vo.evaluate(kept, source.camera.matrix, matcher, options,
+                                     distortion=source.camera.distortion)
+            print(f"\n{vo.format_evaluation(evaluation, 'evaluation')}\n")
+    unit = "m" if args.speed is not None else "steps (unit length each)"
+    print(f"{args.output}: {summary(odometry, unit)}")
+    return 0
