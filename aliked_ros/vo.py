@@ -584,3 +584,45 @@ def format_comparison(rows: list[PrecisionRow], names: tuple[str, str] = ("fp32"
                        f"{np.max(rotation):.4f} deg; translation direction difference median "
                        f"{np.median(translation):.3f} deg, max {np.max(translation):.3f} deg.")]
     return "\n".join(lines)
+
+
+# --- intrinsics ----------------------------------------------------------------------------------------------------
+
+DISTORTION_MODELS = ("plumb_bob", "rational_polynomial")  # OpenCV's coefficient order, as CameraInfo holds them
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Intrinsics of the frames, where they came from, and their distortion."""
+
+    matrix: np.ndarray
+    source: str
+    size: tuple[int, int] | None = None  # (height, width) the intrinsics are for, where known
+    distortion: np.ndarray | None = None  # OpenCV's coefficients; None: rectified images
+
+    def check(self, features: Features) -> None:
+        """Refuse intrinsics that cannot belong to the images: another size, or the principal point outside."""
+        height, width = features.image_height, features.image_width
+        if self.size is not None and self.size != (height, width) and all(self.size):
+            raise AlikedError(f"The intrinsics ({self.source}) are for {self.size[1]}x{self.size[0]} images, the "
+                              f"frames are {width}x{height}; give --intrinsics for this size.")
+        cx, cy = self.matrix[0, 2], self.matrix[1, 2]
+        if not (0 <= cx <= width and 0 <= cy <= height):
+            raise AlikedError(f"The intrinsics ({self.source}) put the principal point at ({cx:g}, {cy:g}), outside "
+                              f"the {width}x{height} frames: are they for another camera or resolution?")
+
+
+
+def camera_from_camera_info(info, source: str) -> Camera:
+    """A sensor_msgs/CameraInfo (rclpy's or rosbags') as a Camera; AlikedError for an uncalibrated one or a
+    distortion model OpenCV's undistortion does not take."""
+    matrix = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+    if matrix[0, 0] <= 0:
+        raise AlikedError(f"The {source} is uncalibrated (K is zero); give the intrinsics explicitly.")
+    distortion = np.asarray(info.d, dtype=np.float64)
+    if np.any(distortion) and info.distortion_model not in DISTORTION_MODELS:
+        raise AlikedError(f"The {source} has the {info.distortion_model} distortion model; visual odometry "
+                          f"undistorts {' and '.join(DISTORTION_MODELS)}: rectify the images or give the intrinsics "
+                          "of rectified ones.")
+    return Camera(check_camera_matrix(matrix), source, (int(info.height), int(info.width)),
+                  distortion if np.any(distortion) else None)

@@ -22,6 +22,7 @@ catkin_pkg = pytest.importorskip("catkin_pkg.package", reason="needs catkin_pkg 
 MODULE_KEYS = {
     "rclpy": "rclpy", "rcl_interfaces": "rcl_interfaces", "sensor_msgs": "sensor_msgs",
     "diagnostic_msgs": "diagnostic_msgs", "diagnostic_updater": "diagnostic_updater", "std_msgs": "std_msgs",
+    "nav_msgs": "nav_msgs", "geometry_msgs": "geometry_msgs",
     "launch": "launch", "launch_ros": "launch_ros", "numpy": "python3-numpy", "cv2": "python3-opencv",
     "yaml": "python3-yaml",
 }
@@ -49,7 +50,8 @@ def test_package_xml_is_valid_and_declares_what_the_node_imports():
     assert "rosidl_default_generators" in declared and "rosidl_default_runtime" in declared
     assert "rosidl_interface_packages" in [group.name for group in package.member_of_groups]
     python_files = list((ROOT / "aliked_ros").rglob("*.py")) + [ROOT / "launch" / "aliked.launch.py",
-                                                                 ROOT / "scripts" / "aliked_node"]
+                                                                 ROOT / "scripts" / "aliked_node",
+                                                                 ROOT / "scripts" / "vo_node"]
     stdlib = set(__import__("sys").stdlib_module_names)
     third_party = imported_top_level(python_files) - stdlib - {"aliked_ros"}
     unknown = third_party - set(MODULE_KEYS) - PIP_ONLY - OPTIONAL_ENGINES

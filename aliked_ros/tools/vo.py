@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from aliked_ros import bags, datasets, parameters, vo
+from aliked_ros.vo import Camera, camera_from_camera_info
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 from aliked_ros.matching import MATCHERS, create_matcher
@@ -109,28 +110,6 @@ def log(text: str) -> None:
 # --- intrinsics ----------------------------------------------------------------------------------------------------
 
 
-DISTORTION_MODELS = ("plumb_bob", "rational_polynomial")  # OpenCV's coefficient order, as CameraInfo holds them
-
-
-@dataclass(frozen=True)
-class Camera:
-    matrix: np.ndarray
-    source: str
-    size: tuple[int, int] | None = None  # (height, width) the intrinsics are for, where known
-    distortion: np.ndarray | None = None  # OpenCV's coefficients; None: rectified images
-
-    def check(self, features: Features) -> None:
-        """Refuse intrinsics that cannot belong to the images: another size, or the principal point outside."""
-        height, width = features.image_height, features.image_width
-        if self.size is not None and self.size != (height, width) and all(self.size):
-            raise AlikedError(f"The intrinsics ({self.source}) are for {self.size[1]}x{self.size[0]} images, the "
-                              f"frames are {width}x{height}; give --intrinsics for this size.")
-        cx, cy = self.matrix[0, 2], self.matrix[1, 2]
-        if not (0 <= cx <= width and 0 <= cy <= height):
-            raise AlikedError(f"The intrinsics ({self.source}) put the principal point at ({cx:g}, {cy:g}), outside "
-                              f"the {width}x{height} frames: are they for another camera or resolution?")
-
-
 def parse_distortion(text: str | None) -> np.ndarray | None:
     if text is None:
         return None
@@ -172,16 +151,7 @@ def camera_from_bag(reader, topic: str, info_topic: str | None, path: Path) -> C
         raise AlikedError(f"No CameraInfo for {topic} in {path} (CameraInfo topics: {found}); give --intrinsics "
                           "fx,fy,cx,cy, --calib calib.txt or --camera-info-topic.")
     for _, info in bags.read_messages(reader, info_topic, path):
-        matrix = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-        if matrix[0, 0] <= 0:
-            raise AlikedError(f"The CameraInfo on {info_topic} is uncalibrated (K is zero); give --intrinsics.")
-        distortion = np.asarray(info.d, dtype=np.float64)
-        if np.any(distortion) and info.distortion_model not in DISTORTION_MODELS:
-            raise AlikedError(f"The CameraInfo on {info_topic} has the {info.distortion_model} distortion model; "
-                              f"vo undistorts {' and '.join(DISTORTION_MODELS)}: rectify the images or give "
-                              "--intrinsics of rectified ones.")
-        return Camera(vo.check_camera_matrix(matrix), f"CameraInfo on {info_topic}",
-                      (int(info.height), int(info.width)), distortion if np.any(distortion) else None)
+        return camera_from_camera_info(info, f"CameraInfo on {info_topic}")
     raise AlikedError(f"The CameraInfo topic {info_topic} of {path} holds no message; give --intrinsics.")
 
 
