@@ -8,28 +8,20 @@ an ndarray makes it check all 2000 × 128 values); a rosbags message takes numpy
 from __future__ import annotations
 
 import array
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
+from aliked_ros.resources import package_file
 
 KEYPOINTS_MSGTYPE = "aliked_ros/msg/Keypoints"
 
 
 def keypoints_definition_path() -> Path:
-    """``Keypoints.msg``: in the checkout, beside a pip install (share/aliked_ros/msg) or in a ROS 2 install."""
-    candidates = [Path(__file__).resolve().parents[1] / "msg", Path(sys.prefix) / "share" / "aliked_ros" / "msg"]
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            candidates.append(Path(prefix) / "share" / "aliked_ros" / "msg")
-    for directory in candidates:
-        if (directory / "Keypoints.msg").is_file():
-            return directory / "Keypoints.msg"
-    raise AlikedError("Keypoints.msg was not found; reinstall aliked-ros (pip install) or source its ROS 2 workspace.")
+    """``Keypoints.msg``: in the checkout, beside a pip install or in a ROS 2 install."""
+    return package_file("msg", "Keypoints.msg")
 
 
 def register_keypoints_type(typestore) -> type:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from aliked_ros.errors import AlikedError
 from aliked_ros.model.configs import MODEL_CONFIGS
+from aliked_ros.resources import package_file
 
 ENGINE_CHOICES = ("auto", "tensorrt", "onnxruntime", "torch")
 
@@ -86,15 +86,8 @@ SPECS_BY_NAME = {spec.name: spec for spec in SPECS}
 
 
 def config_dir() -> Path:
-    """``config/``: in the checkout, beside a pip install (share/aliked_ros/config) or in a ROS 2 install."""
-    candidates = [Path(__file__).resolve().parents[1] / "config", Path(sys.prefix) / "share" / "aliked_ros" / "config"]
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            candidates.append(Path(prefix) / "share" / "aliked_ros" / "config")
-    for directory in candidates:
-        if (directory / "aliked.yaml").is_file():
-            return directory
-    raise AlikedError("config/aliked.yaml was not found; reinstall aliked-ros or source its ROS 2 workspace.")
+    """``config/``: in the checkout, beside a pip install or in a ROS 2 install."""
+    return package_file("config", "aliked.yaml").parent
 
 
 def read_params_file(path: str | os.PathLike, node_name: str = "aliked_node") -> dict:

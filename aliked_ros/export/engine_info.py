@@ -83,7 +83,7 @@ def read_sidecar(engine_path: str | os.PathLike) -> EngineInfo:
 def check_runs_here(info: EngineInfo, engine_path: str | os.PathLike, tensorrt_version: str, gpu_name: str,
                     compute_capability: str) -> list[str]:
     """Refuse a plan that cannot run here; return warnings for what can run but was not built for this GPU."""
-    rebuild = f"rebuild it here with `aliked-ros build-engine` from its ONNX file"
+    rebuild = "rebuild it here with `aliked-ros build-engine` from its ONNX file"
     if info.tensorrt_version != tensorrt_version:
         raise AlikedError(f"{engine_path} was built by TensorRT {info.tensorrt_version}, and this is TensorRT "
                           f"{tensorrt_version}: plans run only with the version that built them; {rebuild}.")
