@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from aliked_ros.engines import create_extractor
+from aliked_ros.comparison import match_features
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 
@@ -82,12 +83,9 @@ def test_fp16_agrees_with_fp32(rgb_frame):
         assert engine.precision == ("fp16" if fp16 else "fp32")
         results[fp16] = engine.extract(crop)
     full, half = results[False], results[True]
-    distances = np.linalg.norm(full.keypoints[:, None] - half.keypoints[None], axis=2)
-    forward, backward = distances.argmin(1), distances.argmin(0)
-    rows = np.arange(len(forward))
-    matched = (backward[forward] == rows) & (distances[rows, forward] <= 1.0)
-    assert matched.mean() >= 0.9
-    cosine = np.sum(full.descriptors[matched] * half.descriptors[forward[matched]], axis=1)
+    matches = match_features(full, half, max_distance=1.0)  # mutual nearest keypoints
+    assert matches.matched / len(full) >= 0.9
+    cosine = matches.cosines
     assert np.median(cosine) >= 0.99
 
 
@@ -98,12 +96,9 @@ def test_cuda_agrees_with_cpu(rgb_frame, fp16):
     gpu = create_extractor("torch", model="aliked-n16rot", top_k=1000, device="cuda", fp16=fp16,
                            allow_download=False)
     reference, result = cpu.extract(rgb_frame), gpu.extract(rgb_frame)
-    distances = np.linalg.norm(reference.keypoints[:, None] - result.keypoints[None], axis=2)
-    forward, backward = distances.argmin(1), distances.argmin(0)
-    rows = np.arange(len(forward))
-    matched = (backward[forward] == rows) & (distances[rows, forward] <= 0.5)
-    assert matched.mean() >= (0.99 if not fp16 else 0.95)
-    cosine = np.sum(reference.descriptors[matched] * result.descriptors[forward[matched]], axis=1)
+    matches = match_features(reference, result, max_distance=0.5)  # mutual nearest keypoints
+    assert matches.matched / len(reference) >= (0.99 if not fp16 else 0.95)
+    cosine = matches.cosines
     assert np.quantile(cosine, 0.01) >= (0.999 if not fp16 else 0.99)
 
 
@@ -147,10 +142,7 @@ def test_cuda_graph_path_equals_eager(rgb_frame, gray_frame, fp16):
         expected, result = eager.extract(image), graph.extract(image)
         # Rounding differs a little (the graph uses the tensor deformable convolution), which can swap near-tied
         # keypoints at the end of the ranking: compare by mutual nearest keypoints, not row by row.
-        distances = np.linalg.norm(expected.keypoints[:, None] - result.keypoints[None], axis=2)
-        forward, backward = distances.argmin(1), distances.argmin(0)
-        rows = np.arange(len(forward))
-        matched = (backward[forward] == rows) & (distances[rows, forward] <= 0.01)
-        assert matched.mean() >= 0.99
-        cosine = np.sum(expected.descriptors[matched] * result.descriptors[forward[matched]], axis=1)
+        matches = match_features(expected, result, max_distance=0.01)  # mutual nearest keypoints
+        assert matches.matched / len(expected) >= 0.99
+        cosine = matches.cosines
         assert np.quantile(cosine, 0.01) > 0.999

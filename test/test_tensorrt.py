@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from aliked_ros.comparison import match_features
 from aliked_ros.errors import AlikedError
 from aliked_ros.export import engine_info
 from aliked_ros.export.engine_info import EngineInfo, TENSORRT_TOPK_LIMIT
@@ -109,12 +110,9 @@ def test_tensorrt_engine_matches_torch(tensorrt_engine, rgb_frame):
         with pytest.raises(AlikedError, match="takes 640x480 images"):
             engine.extract(frame[:240])
     reference = create_extractor("torch", model="aliked-t16", top_k=1000, device="cpu").extract(frame)
-    distances = np.linalg.norm(reference.keypoints[:, None] - result.keypoints[None], axis=2)
-    forward, backward = distances.argmin(1), distances.argmin(0)
-    rows = np.arange(len(forward))
-    matched = (backward[forward] == rows) & (distances[rows, forward] <= 1.0)
-    assert matched.mean() >= 0.99
-    cosine = np.sum(reference.descriptors[matched] * result.descriptors[forward[matched]], axis=1)
+    matches = match_features(reference, result, max_distance=1.0)  # mutual nearest keypoints
+    assert matches.matched / len(reference) >= 0.99
+    cosine = matches.cosines
     assert np.median(cosine) >= 0.999
 
 
