@@ -68,3 +68,19 @@ def test_ros_free_layers_do_not_import_rclpy():
             if isinstance(node, ast.ImportFrom) and node.module:
                 names.append(node.module)
             assert not any(name.split(".")[0] in ("rclpy", "launch_ros") for name in names), path
+
+
+def test_the_node_path_of_a_prebuilt_engine_needs_no_torch():
+    """DESIGN.md: a robot running a prebuilt TensorRT engine needs tensorrt, cuda-python, numpy and ROS 2, not torch.
+    Everything the node imports besides rclpy and the engine's runtime must load without importing torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import aliked_ros.processing, aliked_ros.parameters, aliked_ros.latency, "
+            "aliked_ros.messages, aliked_ros.visualize, aliked_ros.export.engine_info, aliked_ros.engines.cache, "
+            "aliked_ros.engines.cuda_runtime, aliked_ros.vo, aliked_ros.matching; "
+            "from aliked_ros import parameters, processing; "
+            "processing.resolve_engine(parameters.resolve({'engine': 'tensorrt', 'engine_path': 'x.engine'})); "
+            "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'kornia') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
