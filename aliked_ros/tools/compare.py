@@ -170,6 +170,9 @@ def add_parser(subparsers) -> None:
                         help="resize every image to W x H first (both extractors see the resized frame)")
     parser.add_argument("--max-images", type=int, default=None,
                         help="compare at most N images, spread evenly over the list (first and last included)")
+    parser.add_argument("--homography", type=int, default=0, metavar="N",
+                        help="also estimate homographies between each image and N synthetic warps of it, with A's "
+                             "and with B's features, and report the mean corner error (a downstream check)")
     parser.add_argument("--output", "-o", default=None, metavar="FILE.md",
                         help="also write the report (markdown) to this file")
     parser.set_defaults(run=run)
@@ -274,9 +277,52 @@ def report_markdown(description_a: str, description_b: str, radius: float, rows:
     return "\n".join(lines) + "\n"
 
 
+def homography_errors(rgb, features_a, features_b, extractor_a, extractor_b, count: int):
+    """Per side, the corner errors of the homographies estimated between the frame and its synthetic warps."""
+    from aliked_ros.homography import estimate_corner_error, synthetic_homographies, warp
+
+    height, width = rgb.shape[:2]
+    errors = ([], [])
+    for truth in synthetic_homographies(width, height, count):
+        warped = warp(rgb, truth)
+        for side, (features, extractor) in enumerate(((features_a, extractor_a), (features_b, extractor_b))):
+            errors[side].append(estimate_corner_error(features, extractor.extract(warped), truth))
+    return errors
+
+
+def _mean_text(errors) -> str:
+    found = [e for e in errors if e is not None]
+    return f"{np.mean(found):.3f}" if found else "n/a"
+
+
+def homography_markdown(rows, count: int) -> str:
+    """The homography table: per image and pooled, the mean and max corner error of each side."""
+    lines = ["", f"### Homography on {count} synthetic warps per image", "",
+             "Mutual nearest neighbours, RANSAC at 3 px; corner error: mean distance of the four image corners "
+             "mapped by the estimated and the true homography (px); failed: warps without an estimate.", "",
+             "| image | A mean px | A max px | A failed | B mean px | B max px | B failed |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    pooled = ([], [])
+
+    def cells(errors):
+        found = [e for e in errors if e is not None]
+        if not found:
+            return ["n/a", "n/a", str(len(errors))]
+        return [f"{np.mean(found):.3f}", f"{np.max(found):.3f}", str(len(errors) - len(found))]
+
+    for name, errors in rows:
+        lines.append("| " + " | ".join([name, *cells(errors[0]), *cells(errors[1])]) + " |")
+        pooled[0].extend(errors[0])
+        pooled[1].extend(errors[1])
+    lines.append("| " + " | ".join([f"**all ({len(rows)})**", *cells(pooled[0]), *cells(pooled[1])]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def run(args: argparse.Namespace) -> int:
     # Everything a user can get wrong is checked before an extractor is created.
     spec_a, spec_b = parse_spec(args.spec_a, "--a"), parse_spec(args.spec_b, "--b")
+    if args.homography < 0:
+        raise AlikedError(f"--homography must be a number of warps, at least 0, not {args.homography}.")
     if not args.match_radius > 0:
         raise AlikedError(f"--match-radius must be a positive number of pixels, not {args.match_radius}.")
     if args.top_k is not None and (args.top_k == 0 or args.top_k < -1):
@@ -301,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
         for note in notes:
             log(note)
 
-        rows, all_matches, skipped = [], [], []
+        rows, all_matches, skipped, homography_rows = [], [], [], []
         interrupted = False
         try:
             for number, frame in enumerate(frames, 1):
@@ -330,6 +376,12 @@ def run(args: argparse.Namespace) -> int:
                 log(f"{prefix} {width}x{height}: A {stats.count_a} keypoints ({(middle - start) * 1e3:.0f} ms), "
                     f"B {stats.count_b} ({(end - middle) * 1e3:.0f} ms), matched {stats.matched} "
                     f"({100 * stats.matched_fraction:.2f} %), cosine median {stats.cosine_median:.5f}")
+                if args.homography > 0:
+                    errors = homography_errors(rgb, features_a, features_b, extractor_a, extractor_b,
+                                               args.homography)
+                    homography_rows.append((frame.name, errors))
+                    log(f"{prefix} homography mean corner error over {args.homography} warps: "
+                        f"A {_mean_text(errors[0])} px, B {_mean_text(errors[1])} px")
         except KeyboardInterrupt:
             interrupted = True
             log("interrupted: reporting the images done so far")
@@ -349,6 +401,8 @@ def run(args: argparse.Namespace) -> int:
     pooled = MatchStatistics.pooled(all_matches)
     rows.append(table_row(f"**all ({len(all_matches)})**", "", pooled))
     report = report_markdown(description_a, description_b, args.match_radius, rows, notes)
+    if homography_rows:
+        report += homography_markdown(homography_rows, args.homography)
     print(report, end="")
     if output is not None:
         output.write_text(report)
