@@ -3,8 +3,6 @@ read back with rosbags; Keypoints equal to `aliked-ros extract`'s; ROS 1 input; 
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import cv2
@@ -13,12 +11,11 @@ import pytest
 from rosbags.highlevel import AnyReader
 
 from aliked_ros import datasets
-from aliked_ros.errors import AlikedError
+from aliked_ros.cli import main
 from aliked_ros.imaging import message_to_image, read_image
 from aliked_ros.messages import features_from_message
 from aliked_ros.processing import FrameProcessor
 from aliked_ros.sample_data import dataset_frames
-from aliked_ros.tools import extract, images_to_bag, process_bag
 
 STORAGES = ("mcap", "sqlite3")
 NETWORK = ("--model", "aliked-t16", "--device", "cpu", "--precision", "fp32", "--top-k", "200")
@@ -29,20 +26,8 @@ KITTI_P2 = (718.856, 0.0, 607.1928, 45.38225, 0.0, 718.856, 185.2157, -0.1130887
 
 
 def run_tool(*argv) -> int:
-    """The tools as `aliked-ros` runs them (cli.main: AlikedError → exit 2, Ctrl-C → 130)."""
-    parser = argparse.ArgumentParser(prog="aliked-ros")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for tool in (images_to_bag, process_bag, extract):
-        tool.add_parser(subparsers)
-    args = parser.parse_args([str(arg) for arg in argv])
-    try:
-        return args.run(args)
-    except AlikedError as error:
-        print(f"aliked-ros {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"aliked-ros {args.command}: interrupted", file=sys.stderr)
-        return 130
+    """The tools as `aliked-ros` runs them (AlikedError → exit 2, Ctrl-C → 130)."""
+    return main([str(arg) for arg in argv])
 
 
 def read_bag(path: Path) -> dict[str, list[tuple[int, object]]]:
