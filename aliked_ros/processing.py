@@ -30,6 +30,7 @@ def validate_score_threshold(value: float) -> float:
 class ProcessedFrame:
     message: object  # the Keypoints message
     features: Features
+    image: object  # the decoded frame (RGB or grayscale uint8), for a debug picture without decoding again
 
 
 class FrameProcessor:
@@ -61,7 +62,7 @@ class FrameProcessor:
         image = message_to_image(image_message)
         features = self.extractor.extract(image).above(self._score_threshold)
         message = build_keypoints_message(self.message_class, image_message.header, features, self.extractor.model)
-        return ProcessedFrame(message, features)
+        return ProcessedFrame(message, features, image)
 
 
 STATIC_ENGINES = ("tensorrt", "onnxruntime")

@@ -234,9 +234,7 @@ class AlikedNode(Node):
         if now - self._last_debug_time < 1.0 / self.values["debug_image_rate"]:
             return
         self._last_debug_time = now
-        from aliked_ros.imaging import message_to_image
-
-        picture = draw_keypoints(message_to_image(message), result.features)
+        picture = draw_keypoints(result.image, result.features)
         height, width = picture.shape[:2]
         self.debug_publisher.publish(Image(header=message.header, height=height, width=width, encoding="bgr8",
                                            is_bigendian=0, step=width * 3, data=np.ascontiguousarray(picture).tobytes()))

@@ -32,6 +32,8 @@ PARAMS = """/**:
     image_height: 240
     image_width: 320
     diagnostics_period: 0.5
+    publish_debug_image: true
+    debug_image_rate: 10.0
 """ % TOP_K
 
 
@@ -85,8 +87,9 @@ class TestAlikedNode(unittest.TestCase):
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
 
-        received, diagnostics = [], []
+        received, diagnostics, debug_images = [], [], []
         self.node.create_subscription(Keypoints, "/vo/keypoints", received.append, 10)
+        self.node.create_subscription(Image, "/vo/aliked_node/debug_image", debug_images.append, 10)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
         publisher = self.node.create_publisher(Image, "/camera/image", qos_profile_sensor_data)
         frame = test_frame()
@@ -120,6 +123,9 @@ class TestAlikedNode(unittest.TestCase):
 
         self.assertTrue(self.spin_until(
             lambda: any("aliked" in status.name for array in diagnostics for status in array.status), 10.0))
+        self.assertTrue(self.spin_until(lambda: bool(debug_images), 10.0), "no ~/debug_image")
+        self.assertEqual((debug_images[-1].height, debug_images[-1].width, debug_images[-1].encoding),
+                         (height, width, "bgr8"))
         status = [s for array in diagnostics for s in array.status if "aliked" in s.name][-1]
         self.assertIn("processing_p50_ms", {value.key for value in status.values})
 
