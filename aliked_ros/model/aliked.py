@@ -38,6 +38,7 @@ class Aliked(nn.Module):
         super().__init__()
         self.config = get_model_config(model)
         self.top_k = top_k
+        self.rank_sort = False  # see detect_top_k; the compiled CUDA path turns it on
         self.network = AlikedNetwork(self.config)
 
     @property
@@ -45,15 +46,15 @@ class Aliked(nn.Module):
         return self.config.descriptor_size
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        score_map, feature_map = self.network.dense_maps(image)
-        keypoints, scores = detect_top_k(score_map, self.top_k, NMS_RADIUS)
-        return keypoints, scores, self.network.desc_head(feature_map, keypoints)
+        score_map, features = self.network.score_map_and_features(image)
+        keypoints, scores = detect_top_k(score_map, self.top_k, NMS_RADIUS, self.rank_sort)
+        return keypoints, scores, self.network.desc_head(features, keypoints)
 
     @torch.no_grad()
     def detect_threshold(self, image: Tensor, score_threshold: float, max_keypoints: int) -> tuple[Tensor, Tensor, Tensor]:
-        score_map, feature_map = self.network.dense_maps(image)
+        score_map, features = self.network.score_map_and_features(image)
         keypoints, scores = detect_threshold(score_map, score_threshold, max_keypoints, NMS_RADIUS)
-        return keypoints, scores, self.network.desc_head(feature_map, keypoints)
+        return keypoints, scores, self.network.desc_head(features, keypoints)
 
 
 def load_aliked(model: str, top_k: int = 1000, weights: str | os.PathLike | None = None, *,

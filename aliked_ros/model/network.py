@@ -6,6 +6,12 @@ them as they are. The backbone is four blocks at 1, 1/2, 1/8 and 1/32 resolution
 convolutions); their features are projected to ``dim / 4`` channels each, upsampled to full resolution and
 concatenated into the dense feature map, from which a small head predicts the score map. The sparse deformable
 descriptor head (SDDH) describes given keypoints only.
+
+Two formulations compute the same maps: :meth:`AlikedNetwork.dense_maps` builds the full-resolution ``dim``-channel
+map as the original does (the reference, and what the parity tests compare with kornia), while
+:meth:`AlikedNetwork.score_map_and_features`, which inference and export use, never does: the score head's first
+1×1 convolution is applied before upsampling, and the descriptor head reads the map only at the pixels it needs
+(``feature_lookup``).
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from torch import Tensor, nn
 
 from aliked_ros.model.configs import ModelConfig
 from aliked_ros.model.deform_conv import DeformableConv2d
-from aliked_ros.model.sampling import flatten_channels_first, gather_patches, sample_bilinear
+from aliked_ros.model.feature_lookup import DenseFeatureMap, FeaturePyramid, dense_from_pyramid
+from aliked_ros.model.sampling import bilinear_taps
 
 PAD_MULTIPLE = 32
 
@@ -82,29 +89,35 @@ class SparseDeformableDescriptorHead(nn.Module):
         self.agg_weights = nn.Parameter(torch.empty(positions, dim, dim))
         nn.init.uniform_(self.agg_weights)  # the original's initialisation; pretrained weights replace it
 
-    def forward(self, feature_map: Tensor, keypoints: Tensor) -> Tensor:
-        """Descriptors ``(N, dim)`` of ``(N, 2)`` pixel keypoints on one ``(1, dim, H, W)`` feature map."""
-        _, dim, height, width = feature_map.shape
-        size = self.kernel_size
-        flat_map = flatten_channels_first(feature_map)
+    def forward(self, features: DenseFeatureMap | FeaturePyramid, keypoints: Tensor) -> Tensor:
+        """Descriptors ``(N, dim)`` of ``(N, 2)`` pixel keypoints, reading one image's normalised feature map."""
+        height, width, size = features.height, features.width, self.kernel_size
+        count = keypoints.shape[0]
         # Patch corner as the original computes it: truncate, step back to centre the patch, keep it inside the map.
         pixel = keypoints.to(torch.int64)
         corner = torch.trunc(pixel.to(torch.float32) - size / 2 + 1).to(torch.int64)
         corner_x = corner[:, 0].clamp(0, width - 1 - size)
         corner_y = corner[:, 1].clamp(0, height - 1 - size)
-        patches = gather_patches(flat_map, height, width, corner_x, corner_y, size)  # (N, dim*size*size)
+        steps = torch.arange(size, device=keypoints.device)
+        patch_columns = (corner_x.view(-1, 1, 1) + steps.view(1, 1, size)).expand(count, size, size)
+        patch_rows = (corner_y.view(-1, 1, 1) + steps.view(1, size, 1)).expand(count, size, size)
+        patches = features.vectors(patch_columns, patch_rows).to(features.dtype)  # (dim, N, size, size)
+        patches = patches.transpose(0, 1).reshape(count, -1)  # channel, row, column: a conv kernel's layout
 
         predict, _, mix = self.offset_conv  # conv, SELU, conv
         hidden = F.selu(F.linear(patches, predict.weight.flatten(1), predict.bias))
         offsets = F.linear(hidden, mix.weight.flatten(1), mix.bias).float()
         max_offset = max(height, width) / 4.0
         offsets = offsets.clamp(-max_offset, max_offset)  # (N, 2M): M x-offsets, then M y-offsets
-        sample_x = keypoints[:, 0:1] + offsets[:, : self.positions]
-        sample_y = keypoints[:, 1:2] + offsets[:, self.positions :]
-        samples = sample_bilinear(flat_map, height, width, sample_x.reshape(1, -1), sample_y.reshape(1, -1))
-        samples = samples.view(dim, -1)  # (dim, N*M)
-        projected = F.selu(self.sf_conv.weight.flatten(1) @ samples)  # (dim, N*M)
-        per_keypoint = projected.view(dim, -1, self.positions).permute(1, 2, 0).reshape(-1, self.positions * dim)
+        sample_x = keypoints[:, 0:1].float() + offsets[:, : self.positions]
+        sample_y = keypoints[:, 1:2].float() + offsets[:, self.positions :]
+        columns, rows, weights = bilinear_taps(height, width, sample_x, sample_y)  # (4, N, M)
+        corners = features.vectors(columns, rows)  # (dim, 4, N, M)
+        samples = (corners * weights.unsqueeze(0)).sum(dim=1).to(features.dtype)  # (dim, N, M)
+        dim = samples.shape[0]
+        projected = F.selu(self.sf_conv.weight.flatten(1) @ samples.view(dim, -1))  # (dim, N*M)
+        per_keypoint = projected.view(dim, count, self.positions).permute(1, 2, 0).reshape(count, -1)
+        # agg_weights[m, c, d]: position m's channel c into descriptor channel d
         descriptors = per_keypoint @ self.agg_weights.reshape(self.positions * dim, dim)
         return F.normalize(descriptors.float(), p=2.0, dim=1)
 
@@ -180,7 +193,42 @@ class AlikedNetwork(nn.Module):
             if isinstance(module, DeformableConv2d):
                 module.implementation = implementation
 
+    def score_map_and_features(self, image: Tensor) -> tuple[Tensor, FeaturePyramid]:
+        """The score map ``(B, 1, H, W)`` and the feature map as a :class:`FeaturePyramid` (read where needed).
+
+        The score head's first layer is a 1×1 convolution of the concatenated full-resolution levels; bilinear
+        upsampling (weights summing to one) commutes with it, so each level is projected to the head's 8 channels at
+        its own resolution and only those 8 channels are upsampled: the ``dim``-channel map is never built.
+        """
+        height, width = image.shape[-2:]
+        levels, (top, left) = self._levels(image)
+        full = levels[0].shape[-2:]
+        head_in = self.score_head[0].weight  # (8, dim, 1, 1)
+        quarter = levels[0].shape[1]
+        head_input = F.conv2d(levels[0], head_in[:, :quarter])
+        for index, level in enumerate(levels[1:], start=1):
+            projected = F.conv2d(level, head_in[:, index * quarter:(index + 1) * quarter])
+            head_input = head_input + F.interpolate(projected, size=full, mode="bilinear", align_corners=True)
+        score_map = torch.sigmoid(self.score_head[1:](head_input))
+        score_map = score_map[..., top:top + height, left:left + width]
+        return score_map, FeaturePyramid(levels, top, left, height, width)
+
     def dense_maps(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """The score map ``(B, 1, H, W)`` and the materialised normalised feature map ``(B, dim, H, W)``, computed
+        as the original does (the reference for :meth:`score_map_and_features`)."""
+        height, width = image.shape[-2:]
+        levels, (top, left) = self._levels(image)
+        pyramid = FeaturePyramid(levels, top, left, height, width)
+        full = levels[0].shape[-2:]
+        features = torch.cat(
+            [levels[0]] + [F.interpolate(level, size=full, mode="bilinear", align_corners=True) for level in levels[1:]],
+            dim=1,
+        )
+        score_map = torch.sigmoid(self.score_head(features))[..., top:top + height, left:left + width]
+        return score_map, dense_from_pyramid(pyramid)
+
+    def _levels(self, image: Tensor) -> tuple[list[Tensor], tuple[int, int]]:
+        """The backbone's four levels projected to ``dim / 4`` channels, on the padded image; and (top, left)."""
         height, width = image.shape[-2:]
         left, right, top, bottom = replicate_padding(height, width)
         if left or right or top or bottom:
@@ -189,19 +237,5 @@ class AlikedNetwork(nn.Module):
         x2 = self.block2(F.avg_pool2d(x1, 2))
         x3 = self.block3(F.avg_pool2d(x2, 4))
         x4 = self.block4(F.avg_pool2d(x3, 4))
-        full = x1.shape[-2:]
-
-        def project_up(conv: nn.Conv2d, x: Tensor) -> Tensor:
-            x = F.selu(conv(x))
-            if x.shape[-2:] == full:
-                return x
-            return F.interpolate(x, size=full, mode="bilinear", align_corners=True)
-
-        features = torch.cat(
-            [project_up(self.conv1, x1), project_up(self.conv2, x2), project_up(self.conv3, x3), project_up(self.conv4, x4)],
-            dim=1,
-        )
-        score_map = torch.sigmoid(self.score_head(features))
-        feature_map = F.normalize(features, p=2.0, dim=1)
-        crop = (..., slice(top, top + height), slice(left, left + width))
-        return score_map[crop], feature_map[crop]
+        levels = [F.selu(conv(x)) for conv, x in ((self.conv1, x1), (self.conv2, x2), (self.conv3, x3), (self.conv4, x4))]
+        return levels, (top, left)

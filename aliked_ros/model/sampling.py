@@ -22,6 +22,30 @@ def flatten_channels_first(feature_map: Tensor) -> Tensor:
     return feature_map.transpose(0, 1).reshape(channels, batch * height * width)
 
 
+def bilinear_taps(height: int, width: int, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The four neighbours that bilinear sampling at pixel positions ``(x, y)`` mixes.
+
+    Args:
+        height, width: the map's size.
+        x, y: pixel positions of any shape ``S``, float32 or float64.
+
+    Returns:
+        columns and rows ``(4, *S)`` int64, clamped inside the map, and weights ``(4, *S)`` in ``x``'s dtype, zero for
+        a neighbour outside the map (so reading the clamped neighbour there changes nothing). Neighbour order:
+        top-left, top-right, bottom-left, bottom-right.
+    """
+    x0 = torch.floor(x)
+    y0 = torch.floor(y)
+    fx = x - x0
+    fy = y - y0
+    columns = torch.stack((x0, x0 + 1, x0, x0 + 1))
+    rows = torch.stack((y0, y0, y0 + 1, y0 + 1))
+    weights = torch.stack(((1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy))
+    inside = (columns >= 0) & (columns <= width - 1) & (rows >= 0) & (rows <= height - 1)
+    weights = weights * inside.to(weights.dtype)
+    return columns.clamp(0, width - 1).long(), rows.clamp(0, height - 1).long(), weights
+
+
 def sample_bilinear(flat_map: Tensor, height: int, width: int, x: Tensor, y: Tensor) -> Tensor:
     """Bilinear samples of a flattened map at pixel positions ``(x, y)``, zero outside the map.
 
@@ -36,39 +60,9 @@ def sample_bilinear(flat_map: Tensor, height: int, width: int, x: Tensor, y: Ten
     batch = x.shape[0]
     # At least float32 for positions, weights and the mixing; float64 stays float64 (reference computations).
     compute_dtype = torch.promote_types(torch.promote_types(flat_map.dtype, x.dtype), torch.float32)
-    x = x.to(compute_dtype)
-    y = y.to(compute_dtype)
-    x0 = torch.floor(x)
-    y0 = torch.floor(y)
-    fx = x - x0
-    fy = y - y0
-    corners_x = torch.stack((x0, x0 + 1, x0, x0 + 1))  # (4, B, M)
-    corners_y = torch.stack((y0, y0, y0 + 1, y0 + 1))
-    weights = torch.stack(((1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy))
-    inside = (corners_x >= 0) & (corners_x <= width - 1) & (corners_y >= 0) & (corners_y <= height - 1)
-    weights = weights * inside.to(weights.dtype)
+    columns, rows, weights = bilinear_taps(height, width, x.to(compute_dtype), y.to(compute_dtype))  # (4, B, M)
     image_start = (torch.arange(batch, device=x.device) * (height * width)).view(1, batch, 1)
-    index = (
-        corners_y.clamp(0, height - 1).long() * width + corners_x.clamp(0, width - 1).long() + image_start
-    )  # (4, B, M), every index valid; weight 0 where the corner is outside
+    index = rows * width + columns + image_start
     gathered = flat_map[:, index.reshape(-1)].view(flat_map.shape[0], 4, batch, -1)
     mixed = (gathered.to(compute_dtype) * weights.unsqueeze(0)).sum(dim=1)
     return mixed.to(flat_map.dtype)
-
-
-def gather_patches(flat_map: Tensor, height: int, width: int, corner_x: Tensor, corner_y: Tensor, size: int) -> Tensor:
-    """``size × size`` patches of one map whose top-left pixels are ``(corner_x, corner_y)`` (integer tensors).
-
-    Args:
-        flat_map: ``(C, H*W)`` of a single image.
-        corner_x, corner_y: ``(N,)`` integer corners; the caller keeps the patches inside the map.
-
-    Returns:
-        ``(N, C * size * size)`` ordered channel, row, column: the layout of a ``(C, size, size)`` conv kernel.
-    """
-    offsets = torch.arange(size, device=corner_x.device)
-    rows = corner_y.view(-1, 1, 1) + offsets.view(1, size, 1)
-    cols = corner_x.view(-1, 1, 1) + offsets.view(1, 1, size)
-    index = (rows * width + cols).reshape(-1)  # (N * size * size,)
-    patches = flat_map[:, index].view(flat_map.shape[0], -1, size * size)  # (C, N, size²)
-    return patches.transpose(0, 1).reshape(corner_x.shape[0], -1)
