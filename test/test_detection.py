@@ -2,7 +2,9 @@
 
 import torch
 
-from aliked_ros.model.detection import candidate_mask, detect_threshold, detect_top_k, nms_mask, refine
+from aliked_ros.model.detection import (
+    candidate_mask, detect_threshold, detect_top_k, nms_mask, refine, sort_descending_by_rank,
+)
 
 
 def score_map(values) -> torch.Tensor:
@@ -72,3 +74,22 @@ def test_threshold_mode_keeps_maxima_above_the_threshold_up_to_the_cap():
     # No maximum above the threshold: the original falls back to the maxima above the map's mean.
     keypoints, values = detect_threshold(scores, score_threshold=0.99, max_keypoints=100, radius=2)
     assert len(values) == 6
+
+
+def test_rank_sort_is_a_stable_descending_sort():
+    generator = torch.Generator().manual_seed(3)
+    values = torch.randint(0, 50, (400,), generator=generator).float() / 50  # many ties
+    values[:30] = 0.0  # fillers of a map with fewer maxima than K
+    ordered, order = sort_descending_by_rank(values)
+    expected, expected_order = torch.sort(values, descending=True, stable=True)
+    assert torch.equal(ordered, expected)
+    assert torch.equal(order, expected_order)  # ties keep their input order
+
+
+def test_rank_sort_gives_top_k_detection_the_same_result():
+    generator = torch.Generator().manual_seed(4)
+    scores = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 60, 80, generator=generator), 3, 1, 1)
+    plain = detect_top_k(scores, 150, radius=2)
+    ranked = detect_top_k(scores, 150, radius=2, rank_sort=True)
+    assert torch.equal(plain[1], ranked[1])
+    assert torch.equal(plain[0], ranked[0])

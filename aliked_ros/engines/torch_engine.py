@@ -73,9 +73,13 @@ class TorchExtractor(Extractor):
         self.cuda_graph = cuda_graph and self.torch_device.type == "cuda" and top_k > 0
         self._graphs: dict[tuple[int, int], CapturedExtraction] = {}
         self.compiled = compile and self.cuda_graph
-        if self.compiled:
-            # The tensor deformable convolution: capture-safe, and no branch on the capture state to recompile.
+        if self.cuda_graph:
+            # The tensor deformable convolution, in the warm-up runs too: it is capture-safe (torchvision's is not),
+            # and the warm-up then meets every convolution shape and layout the capture will (cudnn.benchmark picks
+            # its algorithms there, not while capturing), and compiled code has no branch on the capture state.
             self.aliked.network.set_deform_implementation("tensor")
+        if self.compiled:
+            self.aliked.rank_sort = True  # the final sort as two fused kernels instead of a radix sort's passes
             self.aliked.forward = torch.compile(self.aliked.forward, dynamic=False)
         if self.torch_device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest convolution once per size
