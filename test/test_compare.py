@@ -201,6 +201,8 @@ def test_comparison_math_needs_neither_torch_nor_ros():
     ("precision=fp16,top_k=500", "torch", {"precision": "fp16", "top_k": 500}),
     ("torch:model=aliked-n16rot,top_k=1000,device=cuda,precision=fp32,cuda_graph=true",
      "torch", {"model": "aliked-n16rot", "top_k": 1000, "device": "cuda", "precision": "fp32", "cuda_graph": True}),
+    ("torch:precision=fp16,cuda_graph=true,compile=true",
+     "torch", {"precision": "fp16", "cuda_graph": True, "compile": True}),
     ("onnxruntime:onnx_path=x.onnx,providers=cpu", "onnxruntime", {"onnx_path": "x.onnx", "providers": "cpu"}),
     ("onnxruntime:dir/x.onnx,threads=2", "onnxruntime", {"onnx_path": "dir/x.onnx", "threads": 2}),
     ("x.onnx", "onnxruntime", {"onnx_path": "x.onnx"}),
