@@ -5,31 +5,68 @@ Given those, :func:`cached_onnx` and :func:`cached_tensorrt_plan` find the file 
 parameter change. Names say what a file holds; plans also name the TensorRT version and GPU they were built for,
 because a plan runs only there (see ``export.engine_info``)::
 
-    <cache>/aliked-n16rot_640x480_k1000_fp16.onnx
-    <cache>/aliked-n16rot_640x480_k1000_fp16_trt10.3.0_sm8.7_Orin.engine (+ .json)
+    <cache>/aliked-n16rot_640x480_k1000_fp16_g1a2b3c4d.onnx
+    <cache>/aliked-n16rot_640x480_k1000_fp16_g1a2b3c4d_trt10.3.0_sm8.7_Orin.engine (+ .json)
+
+``g…`` is the graph revision: a hash of the source files that define the exported graph, so an upgrade of
+aliked_ros that changes the graph exports and builds afresh instead of running a stale file. Weights other than the
+published ones add ``_w`` and the start of their MD5.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import re
 from pathlib import Path
 
 from aliked_ros.model.weights import cache_dir
 
+_PACKAGE = Path(__file__).resolve().parent.parent
+# Every module whose code shapes the exported graph (the network, detection, sampling, the exporter itself).
+GRAPH_SOURCES = tuple(sorted((_PACKAGE / "model").glob("*.py"))) + tuple(
+    _PACKAGE / "export" / name for name in ("onnx_export.py", "onnx_graph.py", "metadata.py"))
+
+
+def source_revision(paths) -> str:
+    """The first 8 hex digits of a SHA-1 over the files' names and bytes."""
+    digest = hashlib.sha1()
+    for path in paths:
+        path = Path(path)
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
+@functools.cache
+def graph_revision() -> str:
+    return source_revision(GRAPH_SOURCES)
+
+
+def weights_tag(weights: str | os.PathLike | None) -> str:
+    """'' for the published weights (found by name), else ``_w`` and the start of the given file's MD5."""
+    if not weights:
+        return ""
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        return ""  # export will say that the file is missing
+    return "_w" + hashlib.md5(path.read_bytes()).hexdigest()[:8]
+
 
 def cache_root(directory: str | os.PathLike | None = None) -> Path:
     return Path(directory).expanduser() if directory else cache_dir() / "engines"
 
 
-def onnx_stem(model: str, height: int, width: int, top_k: int, precision: str) -> str:
-    return f"{model}_{width}x{height}_k{top_k}_{precision}"
+def onnx_stem(model: str, height: int, width: int, top_k: int, precision: str,
+              weights: str | os.PathLike | None = None) -> str:
+    return f"{model}_{width}x{height}_k{top_k}_{precision}_g{graph_revision()}{weights_tag(weights)}"
 
 
 def cached_onnx(model: str, height: int, width: int, top_k: int, precision: str, *,
                 directory: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
                 log=print) -> Path:
-    path = cache_root(directory) / f"{onnx_stem(model, height, width, top_k, precision)}.onnx"
+    path = cache_root(directory) / f"{onnx_stem(model, height, width, top_k, precision, weights)}.onnx"
     if path.is_file():
         log(f"Using the cached ONNX file {path}")
         return path
@@ -51,7 +88,7 @@ def cached_tensorrt_plan(model: str, height: int, width: int, top_k: int, precis
 
     gpu_name, capability = current_gpu()
     gpu_slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-")
-    stem = onnx_stem(model, height, width, top_k, precision)
+    stem = onnx_stem(model, height, width, top_k, precision, weights)
     path = cache_root(directory) / f"{stem}_trt{tensorrt.__version__}_sm{capability}_{gpu_slug}.engine"
     if path.is_file() and Path(f"{path}.json").is_file():
         log(f"Using the cached TensorRT engine {path}")
