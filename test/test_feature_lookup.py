@@ -33,9 +33,12 @@ def test_fast_maps_equal_the_dense_maps(model, height, width):
     assert dense_scores.std() > 1e-3  # a map with structure, not a constant
     torch.testing.assert_close(fast_scores, dense_scores, rtol=0, atol=1e-12)
 
+    assert pyramid.pixel_rows  # the CPU's layout
     dense = DenseFeatureMap(feature_map)
     rows, columns = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
     torch.testing.assert_close(pyramid.vectors(columns, rows), dense.vectors(columns, rows), rtol=0, atol=1e-12)
+    channels_first = FeaturePyramid(pyramid.levels, pyramid.top, pyramid.left, height, width, pixel_rows=False)
+    torch.testing.assert_close(channels_first.vectors(columns, rows), dense.vectors(columns, rows), rtol=0, atol=1e-12)
 
     keypoints, _ = detect_top_k(fast_scores, 200, NMS_RADIUS)
     with torch.no_grad():

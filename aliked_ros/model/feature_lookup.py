@@ -8,7 +8,7 @@ aliked-n16rot, written, normalised and read back every frame. :class:`FeaturePyr
 and computes the normalised vector of each pixel asked for, exactly as the dense map holds it (up to rounding).
 
 Both lookups answer ``vectors(columns, rows)``: pixel indices of any shape ``S`` inside the (cropped) map, in,
-``(dim, *S)`` vectors out, in at least float32. They gather from the channels-first maps flattened to ``(C, H*W)``.
+``(dim, *S)`` vectors out, in at least float32.
 """
 
 from __future__ import annotations
@@ -40,33 +40,52 @@ class FeaturePyramid:
         levels: ``(1, dim/4, h_s, w_s)`` projected levels; the first at the full (padded) resolution.
         top, left: where the cropped map starts in the padded one (the replicate padding to multiples of 32).
         height, width: the cropped map's size, that of the image.
+        pixel_rows: gather channels-last pixel rows (True) or from channels-first maps (False); None: rows
+            except on CUDA (see below). Both give the same vectors.
     """
 
-    def __init__(self, levels: list[Tensor], top: int, left: int, height: int, width: int):
+    def __init__(self, levels: list[Tensor], top: int, left: int, height: int, width: int,
+                 pixel_rows: bool | None = None):
         self.levels = levels
         self.top, self.left = top, left
         self.height, self.width = height, width
         self.dtype = levels[0].dtype
         self.dim = sum(level.shape[1] for level in levels)
         self.full_height, self.full_width = levels[0].shape[-2:]
+        # Off CUDA (the CPU, and the ONNX graph, which is traced there), gather whole pixel rows (H*W, C): a
+        # pixel's channels are one contiguous read instead of C reads H*W apart, which made these gathers 40 % of
+        # onnxruntime's CPU time. On CUDA the channels-first gathers stay: they are what the compiled fast path was
+        # measured and checked with on the H100 (see BENCHMARKS.md).
+        self.pixel_rows = (not levels[0].is_cuda) if pixel_rows is None else pixel_rows
+        self._sources = [
+            level[0].permute(1, 2, 0).reshape(-1, level.shape[1]) if self.pixel_rows
+            else level.reshape(level.shape[1], -1)
+            for level in levels
+        ]
+
+    def _read(self, source: Tensor, index: Tensor) -> Tensor:
+        """``(C, *index.shape)``: the channels of the level's pixels at flat ``index``."""
+        if self.pixel_rows:
+            gathered = source[index]  # (*index.shape, C)
+            return gathered.permute(index.dim(), *range(index.dim()))  # positive axes: ONNX Transpose wants them
+        return source[:, index.reshape(-1)].view(source.shape[0], *index.shape)
 
     def vectors(self, columns: Tensor, rows: Tensor) -> Tensor:
         compute_dtype = torch.promote_types(self.dtype, torch.float32)
         full_x = (columns + self.left).reshape(-1)
         full_y = (rows + self.top).reshape(-1)
         parts = []
-        for level in self.levels:
+        for level, source in zip(self.levels, self._sources):
             level_height, level_width = level.shape[-2:]
-            flat = level.reshape(level.shape[1], level_height * level_width)
             if (level_height, level_width) == (self.full_height, self.full_width):
-                parts.append(flat[:, full_y * level_width + full_x].to(compute_dtype))
+                parts.append(self._read(source, full_y * level_width + full_x).to(compute_dtype))
             else:
-                parts.append(self._upsampled(flat, level_height, level_width, full_x, full_y, compute_dtype))
+                parts.append(self._upsampled(source, level_height, level_width, full_x, full_y, compute_dtype))
         vectors = torch.cat(parts, dim=0)
         vectors = vectors / vectors.norm(dim=0, keepdim=True).clamp_min(NORMALIZE_EPS)
         return vectors.view(self.dim, *columns.shape)
 
-    def _upsampled(self, flat: Tensor, height: int, width: int, full_x: Tensor, full_y: Tensor,
+    def _upsampled(self, source: Tensor, height: int, width: int, full_x: Tensor, full_y: Tensor,
                    compute_dtype: torch.dtype) -> Tensor:
         """Bilinear upsampling with aligned corners (as F.interpolate computes it), at the given full-size pixels."""
         scale_x = (width - 1) / (self.full_width - 1) if self.full_width > 1 else 0.0
@@ -83,7 +102,7 @@ class FeaturePyramid:
         y1 = (y0 + 1).clamp(max=height - 1)
         index = torch.stack((y0 * width + x0, y0 * width + x1, y1 * width + x0, y1 * width + x1))  # (4, P)
         weights = torch.stack(((1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy))
-        corners = flat[:, index.reshape(-1)].view(flat.shape[0], 4, -1).to(compute_dtype)
+        corners = self._read(source, index).to(compute_dtype)  # (C, 4, P)
         return (corners * weights.unsqueeze(0)).sum(dim=1)
 
 
