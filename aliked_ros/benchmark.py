@@ -326,6 +326,24 @@ def default_image_sets() -> list[ImageSet]:
 # --- measurements -------------------------------------------------------------------------------------------------
 
 @dataclass
+class ProfiledOperation:
+    name: str  # a GPU kernel (or copy) on CUDA, a torch operator on the CPU
+    microseconds_per_frame: float
+    calls_per_frame: float
+
+
+@dataclass
+class Profile:
+    """Where one row's frames spend their time, from torch.profiler over frames run after the timed ones."""
+
+    frames: int
+    clock: str  # what was summed: "GPU kernel time" or "CPU operator self time"
+    total_us_per_frame: float
+    calls_per_frame: float
+    top: list[ProfiledOperation]
+
+
+@dataclass
 class Measurement:
     """Everything measured for one row of one group; ``error`` is set (and the rest mostly None) if it failed."""
 
@@ -353,6 +371,7 @@ class Measurement:
     message_build_ms: float | None = None
     setup_s: float | None = None  # construction (export or engine build included where it happened)
     warmup_s: float | None = None  # the warm-up calls (torch.compile's compilation happens here)
+    profile: Profile | None = None  # with --profile, for rows that torch runs
     notes: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -595,6 +614,7 @@ class BenchConfig:
     onnxruntime_provider: str = "auto"
     cache_dir: str | os.PathLike | None = None  # exported ONNX files and TensorRT plans
     command: str = ""  # the command line, for the report
+    profile_frames: int = 0  # frames profiled per row after the timed ones (0: none)
 
 
 @dataclass
@@ -630,6 +650,8 @@ def run_benchmark(config: BenchConfig, message_builder: MessageBuilder | None = 
         raise AlikedError(f"--top-k needs positive numbers of keypoints, not {config.top_ks}.")
     if (config.warmup is not None and config.warmup < 0) or (config.repeats is not None and config.repeats < 1):
         raise AlikedError("--warmup must be 0 or more and --repeats 1 or more.")
+    if config.profile_frames < 0:
+        raise AlikedError("--profile takes a number of frames, 0 or more.")
     environment = probe_environment(config.device)
     references, skipped = plan_rows(config.references, environment)
     engines, skipped_engines = plan_rows(config.engines, environment, config.onnxruntime_provider)
@@ -672,7 +694,7 @@ def run_benchmark(config: BenchConfig, message_builder: MessageBuilder | None = 
                 notes.append(f"GPU memory by NVML: n/a ({probe.missing}).")
             probe.close()
     config_record = {key: getattr(config, key) for key in ("models", "top_ks", "device", "warmup", "repeats",
-                                                            "onnxruntime_provider", "command")}
+                                                            "onnxruntime_provider", "command", "profile_frames")}
     config_record["cache_dir"] = None if config.cache_dir is None else str(config.cache_dir)
     config_record["engines"] = [spec.name for spec in config.engines]
     config_record["references"] = [spec.name for spec in config.references]
@@ -722,6 +744,11 @@ def measure_row(row: PlannedRow, model: str, top_k: int, images: ImageSet, confi
             timed_peak = torch.cuda.max_memory_allocated(row.device)
             measurement.torch_peak_allocated_mib = max(whole_row_peak, timed_peak) / MIB
             measurement.torch_timed_peak_allocated_mib = timed_peak / MIB
+        if config.profile_frames:  # after the timing, so that the profiler's overhead is in no timed frame
+            if spec.runtime in ("torch", "kornia"):
+                measurement.profile = profile_calls(runner.call, images.frames, config.profile_frames, cuda)
+            else:
+                measurement.notes.append(f"not profiled: {spec.runtime} runs outside torch (use its own profiler)")
         features = runner.features(results[-1])
         if features is not None:
             measurement.message_build_ms = time_message_build(builder, features, model, max(repeats, 10))
@@ -744,6 +771,66 @@ def measure_row(row: PlannedRow, model: str, top_k: int, images: ImageSet, confi
             torch._dynamo.reset()  # the next compiled row compiles its own shapes, statically, and frees its graphs
         _release_memory()
     return measurement
+
+
+# --- profile ------------------------------------------------------------------------------------------------------
+
+PROFILE_TOP = 12
+
+
+def profile_calls(call: Callable[[np.ndarray], object], frames: Sequence[np.ndarray], count: int, cuda: bool,
+                  top: int = PROFILE_TOP) -> Profile:
+    """``count`` calls under torch.profiler, frames cycled: GPU kernel time on CUDA, operator self time on the CPU."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as profiler:
+        for index in range(count):
+            call(frames[index % len(frames)])
+        if cuda:
+            torch.cuda.synchronize()
+    return summarize_profile(profiler.key_averages(), count, cuda, top)
+
+
+def summarize_profile(events, frames: int, cuda: bool, top: int = PROFILE_TOP) -> Profile:
+    """Per-frame totals and the ``top`` largest entries of torch.profiler's ``key_averages()``.
+
+    On CUDA the entries are what ran on the GPU (kernels, copies, memsets, also inside replayed CUDA graphs), timed
+    by the GPU; on the CPU they are torch operators with their self time, so nested operators are not counted twice.
+    """
+    operations = []
+    for event in events:
+        on_gpu = getattr(event.device_type, "name", str(event.device_type)).upper().endswith("CUDA")
+        if on_gpu != cuda:
+            continue
+        if cuda:
+            micros = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0) or 0
+        else:
+            micros = event.self_cpu_time_total
+        if micros > 0:
+            operations.append(ProfiledOperation(event.key, micros / frames, event.count / frames))
+    operations.sort(key=lambda operation: operation.microseconds_per_frame, reverse=True)
+    return Profile(frames=frames, clock="GPU kernel time" if cuda else "CPU operator self time",
+                   total_us_per_frame=sum(o.microseconds_per_frame for o in operations),
+                   calls_per_frame=sum(o.calls_per_frame for o in operations), top=operations[:top])
+
+
+def profile_table(measurement: Measurement) -> list[str]:
+    """The report's lines for one row's profile."""
+    profile = measurement.profile
+    where = f"{measurement.label}, {measurement.model} K {measurement.top_k} {measurement.image_set}"
+    lines = ["", f"Profile of {where}: {profile.clock}, {profile.total_us_per_frame:.1f} µs per frame in "
+                 f"{profile.calls_per_frame:.0f} entries per frame ({profile.frames} frames after the timed ones; "
+                 f"the {len(profile.top)} largest):", ""]
+    rows = [["operation", "µs per frame", "calls per frame", "share"]]
+    for operation in profile.top:
+        name = operation.name.replace("|", "/")
+        name = name if len(name) <= 100 else name[:97] + "..."
+        share = operation.microseconds_per_frame / profile.total_us_per_frame if profile.total_us_per_frame else 0
+        rows.append([f"`{name}`", f"{operation.microseconds_per_frame:.1f}", f"{operation.calls_per_frame:.1f}",
+                     f"{share:.0%}"])
+    return lines + [markdown_table(rows)]
 
 
 def _release_memory() -> None:
@@ -935,6 +1022,9 @@ def format_report(result: BenchResult) -> str:
         title = f"### {model}, K {top_k}, {set_name} {first.width}×{first.height}"
         lines += ["", title + (f" ({frames} frames)" if frames else ""), "",
                   group_table(group, references, gpu)]
+        for measurement in group:
+            if measurement.profile is not None:
+                lines += profile_table(measurement)
     notes = list(result.notes)
     notes += [f"Skipped {item.name}: {item.reason}." for item in result.skipped]
     row_notes: dict[str, list[str]] = {}  # a note of several rows is listed once, with the rows

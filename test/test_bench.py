@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -269,6 +270,45 @@ def test_bad_arguments_fail_before_any_measurement(tmp_path, capsys):
     assert "whole numbers" in capsys.readouterr().err
     assert main(["bench", "--output", str(tmp_path / "missing" / "x.md")]) == 2
     assert "existing directory" in capsys.readouterr().err
+    assert main(["bench", "--profile", "-1"]) == 2
+    assert "--profile takes a number of frames" in capsys.readouterr().err
+
+
+def fake_event(key, device, count, *, device_us=0.0, self_cpu_us=0.0):
+    """What torch.profiler's key_averages() entries offer the summary: a key, a device type, counts and times."""
+    return SimpleNamespace(key=key, device_type=SimpleNamespace(name=device), count=count,
+                           device_time_total=device_us, self_cpu_time_total=self_cpu_us)
+
+
+def test_profile_summary_takes_gpu_time_on_cuda_and_cpu_self_time_on_the_cpu():
+    events = [fake_event("aten::conv2d", "CPU", 40, self_cpu_us=900.0),
+              fake_event("cudaGraphLaunch", "CPU", 20, self_cpu_us=300.0),
+              fake_event("sm90_xmma_fprop", "CUDA", 60, device_us=1200.0),
+              fake_event("triton_poi_fused_selu", "CUDA", 20, device_us=400.0),
+              fake_event("Memcpy HtoD", "CUDA", 20, device_us=100.0)]
+    gpu = benchmark.summarize_profile(events, frames=20, cuda=True, top=2)
+    assert gpu.clock == "GPU kernel time" and gpu.frames == 20
+    assert gpu.total_us_per_frame == pytest.approx(85.0) and gpu.calls_per_frame == pytest.approx(5.0)
+    assert [(o.name, o.microseconds_per_frame, o.calls_per_frame) for o in gpu.top] == [
+        ("sm90_xmma_fprop", 60.0, 3.0), ("triton_poi_fused_selu", 20.0, 1.0)]
+    cpu = benchmark.summarize_profile(events, frames=20, cuda=False)
+    assert [o.name for o in cpu.top] == ["aten::conv2d", "cudaGraphLaunch"]
+    assert cpu.total_us_per_frame == pytest.approx(60.0)
+
+
+def test_profile_of_real_cpu_calls_names_the_operators_they_run():
+    import torch
+
+    weight = torch.randn(64, 64)
+
+    def call(frame):
+        return torch.mm(torch.from_numpy(frame).float(), weight).relu()
+
+    frames = [np.ones((64, 64), np.float32)]
+    profile = benchmark.profile_calls(call, frames, 3, cuda=False)
+    by_name = {operation.name: operation for operation in profile.top}
+    assert by_name["aten::mm"].calls_per_frame == pytest.approx(1.0)
+    assert profile.total_us_per_frame >= sum(o.microseconds_per_frame for o in profile.top) > 0
 
 
 @pytest.fixture
@@ -313,7 +353,28 @@ def test_a_tiny_real_cpu_run_gives_torch_and_kornia_rows_with_a_ratio(crops, tmp
     assert "Skipped kornia-compiled" in report and "Skipped kornia-graphs" in report
     # Progress: one line per row with its median, on stderr.
     assert len(re.findall(r"\[\d/2\] aliked-t16 K 100 crops 96x64 \| [a-z0-9-]+: median", captured.err)) == 2
+    assert "Profile of" not in report  # only with --profile
     data = json.loads(raw.read_text())
     assert [m["name"] for m in data["measurements"]] == ["kornia-eager", "torch-fp32"]
     assert all(len(m["times_ms"]) == 2 and min(m["times_ms"]) > 0 for m in data["measurements"])
     assert data["config"]["command"].startswith("aliked-ros bench --models aliked-t16")
+
+
+def test_profile_option_adds_the_largest_operators_of_each_torch_row(crops, tmp_path, capsys):
+    from aliked_ros.model.weights import resolve_weights
+
+    try:
+        resolve_weights("aliked-t16", allow_download=False)
+    except AlikedError as error:
+        pytest.skip(f"no aliked-t16 weights here: {error}")
+    raw = tmp_path / "bench.json"
+    assert main(["bench", "--models", "aliked-t16", "--top-k", "50", "--engines", "torch-fp32", "--reference", "none",
+                 "--device", "cpu", "--warmup", "1", "--repeats", "1", "--images", crops, "--profile", "2",
+                 "--json", str(raw)]) == 0
+    report = capsys.readouterr().out
+    assert "Profile of torch fp32, aliked-t16 K 50 crops: CPU operator self time" in report
+    profile_rows = [row for row in table_lines(report) if row[0].startswith("`")]
+    assert profile_rows and all(row[0].startswith("`aten::") for row in profile_rows)
+    profile = json.loads(raw.read_text())["measurements"][0]["profile"]
+    assert profile["frames"] == 2 and profile["top"] and profile["total_us_per_frame"] > 0
+    assert "--profile 2" in json.loads(raw.read_text())["config"]["command"]

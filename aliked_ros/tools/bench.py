@@ -51,6 +51,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--repeats", type=int, default=None,
                         help=f"timed frames per row (default {benchmark.GPU_REPEATS} on CUDA, "
                              f"{benchmark.CPU_REPEATS} on the CPU)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after timing, run N more frames of each row that torch runs under torch.profiler and "
+                             "add its largest entries to the report: GPU kernel time on CUDA (replayed CUDA graphs "
+                             "included), operator self time on the CPU (default 0: no profile)")
     parser.add_argument("--onnxruntime-provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
                         help="auto: CUDA on a CUDA device (the CPU, with a note, where this onnxruntime has no CUDA "
                              "provider), else the CPU (default auto)")
@@ -109,7 +113,8 @@ def command_line(args: argparse.Namespace) -> str:
     if args.images:
         parts += ["--images", *args.images]
     parts += ["--engines", args.engines, "--reference", args.reference, "--device", args.device]
-    for flag, value in (("--warmup", args.warmup), ("--repeats", args.repeats), ("--cache-dir", args.cache_dir)):
+    for flag, value in (("--warmup", args.warmup), ("--repeats", args.repeats), ("--cache-dir", args.cache_dir),
+                        ("--profile", args.profile or None)):
         if value is not None:
             parts += [flag, str(value)]
     if args.onnxruntime_provider != "auto":
@@ -121,6 +126,8 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     # Everything a user can get wrong is checked before minutes of measuring.
+    if args.profile < 0:
+        raise AlikedError(f"--profile takes a number of frames, 0 or more, not {args.profile}.")
     output = _output_path(args.output, "--output")
     json_path = _output_path(args.json, "--json")
     config = benchmark.BenchConfig(
@@ -135,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         onnxruntime_provider=args.onnxruntime_provider,
         cache_dir=args.cache_dir,
         command=command_line(args),
+        profile_frames=args.profile,
     )
     builder = message_builder(args.message_class)
     if args.images:
