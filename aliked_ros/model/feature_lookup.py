@@ -14,8 +14,9 @@ Both lookups answer ``vectors(columns, rows)``: pixel indices of any shape ``S``
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from aliked_ros.model.sampling import bilinear_taps
 
 NORMALIZE_EPS = 1e-12  # F.normalize's default, which the dense map uses
 
@@ -92,28 +93,8 @@ class FeaturePyramid:
         scale_y = (height - 1) / (self.full_height - 1) if self.full_height > 1 else 0.0
         source_x = full_x.to(compute_dtype) * scale_x
         source_y = full_y.to(compute_dtype) * scale_y
-        x0 = source_x.floor()
-        y0 = source_y.floor()
-        fx = source_x - x0
-        fy = source_y - y0
-        x0 = x0.long().clamp(0, width - 1)
-        y0 = y0.long().clamp(0, height - 1)
-        x1 = (x0 + 1).clamp(max=width - 1)
-        y1 = (y0 + 1).clamp(max=height - 1)
-        index = torch.stack((y0 * width + x0, y0 * width + x1, y1 * width + x0, y1 * width + x1))  # (4, P)
-        weights = torch.stack(((1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy))
-        corners = self._read(source, index).to(compute_dtype)  # (C, 4, P)
+        # The sources lie inside the level, so its four neighbours are F.interpolate's; at the last row or column
+        # the neighbour beyond has weight zero, where F.interpolate reads the edge pixel twice: the same value.
+        columns, rows, weights = bilinear_taps(height, width, source_x, source_y)  # (4, P)
+        corners = self._read(source, rows * width + columns).to(compute_dtype)  # (C, 4, P)
         return (corners * weights.unsqueeze(0)).sum(dim=1)
-
-
-def dense_from_pyramid(pyramid: FeaturePyramid) -> Tensor:
-    """The materialised ``(1, dim, H, W)`` normalised map that ``pyramid`` stands for (the reference formulation)."""
-    full_size = (pyramid.full_height, pyramid.full_width)
-    upsampled = [
-        level if level.shape[-2:] == full_size
-        else F.interpolate(level, size=full_size, mode="bilinear", align_corners=True)
-        for level in pyramid.levels
-    ]
-    feature_map = F.normalize(torch.cat(upsampled, dim=1), p=2.0, dim=1, eps=NORMALIZE_EPS)
-    top, left = pyramid.top, pyramid.left
-    return feature_map[..., top:top + pyramid.height, left:left + pyramid.width]

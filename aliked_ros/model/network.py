@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from aliked_ros.model.configs import ModelConfig
 from aliked_ros.model.deform_conv import DeformableConv2d
-from aliked_ros.model.feature_lookup import DenseFeatureMap, FeaturePyramid, dense_from_pyramid
+from aliked_ros.model.feature_lookup import NORMALIZE_EPS, DenseFeatureMap, FeaturePyramid
 from aliked_ros.model.sampling import bilinear_taps
 
 PAD_MULTIPLE = 32
@@ -218,14 +218,15 @@ class AlikedNetwork(nn.Module):
         as the original does (the reference for :meth:`score_map_and_features`)."""
         height, width = image.shape[-2:]
         levels, (top, left) = self._levels(image)
-        pyramid = FeaturePyramid(levels, top, left, height, width)
         full = levels[0].shape[-2:]
         features = torch.cat(
             [levels[0]] + [F.interpolate(level, size=full, mode="bilinear", align_corners=True) for level in levels[1:]],
             dim=1,
         )
-        score_map = torch.sigmoid(self.score_head(features))[..., top:top + height, left:left + width]
-        return score_map, dense_from_pyramid(pyramid)
+        crop = (..., slice(top, top + height), slice(left, left + width))
+        score_map = torch.sigmoid(self.score_head(features))
+        feature_map = F.normalize(features, p=2.0, dim=1, eps=NORMALIZE_EPS)
+        return score_map[crop], feature_map[crop]
 
     def _levels(self, image: Tensor) -> tuple[list[Tensor], tuple[int, int]]:
         """The backbone's four levels projected to ``dim / 4`` channels, on the padded image; and (top, left)."""

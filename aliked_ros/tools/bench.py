@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aliked_ros import benchmark
 from aliked_ros.errors import AlikedError
+from aliked_ros.tools.common import output_path
 
 DEFAULT_MODELS = "aliked-t16,aliked-n16rot"
 DEFAULT_TOP_K = "1000,2000"
@@ -79,15 +80,6 @@ def _list(text: str, flag: str, kind=str) -> list:
         raise AlikedError(f"{flag} {text!r}: expected comma-separated whole numbers, e.g. 1000,2000.") from None
 
 
-def _output_path(text: str | None, flag: str) -> Path | None:
-    if text is None:
-        return None
-    path = Path(text)
-    if path.is_dir() or not path.parent.is_dir():
-        raise AlikedError(f"{flag} {path}: name a file in an existing directory.")
-    return path
-
-
 def message_builder(choice: str) -> benchmark.MessageBuilder:
     """rclpy's Keypoints class where asked for or (auto) importable, else rosbags'."""
     if choice in ("auto", "rclpy"):
@@ -128,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
     # Everything a user can get wrong is checked before minutes of measuring.
     if args.profile < 0:
         raise AlikedError(f"--profile takes a number of frames, 0 or more, not {args.profile}.")
-    output = _output_path(args.output, "--output")
-    json_path = _output_path(args.json, "--json")
+    output = output_path(args.output, "--output")
+    json_path = output_path(args.json, "--json")
     config = benchmark.BenchConfig(
         models=_list(args.models, "--models"),
         top_ks=_list(args.top_k, "--top-k", int),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from aliked_ros.errors import AlikedError
 from aliked_ros.model.configs import DEFAULT_MODEL, MODEL_CONFIGS
 
 
@@ -29,3 +31,13 @@ def create_torch_extractor(args: argparse.Namespace):
         "torch", model=args.model, top_k=args.top_k, device=args.device, fp16=args.fp16,
         score_threshold=args.score_threshold, max_keypoints=args.max_keypoints, weights=args.weights,
     )
+
+
+def output_path(text: str | None, flag: str) -> Path | None:
+    """The file an option names for writing, or None when not given; AlikedError before any work if it cannot be."""
+    if not text:
+        return None
+    path = Path(text)
+    if path.is_dir() or not path.parent.is_dir():
+        raise AlikedError(f"{flag} {path}: name a file in an existing directory.")
+    return path

@@ -34,6 +34,7 @@ import numpy as np
 from aliked_ros.comparison import MatchStatistics, markdown_table, match_features, table_row
 from aliked_ros.errors import AlikedError
 from aliked_ros.imaging import as_rgb, list_images, read_image
+from aliked_ros.tools.common import output_path
 
 DEFAULT_A = "torch:precision=fp32"
 DEFAULT_B = "torch:precision=fp16"
@@ -328,9 +329,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k is not None and (args.top_k == 0 or args.top_k < -1):
         raise AlikedError(f"--top-k must be positive or -1 (threshold mode), not {args.top_k}.")
     resize = _parse_size(args.resize) if args.resize else None
-    output = Path(args.output) if args.output else None
-    if output is not None and (output.is_dir() or not output.parent.is_dir()):
-        raise AlikedError(f"--output {output}: name a file in an existing directory.")
+    output = output_path(args.output, "--output")
     frames = select_frames(args.images, args.max_images)
 
     from aliked_ros.engines import create_extractor
