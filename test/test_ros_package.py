@@ -27,7 +27,8 @@ MODULE_KEYS = {
     "yaml": "python3-yaml",
 }
 PIP_ONLY = {"rosbags", "apsw"}  # no rosdep key: `pip install rosbags rosbags-image` (apsw comes with rosbags)
-OPTIONAL_ENGINES = {"torch", "torchvision", "onnxruntime", "onnx", "tensorrt", "cuda", "kornia", "skimage", "pynvml"}
+OPTIONAL_ENGINES = {"torch", "torchvision", "onnxruntime", "onnx", "tensorrt", "cuda", "kornia", "skimage", "pynvml",
+                    "triton"}  # triton: comes with CUDA builds of PyTorch (torch.compile, the direct kernels)
 
 
 def imported_top_level(paths) -> set[str]:

@@ -24,6 +24,7 @@ from aliked_ros.model.configs import ModelConfig
 from aliked_ros.model.deform_conv import DeformableConv2d
 from aliked_ros.model.feature_lookup import NORMALIZE_EPS, DenseFeatureMap, FeaturePyramid
 from aliked_ros.model.sampling import bilinear_taps
+from aliked_ros.model.small_conv import SMALL_CONV_IMPLEMENTATIONS, conv2d_activation, direct_kernel_pays
 
 PAD_MULTIPLE = 32
 
@@ -43,8 +44,14 @@ class ConvBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = _conv(out_channels, out_channels, deformable=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
+        self.small_conv_implementation = "torch"  # see AlikedNetwork.set_small_conv_implementation
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.small_conv_implementation != "torch":  # batch norm folded into the convolutions
+            for conv in (self.conv1, self.conv2):
+                implementation = self.small_conv_implementation if direct_kernel_pays(conv.weight) else "torch"
+                x = conv2d_activation(x, conv.weight, conv.bias, output_activation="selu", implementation=implementation)
+            return x
         x = F.selu(self.bn1(self.conv1(x)))
         return F.selu(self.bn2(self.conv2(x)))
 
@@ -163,6 +170,8 @@ class AlikedNetwork(nn.Module):
             nn.Conv2d(4, 1, 3, padding=1, bias=False),
         )
         self.desc_head = SparseDeformableDescriptorHead(dim, config.descriptor_kernel, config.descriptor_positions)
+        self.small_conv_implementation = "torch"
+        self.lookup_pixel_rows: bool | None = None  # FeaturePyramid's gather layout; None: its default
 
     @torch.no_grad()
     def fold_batch_norm(self) -> None:
@@ -187,6 +196,18 @@ class AlikedNetwork(nn.Module):
                 conv.bias = nn.Parameter(bias)
                 setattr(block, bn_name, nn.Identity())
 
+    def set_small_conv_implementation(self, implementation: str) -> None:
+        """Choose the kernel of the full-resolution layers (block 1, the level-1 projection, the score head):
+        'torch' (cuDNN or the CPU's) or 'triton' (a direct kernel, see ``small_conv``, for the layers with few
+        enough channels). 'triton' needs the batch norms folded (:meth:`fold_batch_norm`) and, outside Triton's
+        interpreter, CUDA tensors."""
+        if implementation not in SMALL_CONV_IMPLEMENTATIONS:
+            raise ValueError(f"implementation is one of {SMALL_CONV_IMPLEMENTATIONS}, not {implementation!r}")
+        if implementation != "torch" and any(isinstance(m, nn.BatchNorm2d) for m in self.modules()):
+            raise ValueError("fold the batch norms (fold_batch_norm) before choosing the direct convolution kernel")
+        self.small_conv_implementation = implementation
+        self.block1.small_conv_implementation = implementation
+
     def set_deform_implementation(self, implementation: str) -> None:
         """Choose the deformable convolution kernel: 'auto', 'tensor' or 'torchvision' (see deform_conv)."""
         for module in self.modules():
@@ -205,13 +226,16 @@ class AlikedNetwork(nn.Module):
         full = levels[0].shape[-2:]
         head_in = self.score_head[0].weight  # (8, dim, 1, 1)
         quarter = levels[0].shape[1]
-        head_input = F.conv2d(levels[0], head_in[:, :quarter])
+        head_input = self._small_conv(levels[0], head_in[:, :quarter])
         for index, level in enumerate(levels[1:], start=1):
             projected = F.conv2d(level, head_in[:, index * quarter:(index + 1) * quarter])
             head_input = head_input + F.interpolate(projected, size=full, mode="bilinear", align_corners=True)
-        score_map = torch.sigmoid(self.score_head[1:](head_input))
+        _, _, head_conv1, _, head_conv2, _, head_conv3 = self.score_head  # SELUs between the convolutions
+        x = self._small_conv(F.selu(head_input), head_conv1.weight, output_activation="selu")
+        x = self._small_conv(x, head_conv2.weight, output_activation="selu")
+        score_map = self._small_conv(x, head_conv3.weight, output_activation="sigmoid")
         score_map = score_map[..., top:top + height, left:left + width]
-        return score_map, FeaturePyramid(levels, top, left, height, width)
+        return score_map, FeaturePyramid(levels, top, left, height, width, self.lookup_pixel_rows)
 
     def dense_maps(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """The score map ``(B, 1, H, W)`` and the materialised normalised feature map ``(B, dim, H, W)``, computed
@@ -238,5 +262,11 @@ class AlikedNetwork(nn.Module):
         x2 = self.block2(F.avg_pool2d(x1, 2))
         x3 = self.block3(F.avg_pool2d(x2, 4))
         x4 = self.block4(F.avg_pool2d(x3, 4))
-        levels = [F.selu(conv(x)) for conv, x in ((self.conv1, x1), (self.conv2, x2), (self.conv3, x3), (self.conv4, x4))]
+        levels = [self._small_conv(x1, self.conv1.weight, output_activation="selu")]
+        levels += [F.selu(conv(x)) for conv, x in ((self.conv2, x2), (self.conv3, x3), (self.conv4, x4))]
         return levels, (top, left)
+
+    def _small_conv(self, x: Tensor, weight: Tensor, output_activation: str = "none") -> Tensor:
+        """A full-resolution layer with the kernel :meth:`set_small_conv_implementation` chose, where it pays."""
+        implementation = self.small_conv_implementation if direct_kernel_pays(weight) else "torch"
+        return conv2d_activation(x, weight, output_activation=output_activation, implementation=implementation)
