@@ -82,6 +82,7 @@ class RowSpec:
     cuda_graph: bool = False
     compile_mode: str | None = None  # kornia: None (eager), "default" or "reduce-overhead"
     label: str = ""  # the table's name for it
+    small_conv: str = "torch"  # the torch engine's kernel for the few-channel full-resolution layers
 
     @property
     def needs_cuda(self) -> bool:
@@ -97,6 +98,8 @@ ENGINE_SPECS = {spec.name: spec for spec in (
             label="torch compiled + CUDA graph fp32"),
     RowSpec("torch-compiled-graph-fp16", "engine", "torch", "fp16", cuda_graph=True, compile_mode="default",
             label="torch compiled + CUDA graph fp16"),
+    RowSpec("torch-compiled-graph-direct-fp16", "engine", "torch", "fp16", cuda_graph=True, compile_mode="default",
+            label="torch compiled + CUDA graph + direct convs fp16", small_conv="triton"),
     RowSpec("onnxruntime-fp32", "engine", "onnxruntime", "fp32", label="onnxruntime fp32"),
     RowSpec("onnxruntime-fp16", "engine", "onnxruntime", "fp16", label="onnxruntime fp16"),
     RowSpec("tensorrt-fp16", "engine", "tensorrt", "fp16", label="TensorRT fp16"),
@@ -118,7 +121,7 @@ DEFAULT_REFERENCES = "kornia"
 # Compiled rows compile on their first call, and torch.compile's CUDA graphs record on a later one: those calls are
 # warm-up whatever --warmup says. The torch engine's graph path captures inside its first call.
 MIN_WARMUP = {"kornia-compiled": 2, "kornia-graphs": 3, "torch-graph-fp32": 1, "torch-graph-fp16": 1,
-              "torch-compiled-graph-fp32": 1, "torch-compiled-graph-fp16": 1}
+              "torch-compiled-graph-fp32": 1, "torch-compiled-graph-fp16": 1, "torch-compiled-graph-direct-fp16": 1}
 
 
 def _parse_names(text: str, specs: dict, aliases: dict, flag: str, noun: str) -> list[RowSpec]:
@@ -580,7 +583,8 @@ def open_runner(row: PlannedRow, model: str, top_k: int, images: ImageSet, *, ca
     if spec.runtime == "torch":
         extractor = create_extractor("torch", model=model, top_k=top_k, device=row.device,
                                      fp16=spec.precision == "fp16", cuda_graph=spec.cuda_graph,
-                                     compile=spec.compile_mode is not None, weights=weights)
+                                     compile=spec.compile_mode is not None, small_conv=spec.small_conv,
+                                     weights=weights)
     elif spec.runtime == "onnxruntime":
         from aliked_ros.engines.cache import cached_onnx
 

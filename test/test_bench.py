@@ -78,6 +78,9 @@ def test_engine_specs_parse_with_aliases_in_order_once():
     assert names(parse_engines("all")) == list(benchmark.ENGINE_SPECS)
     spec = benchmark.ENGINE_SPECS["torch-graph-fp16"]
     assert (spec.runtime, spec.precision, spec.cuda_graph, spec.needs_cuda) == ("torch", "fp16", True, True)
+    assert spec.small_conv == "torch"
+    direct = benchmark.ENGINE_SPECS["torch-compiled-graph-direct-fp16"]
+    assert (direct.small_conv, direct.compile_mode, direct.needs_cuda) == ("triton", "default", True)
     with pytest.raises(AlikedError, match="Unknown engine 'torch-fp8'.*torch-fp32"):
         parse_engines("torch-fp32,torch-fp8")
     with pytest.raises(AlikedError, match="empty"):

@@ -203,6 +203,8 @@ def test_comparison_math_needs_neither_torch_nor_ros():
      "torch", {"model": "aliked-n16rot", "top_k": 1000, "device": "cuda", "precision": "fp32", "cuda_graph": True}),
     ("torch:precision=fp16,cuda_graph=true,compile=true",
      "torch", {"precision": "fp16", "cuda_graph": True, "compile": True}),
+    ("torch:compile=true,cuda_graph=true,small_conv=triton",
+     "torch", {"compile": True, "cuda_graph": True, "small_conv": "triton"}),
     ("onnxruntime:onnx_path=x.onnx,providers=cpu", "onnxruntime", {"onnx_path": "x.onnx", "providers": "cpu"}),
     ("onnxruntime:dir/x.onnx,threads=2", "onnxruntime", {"onnx_path": "dir/x.onnx", "threads": 2}),
     ("x.onnx", "onnxruntime", {"onnx_path": "x.onnx"}),

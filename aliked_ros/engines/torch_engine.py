@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import numpy as np
@@ -46,6 +47,9 @@ class TorchExtractor(Extractor):
         - ``compile`` (with ``cuda_graph``): the extraction is compiled by ``torch.compile`` (Inductor fuses the
           elementwise, pooling, upsampling and sampling work into Triton kernels) before it is captured; the first
           frame of each size takes some 20 s longer. Needs Triton (desktop CUDA builds of PyTorch have it).
+        - ``small_conv="triton"`` (CUDA): the full-resolution layers with few channels run as direct Triton kernels
+          (``model/small_conv.py``) instead of cuDNN. Layer by layer 2–5× faster on the H100; on aliked-t16's
+          compiled fast path 4 % less kernel time per frame (BENCHMARKS.md). Opt-in until measured on every model.
     """
 
     engine = "torch"
@@ -53,15 +57,23 @@ class TorchExtractor(Extractor):
     def __init__(self, model: str = "aliked-n16rot", top_k: int = 1000, *, device: str = "auto", fp16: bool = False,
                  score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
                  weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False,
-                 compile: bool = False):
+                 compile: bool = False, small_conv: str = "torch"):
         if top_k == 0 or top_k < -1:
             raise AlikedError(f"top_k must be positive (top-k mode) or -1 (threshold mode), not {top_k}.")
         if top_k == -1 and max_keypoints < 1:
             raise AlikedError(f"max_keypoints must be at least 1, not {max_keypoints}.")
         self.torch_device = resolve_device(device)
+        if small_conv not in ("torch", "triton"):
+            raise AlikedError(f"small_conv is torch (cuDNN) or triton (direct kernels), not {small_conv!r}.")
+        if small_conv == "triton" and self.torch_device.type != "cuda":
+            raise AlikedError("small_conv=triton runs on CUDA only; use small_conv=torch on the CPU.")
+        if small_conv == "triton" and importlib.util.find_spec("triton") is None:
+            raise AlikedError("small_conv=triton needs Triton (pip install triton), which this PyTorch lacks.")
         self.dtype = torch.float16 if fp16 else torch.float32
         self.aliked = load_aliked(model, max(top_k, 1), weights, allow_download=allow_download)
         self.aliked.network.fold_batch_norm()  # inference only: one pass over the activations less per layer
+        self.aliked.network.set_small_conv_implementation(small_conv)
+        self.small_conv = small_conv
         self.aliked.to(self.torch_device, self.dtype)
         self.model = model
         self.top_k = top_k
@@ -86,7 +98,8 @@ class TorchExtractor(Extractor):
 
     def describe(self) -> str:
         return (super().describe() + (", torch.compile" if self.compiled else "")
-                + (", CUDA graph" if self.cuda_graph else ""))
+                + (", CUDA graph" if self.cuda_graph else "")
+                + (", direct Triton convolutions" if self.small_conv == "triton" else ""))
 
     def device_memory(self) -> dict[str, float] | None:
         if self.torch_device.type != "cuda":
