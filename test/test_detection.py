@@ -2,8 +2,10 @@
 
 import torch
 
+import pytest
+
 from aliked_ros.model.detection import (
-    candidate_mask, detect_threshold, detect_top_k, nms_mask, refine, sort_descending_by_rank,
+    candidate_mask, detect_threshold, detect_top_k, nms_mask, refine, sort_descending_by_rank, window_max,
 )
 
 
@@ -25,6 +27,20 @@ def test_nms_keeps_ties_and_adds_flank_maxima_in_two_rounds():
     assert mask[7, 7]
     strict = scores > torch.nn.functional.max_pool2d(score_map(scores), 5, 1, 2)[0, 0] - 1e-9
     assert not strict[7, 7]  # a plain local-maximum test would not keep it
+
+
+@pytest.mark.parametrize("height, width", [(48, 64), (3, 9), (1, 1), (37, 5)])
+@pytest.mark.parametrize("radius", [1, 2, 4])
+def test_window_max_off_cuda_is_max_pool2d(height, width, radius):
+    """The CPU's shifted maxima equal F.max_pool2d exactly: quantised values (many ties), negative values (the padding
+    must never win), a 0/1 mask as NMS passes it, maps smaller than the window, batches and channels."""
+    generator = torch.Generator().manual_seed(height * 100 + width + radius)
+    maps = [torch.randint(-3, 4, (2, 3, height, width), generator=generator).float() / 4,
+            -torch.rand(1, 1, height, width, generator=generator),
+            (torch.rand(1, 1, height, width, generator=generator) > 0.8).float()]
+    for values in maps:
+        expected = torch.nn.functional.max_pool2d(values, 2 * radius + 1, stride=1, padding=radius)
+        assert torch.equal(window_max(values, radius), expected)
 
 
 def test_border_is_removed():

@@ -122,10 +122,14 @@ def test_network_with_direct_kernels_equals_cudnn_network():
 
 def test_torch_implementation_is_conv2d_then_activation():
     torch.manual_seed(1)
-    x, weight, bias = torch.randn(1, 4, 9, 11), torch.randn(2, 4, 3, 3), torch.randn(2)
+    x, weight, bias = torch.randn(2, 4, 9, 11), torch.randn(3, 4, 3, 3), torch.randn(3)
     expected = torch.sigmoid(F.conv2d(x, weight, bias, padding=1))
     assert torch.allclose(conv2d_activation(x, weight, bias, output_activation="sigmoid"), expected)
-    assert torch.allclose(conv2d_activation(x, weight[:, :, 1:2, 1:2]), F.conv2d(x, weight[:, :, 1:2, 1:2]))
+    # 1×1, a batch of 2, with and without bias
+    pointwise = weight[:, :, 1:2, 1:2].contiguous()
+    assert torch.allclose(conv2d_activation(x, pointwise), F.conv2d(x, pointwise), atol=1e-6)
+    assert torch.allclose(conv2d_activation(x, pointwise, bias, output_activation="selu"),
+                          F.selu(F.conv2d(x, pointwise, bias)), atol=1e-6)
 
 
 def test_bad_arguments_are_refused():

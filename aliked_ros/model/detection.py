@@ -30,18 +30,34 @@ from aliked_ros.model.sampling import flatten_channels_first, sample_bilinear
 SOFTARGMAX_TEMPERATURE = 0.1
 
 
+def window_max(values: Tensor, radius: int) -> Tensor:
+    """The maximum of each ``(2r+1)²`` window of a ``(B, C, H, W)`` map: ``F.max_pool2d`` with stride 1 and padding
+    ``r`` (which never lets the padding win).
+
+    On CUDA and in ONNX export it is ``F.max_pool2d`` (one fused kernel, one ``MaxPool`` node, both fast). Elsewhere
+    PyTorch's CPU max pooling takes about 16 ms for a 640×480 map; a row pass and a column pass of ``2r`` element-wise
+    maxima over shifted views of the ``-inf``-padded map give the same values in about 0.3 ms.
+    """
+    if values.is_cuda or torch.onnx.is_in_onnx_export():
+        return F.max_pool2d(values, kernel_size=2 * radius + 1, stride=1, padding=radius)
+    height, width = values.shape[-2:]
+    padded = F.pad(values, (radius, radius, radius, radius), value=float("-inf"))
+    rows = padded[..., :, 0:width]
+    for shift in range(1, 2 * radius + 1):
+        rows = torch.maximum(rows, padded[..., :, shift:shift + width])
+    result = rows[..., 0:height, :]
+    for shift in range(1, 2 * radius + 1):
+        result = torch.maximum(result, rows[..., shift:shift + height, :])
+    return result
+
+
 def nms_mask(scores: Tensor, radius: int) -> Tensor:
     """The original ``simple_nms`` as a mask: ``(B, 1, H, W)`` scores → bool mask of the kept positions."""
-    kernel = 2 * radius + 1
-
-    def window_max(values: Tensor) -> Tensor:
-        return F.max_pool2d(values, kernel_size=kernel, stride=1, padding=radius)
-
-    keep = scores == window_max(scores)
+    keep = scores == window_max(scores, radius)
     for _ in range(2):
-        suppressed = window_max(keep.to(scores.dtype)) > 0
+        suppressed = window_max(keep.to(scores.dtype), radius) > 0
         remaining = torch.where(suppressed, torch.zeros_like(scores), scores)
-        keep = keep | ((remaining == window_max(remaining)) & ~suppressed)
+        keep = keep | ((remaining == window_max(remaining, radius)) & ~suppressed)
     return keep
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from aliked_ros.model.sampling import bilinear_taps
+from aliked_ros.model.sampling import bilinear_taps, mix_taps
 
 NORMALIZE_EPS = 1e-12  # F.normalize's default, which the dense map uses
 
@@ -97,4 +97,4 @@ class FeaturePyramid:
         # the neighbour beyond has weight zero, where F.interpolate reads the edge pixel twice: the same value.
         columns, rows, weights = bilinear_taps(height, width, source_x, source_y)  # (4, P)
         corners = self._read(source, rows * width + columns).to(compute_dtype)  # (C, 4, P)
-        return (corners * weights.unsqueeze(0)).sum(dim=1)
+        return mix_taps(corners, weights)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from aliked_ros.model.configs import ModelConfig
 from aliked_ros.model.deform_conv import DeformableConv2d
 from aliked_ros.model.feature_lookup import NORMALIZE_EPS, DenseFeatureMap, FeaturePyramid
-from aliked_ros.model.sampling import bilinear_taps
+from aliked_ros.model.sampling import bilinear_taps, mix_taps
 from aliked_ros.model.small_conv import SMALL_CONV_IMPLEMENTATIONS, conv2d_activation, direct_kernel_pays
 
 PAD_MULTIPLE = 32
@@ -120,7 +120,7 @@ class SparseDeformableDescriptorHead(nn.Module):
         sample_y = keypoints[:, 1:2].float() + offsets[:, self.positions :]
         columns, rows, weights = bilinear_taps(height, width, sample_x, sample_y)  # (4, N, M)
         corners = features.vectors(columns, rows)  # (dim, 4, N, M)
-        samples = (corners * weights.unsqueeze(0)).sum(dim=1).to(features.dtype)  # (dim, N, M)
+        samples = mix_taps(corners, weights).to(features.dtype)  # (dim, N, M)
         dim = samples.shape[0]
         projected = F.selu(self.sf_conv.weight.flatten(1) @ samples.view(dim, -1))  # (dim, N*M)
         per_keypoint = projected.view(dim, count, self.positions).permute(1, 2, 0).reshape(count, -1)

@@ -46,6 +46,19 @@ def bilinear_taps(height: int, width: int, x: Tensor, y: Tensor) -> tuple[Tensor
     return columns.clamp(0, width - 1).long(), rows.clamp(0, height - 1).long(), weights
 
 
+def mix_taps(corners: Tensor, weights: Tensor) -> Tensor:
+    """``sum_i corners[:, i] * weights[i]``: ``(C, 4, *S)`` neighbour values and ``(4, *S)`` weights → ``(C, *S)``.
+
+    On the CPU as four products and three sums: a reduction over that short middle axis of a gathered (strided)
+    tensor is 4× slower there (aliked-t16 frames took 6–10 % less time, paired A/B). On CUDA and in ONNX export it
+    stays a product and a reduction: the compiled graph fuses either form, and the ONNX graph keeps its two nodes.
+    """
+    if corners.is_cuda or torch.onnx.is_in_onnx_export():
+        return (corners * weights.unsqueeze(0)).sum(dim=1)
+    return (corners[:, 0] * weights[0] + corners[:, 1] * weights[1]
+            + corners[:, 2] * weights[2] + corners[:, 3] * weights[3])
+
+
 def sample_bilinear(flat_map: Tensor, height: int, width: int, x: Tensor, y: Tensor) -> Tensor:
     """Bilinear samples of a flattened map at pixel positions ``(x, y)``, zero outside the map.
 
@@ -64,5 +77,5 @@ def sample_bilinear(flat_map: Tensor, height: int, width: int, x: Tensor, y: Ten
     image_start = (torch.arange(batch, device=x.device) * (height * width)).view(1, batch, 1)
     index = rows * width + columns + image_start
     gathered = flat_map[:, index.reshape(-1)].view(flat_map.shape[0], 4, batch, -1)
-    mixed = (gathered.to(compute_dtype) * weights.unsqueeze(0)).sum(dim=1)
+    mixed = mix_taps(gathered.to(compute_dtype), weights)
     return mixed.to(flat_map.dtype)
