@@ -50,7 +50,8 @@ class ConvBlock(nn.Module):
         if self.small_conv_implementation != "torch":  # batch norm folded into the convolutions
             for conv in (self.conv1, self.conv2):
                 implementation = self.small_conv_implementation if direct_kernel_pays(conv.weight) else "torch"
-                x = conv2d_activation(x, conv.weight, conv.bias, output_activation="selu", implementation=implementation)
+                x = conv2d_activation(x, conv.weight, conv.bias, output_activation="selu",
+                                      implementation=implementation)
             return x
         x = F.selu(self.bn1(self.conv1(x)))
         return F.selu(self.bn2(self.conv2(x)))
