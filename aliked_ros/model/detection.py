@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aliked_ros.model.sampling import flatten_channels_first, sample_bilinear
+from aliked_ros.model.sampling import flatten_channels_first, runs_on_pytorch_cpu_kernels, sample_bilinear
 
 SOFTARGMAX_TEMPERATURE = 0.1
 
@@ -38,7 +38,7 @@ def window_max(values: Tensor, radius: int) -> Tensor:
     PyTorch's CPU max pooling takes about 16 ms for a 640×480 map; a row pass and a column pass of ``2r`` element-wise
     maxima over shifted views of the ``-inf``-padded map give the same values in about 0.3 ms.
     """
-    if values.is_cuda or torch.onnx.is_in_onnx_export():
+    if not runs_on_pytorch_cpu_kernels(values):
         return F.max_pool2d(values, kernel_size=2 * radius + 1, stride=1, padding=radius)
     height, width = values.shape[-2:]
     padded = F.pad(values, (radius, radius, radius, radius), value=float("-inf"))

@@ -46,6 +46,13 @@ def bilinear_taps(height: int, width: int, x: Tensor, y: Tensor) -> tuple[Tensor
     return columns.clamp(0, width - 1).long(), rows.clamp(0, height - 1).long(), weights
 
 
+def runs_on_pytorch_cpu_kernels(tensor: Tensor) -> bool:
+    """Whether PyTorch's own CPU kernels compute what is done with ``tensor``: not on CUDA (where the fast path
+    compiles the graph) and not while tracing for ONNX export (onnxruntime runs the graph). A few operations have a
+    formulation that is much faster there and is not used elsewhere, to keep the GPU and ONNX graphs as measured."""
+    return not tensor.is_cuda and not torch.onnx.is_in_onnx_export()
+
+
 def mix_taps(corners: Tensor, weights: Tensor) -> Tensor:
     """``sum_i corners[:, i] * weights[i]``: ``(C, 4, *S)`` neighbour values and ``(4, *S)`` weights → ``(C, *S)``.
 
@@ -53,7 +60,7 @@ def mix_taps(corners: Tensor, weights: Tensor) -> Tensor:
     tensor is 4× slower there (aliked-t16 frames took 6–10 % less time, paired A/B). On CUDA and in ONNX export it
     stays a product and a reduction: the compiled graph fuses either form, and the ONNX graph keeps its two nodes.
     """
-    if corners.is_cuda or torch.onnx.is_in_onnx_export():
+    if not runs_on_pytorch_cpu_kernels(corners):
         return (corners * weights.unsqueeze(0)).sum(dim=1)
     return (corners[:, 0] * weights[0] + corners[:, 1] * weights[1]
             + corners[:, 2] * weights[2] + corners[:, 3] * weights[3])
