@@ -655,7 +655,7 @@ def run_benchmark(config: BenchConfig, message_builder: MessageBuilder | None = 
     if (config.warmup is not None and config.warmup < 0) or (config.repeats is not None and config.repeats < 1):
         raise AlikedError("--warmup must be 0 or more and --repeats 1 or more.")
     if config.profile_frames < 0:
-        raise AlikedError("--profile takes a number of frames, 0 or more.")
+        raise AlikedError(f"--profile takes a number of frames, 0 or more, not {config.profile_frames}.")
     environment = probe_environment(config.device)
     references, skipped = plan_rows(config.references, environment)
     engines, skipped_engines = plan_rows(config.engines, environment, config.onnxruntime_provider)

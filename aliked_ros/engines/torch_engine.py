@@ -12,6 +12,7 @@ from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 from aliked_ros.model.aliked import load_aliked, uint8_to_network_input
+from aliked_ros.model.small_conv import SMALL_CONV_IMPLEMENTATIONS
 
 DEFAULT_MAX_KEYPOINTS = 20000  # threshold mode's cap, as the original's n_limit
 
@@ -63,7 +64,7 @@ class TorchExtractor(Extractor):
         if top_k == -1 and max_keypoints < 1:
             raise AlikedError(f"max_keypoints must be at least 1, not {max_keypoints}.")
         self.torch_device = resolve_device(device)
-        if small_conv not in ("torch", "triton"):
+        if small_conv not in SMALL_CONV_IMPLEMENTATIONS:
             raise AlikedError(f"small_conv is torch (cuDNN) or triton (direct kernels), not {small_conv!r}.")
         if small_conv == "triton" and self.torch_device.type != "cuda":
             raise AlikedError("small_conv=triton runs on CUDA only; use small_conv=torch on the CPU.")
@@ -73,7 +74,6 @@ class TorchExtractor(Extractor):
         self.aliked = load_aliked(model, max(top_k, 1), weights, allow_download=allow_download)
         self.aliked.network.fold_batch_norm()  # inference only: one pass over the activations less per layer
         self.aliked.network.set_small_conv_implementation(small_conv)
-        self.small_conv = small_conv
         self.aliked.to(self.torch_device, self.dtype)
         self.model = model
         self.top_k = top_k
@@ -99,7 +99,7 @@ class TorchExtractor(Extractor):
     def describe(self) -> str:
         return (super().describe() + (", torch.compile" if self.compiled else "")
                 + (", CUDA graph" if self.cuda_graph else "")
-                + (", direct Triton convolutions" if self.small_conv == "triton" else ""))
+                + (", direct Triton convolutions" if self.aliked.network.small_conv_implementation == "triton" else ""))
 
     def device_memory(self) -> dict[str, float] | None:
         if self.torch_device.type != "cuda":

@@ -24,7 +24,7 @@ from aliked_ros.model.configs import ModelConfig
 from aliked_ros.model.deform_conv import DeformableConv2d
 from aliked_ros.model.feature_lookup import NORMALIZE_EPS, DenseFeatureMap, FeaturePyramid
 from aliked_ros.model.sampling import bilinear_taps, mix_taps
-from aliked_ros.model.small_conv import SMALL_CONV_IMPLEMENTATIONS, conv2d_activation, direct_kernel_pays
+from aliked_ros.model.small_conv import SMALL_CONV_IMPLEMENTATIONS, conv2d_activation
 
 PAD_MULTIPLE = 32
 
@@ -49,9 +49,8 @@ class ConvBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.small_conv_implementation != "torch":  # batch norm folded into the convolutions
             for conv in (self.conv1, self.conv2):
-                implementation = self.small_conv_implementation if direct_kernel_pays(conv.weight) else "torch"
                 x = conv2d_activation(x, conv.weight, conv.bias, output_activation="selu",
-                                      implementation=implementation)
+                                      implementation=self.small_conv_implementation)
             return x
         x = F.selu(self.bn1(self.conv1(x)))
         return F.selu(self.bn2(self.conv2(x)))
@@ -172,7 +171,6 @@ class AlikedNetwork(nn.Module):
         )
         self.desc_head = SparseDeformableDescriptorHead(dim, config.descriptor_kernel, config.descriptor_positions)
         self.small_conv_implementation = "torch"
-        self.lookup_pixel_rows: bool | None = None  # FeaturePyramid's gather layout; None: its default
 
     @torch.no_grad()
     def fold_batch_norm(self) -> None:
@@ -236,7 +234,7 @@ class AlikedNetwork(nn.Module):
         x = self._small_conv(x, head_conv2.weight, output_activation="selu")
         score_map = self._small_conv(x, head_conv3.weight, output_activation="sigmoid")
         score_map = score_map[..., top:top + height, left:left + width]
-        return score_map, FeaturePyramid(levels, top, left, height, width, self.lookup_pixel_rows)
+        return score_map, FeaturePyramid(levels, top, left, height, width)
 
     def dense_maps(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """The score map ``(B, 1, H, W)`` and the materialised normalised feature map ``(B, dim, H, W)``, computed
@@ -268,6 +266,6 @@ class AlikedNetwork(nn.Module):
         return levels, (top, left)
 
     def _small_conv(self, x: Tensor, weight: Tensor, output_activation: str = "none") -> Tensor:
-        """A full-resolution layer with the kernel :meth:`set_small_conv_implementation` chose, where it pays."""
-        implementation = self.small_conv_implementation if direct_kernel_pays(weight) else "torch"
-        return conv2d_activation(x, weight, output_activation=output_activation, implementation=implementation)
+        """A full-resolution layer with the kernel :meth:`set_small_conv_implementation` chose."""
+        return conv2d_activation(x, weight, output_activation=output_activation,
+                                 implementation=self.small_conv_implementation)

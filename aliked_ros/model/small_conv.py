@@ -51,19 +51,20 @@ def conv2d_activation(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, 
         weight: ``(C_out, C_in, k, k)``, ``k`` odd.
         bias: ``(C_out,)`` or None.
         output_activation: 'none', 'selu' or 'sigmoid'.
-        implementation: 'torch' (``F.conv2d``) or 'triton' (the direct kernel; float32 accumulation).
+        implementation: 'torch' (``F.conv2d``) or 'triton' (the direct kernel, float32 accumulation, for layers
+            small enough that it pays, :func:`direct_kernel_pays`; larger ones still take ``F.conv2d``).
     """
     if output_activation not in ACTIVATIONS:
         raise ValueError(f"output_activation is one of {ACTIVATIONS}, not {output_activation!r}")
     kernel_size = weight.shape[-1]
     if weight.shape[-2] != kernel_size or kernel_size % 2 == 0:
         raise ValueError(f"a square kernel of odd size is needed, not {tuple(weight.shape[-2:])}")
-    if implementation == "torch":
+    if implementation not in SMALL_CONV_IMPLEMENTATIONS:
+        raise ValueError(f"implementation is one of {SMALL_CONV_IMPLEMENTATIONS}, not {implementation!r}")
+    if implementation == "torch" or not direct_kernel_pays(weight):
         return _activate(F.conv2d(x, weight, bias, padding=kernel_size // 2), output_activation)
-    if implementation == "triton":
-        bias = None if bias is None else bias.contiguous()
-        return _triton_operator()(x.contiguous(), weight.contiguous(), bias, ACTIVATIONS.index(output_activation))
-    raise ValueError(f"implementation is one of {SMALL_CONV_IMPLEMENTATIONS}, not {implementation!r}")
+    bias = None if bias is None else bias.contiguous()
+    return _triton_operator()(x.contiguous(), weight.contiguous(), bias, ACTIVATIONS.index(output_activation))
 
 
 def _triton_operator():

@@ -117,9 +117,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Everything a user can get wrong is checked before minutes of measuring.
-    if args.profile < 0:
-        raise AlikedError(f"--profile takes a number of frames, 0 or more, not {args.profile}.")
+    # Everything a user can get wrong is checked before minutes of measuring (the rest by run_benchmark).
     output = output_path(args.output, "--output")
     json_path = output_path(args.json, "--json")
     config = benchmark.BenchConfig(
