@@ -47,10 +47,32 @@ def test_time_calls_cycles_frames_after_warmup_and_times_only_the_call():
         seen.append(int(frame[0]))
         return int(frame[0])
 
-    seconds, results = time_calls(call, frames, warmup=2, repeats=5, clock=lambda: next(ticks))
+    seconds, summaries, last = time_calls(call, frames, warmup=2, repeats=5, summarize=lambda value: 10 * value,
+                                          clock=lambda: next(ticks))
     assert seen == [0, 1, 2, 0, 1, 2, 0]  # warm-up takes frames 0, 1; timing goes on cycling from there
-    assert results == [2, 0, 1, 2, 0]
+    assert summaries == [20, 0, 10, 20, 0]
+    assert last == 0
     assert seconds == [1, 1, 1, 1, 1]  # one clock read before and one after each timed call, nothing else
+
+
+def test_time_calls_keeps_no_result_but_the_last():
+    import gc
+    import weakref
+
+    class Result:
+        pass
+
+    alive = []
+
+    def call(frame):
+        result = Result()
+        alive.append(weakref.ref(result))
+        return result
+
+    _, _, last = time_calls(call, [np.zeros(1)], warmup=0, repeats=4, summarize=lambda result: None)
+    gc.collect()
+    assert [ref() is not None for ref in alive] == [False, False, False, True]
+    assert alive[-1]() is last
 
 
 def test_message_build_time_is_positive_with_the_rosbags_class():
