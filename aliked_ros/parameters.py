@@ -57,6 +57,7 @@ SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("engine", str, "runtime: auto, tensorrt, onnxruntime or torch", choices=ENGINE_CHOICES),
     ParameterSpec("device", str, "device of the torch and onnxruntime engines", choices=("auto", "cpu", "cuda")),
     ParameterSpec("precision", str, "network arithmetic", choices=("fp16", "fp32")),
+    ParameterSpec("torch_compile", bool, "torch engine on CUDA: torch.compile the extraction before its CUDA graph"),
     ParameterSpec("top_k", int, "keypoints per image (the engine's fixed K)", minimum=1, maximum=10000),
     ParameterSpec("score_threshold", float, "publish keypoints scoring above this", read_only=False, minimum=0.0,
                   maximum=0.999),

@@ -93,7 +93,8 @@ def extractor_from_parameters(values: dict, log=print, image_size: tuple[int, in
 
     Static engines (tensorrt, onnxruntime) come from ``engine_path``/``onnx_path`` or from the engine cache, built
     for ``image_size`` (else ``image_height`` × ``image_width``). float16 on the CPU is slower than float32 there,
-    so the torch engine runs float32 on the CPU whatever ``precision`` says, and logs it.
+    so the torch engine runs float32 on the CPU whatever ``precision`` says, and logs it. On CUDA the torch engine
+    captures each image size as a CUDA graph, compiled first where ``torch_compile`` is on and Triton is there.
     """
     engine = resolve_engine(values)
     model, top_k, precision = values["model"], values["top_k"], values["precision"]
@@ -103,11 +104,19 @@ def extractor_from_parameters(values: dict, log=print, image_size: tuple[int, in
         fp16 = precision == "fp16"
         from aliked_ros.engines.torch_engine import resolve_device
 
-        if fp16 and resolve_device(values["device"]).type == "cpu":
+        on_cuda = resolve_device(values["device"]).type == "cuda"
+        if fp16 and not on_cuda:
             log("precision fp16 asked for on the CPU, where it is slower: running fp32")
             fp16 = False
+        compiled = values["torch_compile"] and on_cuda
+        if compiled and importlib.util.find_spec("triton") is None:
+            log("torch_compile is on but this PyTorch has no Triton: "
+                "the CUDA graph runs uncompiled (2.4-2.7x slower on an H100)")
+            compiled = False
+        if compiled:
+            log("torch.compile: the first frame of each image size takes 20-60 s longer")
         return create_extractor("torch", model=model, top_k=top_k, device=values["device"], fp16=fp16,
-                                weights=values["weights_path"] or None, cuda_graph=True)
+                                weights=values["weights_path"] or None, cuda_graph=True, compile=compiled)
     explicit = values["engine_path"] if engine == "tensorrt" else values["onnx_path"]
     if not explicit and not (height and width):
         raise AlikedError(f"The {engine} engine is built for one image size: set image_height and image_width, "

@@ -194,3 +194,33 @@ def test_frame_processor_with_the_network(rgb_frame):
     expected = extractor.extract(rgb_frame)
     assert np.array_equal(features_from_message(message).descriptors, expected.descriptors)
     assert (message.height, message.width) == rgb_frame.shape[:2]
+
+
+def test_node_parameters_give_the_cpu_an_uncompiled_fp32_torch_engine():
+    from aliked_ros import parameters
+    from aliked_ros.processing import extractor_from_parameters
+
+    logs = []
+    values = parameters.resolve({"engine": "torch", "device": "cpu", "model": "aliked-t16", "top_k": 300})
+    assert values["precision"] == "fp16" and values["torch_compile"]  # the defaults, which the CPU cannot use
+    extractor = extractor_from_parameters(values, log=logs.append)
+    assert (extractor.precision, extractor.cuda_graph, extractor.compiled) == ("fp32", False, False)
+    assert any("running fp32" in line for line in logs)
+
+
+def test_node_parameters_give_cuda_the_compiled_graph():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA (PyTorch sees no GPU here)")
+    import importlib.util
+
+    from aliked_ros import parameters
+    from aliked_ros.processing import extractor_from_parameters
+
+    triton = importlib.util.find_spec("triton") is not None
+    for torch_compile in (True, False):
+        values = parameters.resolve({"engine": "torch", "device": "cuda", "model": "aliked-t16", "top_k": 300,
+                                     "torch_compile": torch_compile})
+        extractor = extractor_from_parameters(values, log=lambda line: None)
+        assert (extractor.precision, extractor.cuda_graph) == ("fp16", True)
+        assert extractor.compiled == (torch_compile and triton)

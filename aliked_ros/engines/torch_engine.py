@@ -70,6 +70,9 @@ class TorchExtractor(Extractor):
             raise AlikedError("small_conv=triton runs on CUDA only; use small_conv=torch on the CPU.")
         if small_conv == "triton" and importlib.util.find_spec("triton") is None:
             raise AlikedError("small_conv=triton needs Triton (pip install triton), which this PyTorch lacks.")
+        if compile and cuda_graph and self.torch_device.type == "cuda" and importlib.util.find_spec("triton") is None:
+            raise AlikedError("compile=True needs Triton on CUDA (torch.compile's GPU code generator), which this "
+                              "PyTorch lacks; run with compile=False (the CUDA graph alone).")
         self.dtype = torch.float16 if fp16 else torch.float32
         self.aliked = load_aliked(model, max(top_k, 1), weights, allow_download=allow_download)
         self.aliked.network.fold_batch_norm()  # inference only: one pass over the activations less per layer

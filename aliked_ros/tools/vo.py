@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import itertools
 import sys
 from collections.abc import Iterator
@@ -98,7 +99,8 @@ def add_parser(subparsers) -> None:
                              "rotation consistency (R_ac against R_bc R_ab)")
     parser.add_argument("--compare-fp16", action="store_true",
                         help="images only: extract every frame with the torch engine in fp32 and in fp16 (model, "
-                             "top_k, device and weights of the parameters; slow on a CPU) and print both "
+                             "top_k, device, weights and torch_compile of the parameters; fp16 on CUDA as the node "
+                             "runs it, through a CUDA graph; slow on a CPU) and print both "
                              "evaluations and their differences; the trajectory comes from fp32")
     parser.set_defaults(run=run)
 
@@ -309,8 +311,12 @@ def compare_fp16(values: dict, images: list[tuple[float, np.ndarray]], camera: C
     evaluations = {}
     features32: list[Features] = []
     for precision in ("fp32", "fp16"):
+        fp16 = precision == "fp16"
+        # fp16 as the node runs it on CUDA: one CUDA graph per image size, compiled where torch_compile says so
+        triton = importlib.util.find_spec("triton") is not None
+        fast_path = dict(cuda_graph=True, compile=values["torch_compile"] and triton)
         extractor = create_extractor("torch", model=values["model"], top_k=values["top_k"], device=values["device"],
-                                     fp16=precision == "fp16", weights=values["weights_path"] or None)
+                                     fp16=fp16, weights=values["weights_path"] or None, **(fast_path if fp16 else {}))
         if precision == "fp16" and extractor.device == "cpu":
             log("fp16 on the CPU is emulated and several times slower than fp32")
         log(f"{extractor.describe()}: extracting {len(images)} frames")
