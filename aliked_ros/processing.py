@@ -114,7 +114,8 @@ def extractor_from_parameters(values: dict, log=print, image_size: tuple[int, in
                 "the CUDA graph runs uncompiled (2.4-2.7x slower on an H100)")
             compiled = False
         if compiled:
-            log("torch.compile: the first frame of each image size takes 20-60 s longer")
+            log("torch.compile: the first frame of each image size compiles first "
+                "(30-40 s on a desktop GPU, longer on a Jetson)")
         return create_extractor("torch", model=model, top_k=top_k, device=values["device"], fp16=fp16,
                                 weights=values["weights_path"] or None, cuda_graph=True, compile=compiled)
     explicit = values["engine_path"] if engine == "tensorrt" else values["onnx_path"]

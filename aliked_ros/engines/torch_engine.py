@@ -47,7 +47,8 @@ class TorchExtractor(Extractor):
           kernel launch from Python and one synchronisation per frame.
         - ``compile`` (with ``cuda_graph``): the extraction is compiled by ``torch.compile`` (Inductor fuses the
           elementwise, pooling, upsampling and sampling work into Triton kernels) before it is captured; the first
-          frame of each size takes some 20 s longer. Needs Triton (desktop CUDA builds of PyTorch have it).
+          frame of each size takes 30-40 s longer (H100 host, 16 cores; longer on a Jetson). Needs Triton (desktop
+          CUDA builds of PyTorch have it).
         - ``small_conv="triton"`` (CUDA): the full-resolution layers with few channels run as direct Triton kernels
           (``model/small_conv.py``) instead of cuDNN. Layer by layer 2–5× faster on the H100; on aliked-t16's
           compiled fast path 4 % less kernel time per frame (BENCHMARKS.md). Opt-in until measured on every model.
