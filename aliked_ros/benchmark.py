@@ -88,6 +88,14 @@ class RowSpec:
     def needs_cuda(self) -> bool:
         return self.cuda_graph or self.runtime == "tensorrt" or self.compile_mode is not None
 
+    @property
+    def min_warmup(self) -> int:
+        """Calls that are warm-up whatever --warmup says: kornia compiles on its first call, and torch.compile's CUDA
+        graphs record on a later one; the torch engine's graph path captures (and compiles) inside its first call."""
+        if self.runtime == "kornia":
+            return {None: 0, "default": 2, "reduce-overhead": 3}[self.compile_mode]
+        return 1 if self.cuda_graph else 0
+
 
 ENGINE_SPECS = {spec.name: spec for spec in (
     RowSpec("torch-fp32", "engine", "torch", "fp32", label="torch fp32"),
@@ -117,11 +125,6 @@ REFERENCE_SPECS = {spec.name: spec for spec in (
 )}
 REFERENCE_ALIASES = {"kornia": list(REFERENCE_SPECS), "none": []}
 DEFAULT_REFERENCES = "kornia"
-
-# Compiled rows compile on their first call, and torch.compile's CUDA graphs record on a later one: those calls are
-# warm-up whatever --warmup says. The torch engine's graph path captures inside its first call.
-MIN_WARMUP = {"kornia-compiled": 2, "kornia-graphs": 3, "torch-graph-fp32": 1, "torch-graph-fp16": 1,
-              "torch-compiled-graph-fp32": 1, "torch-compiled-graph-fp16": 1, "torch-compiled-graph-direct-fp16": 1}
 
 
 def _parse_names(text: str, specs: dict, aliases: dict, flag: str, noun: str) -> list[RowSpec]:
@@ -642,7 +645,7 @@ def row_counts(row: PlannedRow, config: BenchConfig) -> tuple[int, int]:
     gpu = row.device.startswith("cuda")
     warmup = config.warmup if config.warmup is not None else GPU_WARMUP if gpu else CPU_WARMUP
     repeats = config.repeats if config.repeats is not None else GPU_REPEATS if gpu else CPU_REPEATS
-    return max(warmup, MIN_WARMUP.get(row.spec.name, 0)), repeats
+    return max(warmup, row.spec.min_warmup), repeats
 
 
 def run_benchmark(config: BenchConfig, message_builder: MessageBuilder | None = None,

@@ -88,6 +88,22 @@ def needs_image_size(values: dict) -> bool:
     return engine in STATIC_ENGINES and not explicit and not (values["image_height"] and values["image_width"])
 
 
+def torch_compile_enabled(values: dict, log=print) -> bool:
+    """Whether the torch engine compiles its CUDA graph: ``torch_compile`` is on, the device is CUDA and Triton is
+    there (its absence is logged, not an error: the graph then runs uncompiled)."""
+    from aliked_ros.engines.torch_engine import has_triton, resolve_device
+
+    if not values["torch_compile"] or resolve_device(values["device"]).type != "cuda":
+        return False
+    if not has_triton():
+        log("torch_compile is on but this PyTorch has no Triton: "
+            "the CUDA graph runs uncompiled (2.4-2.7x slower on an H100)")
+        return False
+    log("torch.compile: the first frame of each image size compiles first "
+        "(30-40 s on a desktop GPU, longer on a Jetson)")
+    return True
+
+
 def extractor_from_parameters(values: dict, log=print, image_size: tuple[int, int] | None = None) -> Extractor:
     """The extractor that the node's parameters (``aliked_ros.parameters.resolve``) describe.
 
@@ -104,20 +120,12 @@ def extractor_from_parameters(values: dict, log=print, image_size: tuple[int, in
         fp16 = precision == "fp16"
         from aliked_ros.engines.torch_engine import resolve_device
 
-        on_cuda = resolve_device(values["device"]).type == "cuda"
-        if fp16 and not on_cuda:
+        if fp16 and resolve_device(values["device"]).type == "cpu":
             log("precision fp16 asked for on the CPU, where it is slower: running fp32")
             fp16 = False
-        compiled = values["torch_compile"] and on_cuda
-        if compiled and importlib.util.find_spec("triton") is None:
-            log("torch_compile is on but this PyTorch has no Triton: "
-                "the CUDA graph runs uncompiled (2.4-2.7x slower on an H100)")
-            compiled = False
-        if compiled:
-            log("torch.compile: the first frame of each image size compiles first "
-                "(30-40 s on a desktop GPU, longer on a Jetson)")
         return create_extractor("torch", model=model, top_k=top_k, device=values["device"], fp16=fp16,
-                                weights=values["weights_path"] or None, cuda_graph=True, compile=compiled)
+                                weights=values["weights_path"] or None, cuda_graph=True,
+                                compile=torch_compile_enabled(values, log))
     explicit = values["engine_path"] if engine == "tensorrt" else values["onnx_path"]
     if not explicit and not (height and width):
         raise AlikedError(f"The {engine} engine is built for one image size: set image_height and image_width, "

@@ -176,6 +176,10 @@ def test_warmup_and_repeats_default_by_device_and_compiled_rows_warm_up_enough()
     config.warmup, config.repeats = 0, 7
     assert benchmark.row_counts(gpu, config) == (0, 7)
     assert benchmark.row_counts(graphs, config) == (3, 7)  # compile, then record the CUDA graphs, then time
+    compiled = benchmark.REFERENCE_SPECS["kornia-compiled"]
+    assert benchmark.row_counts(benchmark.PlannedRow(compiled, "cuda:0"), config) == (2, 7)
+    for name, spec in benchmark.ENGINE_SPECS.items():  # the torch engine's graph path captures in its first call
+        assert benchmark.row_counts(benchmark.PlannedRow(spec, "cuda:0"), config)[0] == int(spec.cuda_graph), name
 
 
 def test_an_image_set_needs_one_size_and_holds_rgb_frames():

@@ -17,6 +17,11 @@ from aliked_ros.model.small_conv import SMALL_CONV_IMPLEMENTATIONS
 DEFAULT_MAX_KEYPOINTS = 20000  # threshold mode's cap, as the original's n_limit
 
 
+def has_triton() -> bool:
+    """Whether Triton, torch.compile's GPU code generator and the direct kernels' language, is installed."""
+    return importlib.util.find_spec("triton") is not None
+
+
 def resolve_device(device: str) -> torch.device:
     """'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available) → a usable torch.device, or AlikedError."""
     if device == "auto":
@@ -50,8 +55,8 @@ class TorchExtractor(Extractor):
           frame of each size takes 30-40 s longer (H100 host, 16 cores; longer on a Jetson). Needs Triton (desktop
           CUDA builds of PyTorch have it).
         - ``small_conv="triton"`` (CUDA): the full-resolution layers with few channels run as direct Triton kernels
-          (``model/small_conv.py``) instead of cuDNN. Layer by layer 2–5× faster on the H100; on aliked-t16's
-          compiled fast path 4 % less kernel time per frame (BENCHMARKS.md). Opt-in until measured on every model.
+          (``model/small_conv.py``) instead of cuDNN. Layer by layer 2–5× faster on the H100, but end to end within
+          the noise on aliked-t16 and aliked-n16rot (BENCHMARKS.md), so opt-in.
     """
 
     engine = "torch"
@@ -69,9 +74,9 @@ class TorchExtractor(Extractor):
             raise AlikedError(f"small_conv is torch (cuDNN) or triton (direct kernels), not {small_conv!r}.")
         if small_conv == "triton" and self.torch_device.type != "cuda":
             raise AlikedError("small_conv=triton runs on CUDA only; use small_conv=torch on the CPU.")
-        if small_conv == "triton" and importlib.util.find_spec("triton") is None:
+        if small_conv == "triton" and not has_triton():
             raise AlikedError("small_conv=triton needs Triton (pip install triton), which this PyTorch lacks.")
-        if compile and cuda_graph and self.torch_device.type == "cuda" and importlib.util.find_spec("triton") is None:
+        if compile and cuda_graph and self.torch_device.type == "cuda" and not has_triton():
             raise AlikedError("compile=True needs Triton on CUDA (torch.compile's GPU code generator), which this "
                               "PyTorch lacks; run with compile=False (the CUDA graph alone).")
         self.dtype = torch.float16 if fp16 else torch.float32
@@ -101,9 +106,9 @@ class TorchExtractor(Extractor):
             torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest convolution once per size
 
     def describe(self) -> str:
+        direct = self.aliked.network.small_conv_implementation == "triton"
         return (super().describe() + (", torch.compile" if self.compiled else "")
-                + (", CUDA graph" if self.cuda_graph else "")
-                + (", direct Triton convolutions" if self.aliked.network.small_conv_implementation == "triton" else ""))
+                + (", CUDA graph" if self.cuda_graph else "") + (", direct Triton convolutions" if direct else ""))
 
     def device_memory(self) -> dict[str, float] | None:
         if self.torch_device.type != "cuda":

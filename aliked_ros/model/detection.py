@@ -115,7 +115,8 @@ def sort_descending_by_rank(values: Tensor) -> tuple[Tensor, Tensor]:
     count = values.shape[0]
     position = torch.arange(count, device=values.device)
     greater = values.view(1, count) > values.view(count, 1)
-    equal_before = (values.view(1, count) == values.view(count, 1)) & (position.view(1, count) < position.view(count, 1))
+    equal = values.view(1, count) == values.view(count, 1)
+    equal_before = equal & (position.view(1, count) < position.view(count, 1))
     rank = (greater | equal_before).sum(dim=1)
     order = torch.empty_like(position).scatter_(0, rank, position)
     return values[order], order

@@ -242,10 +242,8 @@ class AlikedNetwork(nn.Module):
         height, width = image.shape[-2:]
         levels, (top, left) = self._levels(image)
         full = levels[0].shape[-2:]
-        features = torch.cat(
-            [levels[0]] + [F.interpolate(level, size=full, mode="bilinear", align_corners=True) for level in levels[1:]],
-            dim=1,
-        )
+        upsampled = [F.interpolate(level, size=full, mode="bilinear", align_corners=True) for level in levels[1:]]
+        features = torch.cat([levels[0], *upsampled], dim=1)
         crop = (..., slice(top, top + height), slice(left, left + width))
         score_map = torch.sigmoid(self.score_head(features))
         feature_map = F.normalize(features, p=2.0, dim=1, eps=NORMALIZE_EPS)

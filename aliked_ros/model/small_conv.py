@@ -5,8 +5,9 @@ with a handful of channels. cuDNN computes them as implicit GEMMs whose tensor-c
 H100 these five layers took about 0.2 ms of a 0.68 ms aliked-t16 frame. The work itself is small (an 8 → 8 3×3
 layer at 640×480 is 0.18 GFMA and 10 MB of traffic), so a direct kernel that computes every output channel of a
 block of pixels from the shifted input taps, with the bias and the activation fused in, is 2–5× faster for the
-smallest layers (:data:`DIRECT_KERNEL_MAX_MACS`); cuDNN keeps the others. Inside a compiled aliked-t16 frame that
-saved 4 % of the kernel time (BENCHMARKS.md), so the engine uses it only when asked (``small_conv="triton"``).
+smallest layers (:data:`DIRECT_KERNEL_MAX_MACS`); cuDNN keeps the others. Inside a compiled frame that saved
+3 % of the kernel time on aliked-t16 and nothing on aliked-n16rot, within the noise end to end (BENCHMARKS.md), so
+the engine uses it only when asked (``small_conv="triton"``).
 
 :func:`conv2d_activation` is the one entry point: ``implementation="torch"`` computes the same function with
 ``F.conv2d`` (any device; the reference of the tests), ``"triton"`` launches the kernel, registered as the
@@ -23,9 +24,10 @@ from torch import Tensor
 
 ACTIVATIONS = ("none", "selu", "sigmoid")
 SMALL_CONV_IMPLEMENTATIONS = ("torch", "triton")
-# Multiply-adds per output pixel up to which the direct kernel beat cuDNN on the H100 (measured per layer in float16:
-# 3→8 3×3 12 against 56 µs at 640×480, 8→8 28 against 57, 1×1 8→16 8 against 32; but 16→16 3×3 at 1248×384 291
-# against 111): the direct kernel runs on CUDA cores, cuDNN's tiles pay off once there are enough channels.
+# Multiply-adds per output pixel up to which the direct kernel beat cuDNN on the H100 (measured per layer in
+# float16: 3→8 3×3 12 against 56 µs at 640×480, 8→8 28 against 57, 1×1 8→16 8 against 32; but 16→16 3×3 at
+# 1248×384 291 against 111): the direct kernel runs on CUDA cores, cuDNN's tiles pay off once there are enough
+# channels.
 DIRECT_KERNEL_MAX_MACS = 8 * 8 * 9
 
 

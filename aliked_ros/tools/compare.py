@@ -150,7 +150,8 @@ def add_parser(subparsers) -> None:
                     "SPEC is ENGINE[:KEY=VALUE,...] with the keys of torch: model, top_k, device, precision "
                     "(fp32 or fp16), weights, cuda_graph, compile, small_conv, score_threshold, max_keypoints; "
                     "of onnxruntime: onnx_path (required), providers, threads, device_id; of tensorrt: engine_path "
-                    "(required). Options alone (precision=fp16) mean torch; a bare FILE.onnx or FILE.engine means that engine with that file. "
+                    "(required). Options alone (precision=fp16) mean torch; a bare FILE.onnx or FILE.engine means "
+                    "that engine with that file. "
                     "Images a fixed-size engine does not take are skipped with a note (or use --resize).")
     parser.add_argument("images", nargs="*",
                         help="image files or directories (default: the shared TUM and KITTI frames, else "

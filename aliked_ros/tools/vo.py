@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import itertools
 import sys
 from collections.abc import Iterator
@@ -307,17 +306,17 @@ def compare_fp16(values: dict, images: list[tuple[float, np.ndarray]], camera: C
     """Extract ``images`` with the torch engine in fp32 and fp16, print both evaluations and their differences;
     returns the fp32 features."""
     from aliked_ros.engines import create_extractor
+    from aliked_ros.processing import torch_compile_enabled
 
     evaluations = {}
     features32: list[Features] = []
+    # fp16 as the node runs it on CUDA: one CUDA graph per image size, compiled where torch_compile says so
+    fast_path = dict(cuda_graph=True, compile=torch_compile_enabled(values, log))
     for precision in ("fp32", "fp16"):
         fp16 = precision == "fp16"
-        # fp16 as the node runs it on CUDA: one CUDA graph per image size, compiled where torch_compile says so
-        triton = importlib.util.find_spec("triton") is not None
-        fast_path = dict(cuda_graph=True, compile=values["torch_compile"] and triton)
         extractor = create_extractor("torch", model=values["model"], top_k=values["top_k"], device=values["device"],
                                      fp16=fp16, weights=values["weights_path"] or None, **(fast_path if fp16 else {}))
-        if precision == "fp16" and extractor.device == "cpu":
+        if fp16 and extractor.device == "cpu":
             log("fp16 on the CPU is emulated and several times slower than fp32")
         log(f"{extractor.describe()}: extracting {len(images)} frames")
         try:
