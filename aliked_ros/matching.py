@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aliked_ros.dependencies import require
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 
@@ -236,7 +237,7 @@ def load_lightglue_weights(module, path: Path) -> None:
     """Load ``path`` into kornia's LightGlue ``module``, every learned parameter named and shaped as it expects."""
     from aliked_ros.model.weights import load_state_dict
 
-    state = lightglue_state_dict(load_state_dict(path))
+    state = lightglue_state_dict(load_state_dict(path, "LightGlue weights for ALIKED"))
     expected = module.state_dict()
     learned = dict(module.named_parameters())
     missing = sorted(name for name in learned if name not in state)
@@ -272,12 +273,8 @@ class LightGlueMatcher:
     def __init__(self, weights: str | os.PathLike | None = None, *, device: str = "auto",
                  filter_threshold: float = 0.1, depth_confidence: float = 0.95, width_confidence: float = 0.99,
                  fp16: bool = False, allow_download: bool = True):
-        try:
-            import torch
-            from kornia.feature import LightGlue
-        except ImportError as error:
-            raise AlikedError(f"The LightGlue matcher needs PyTorch and kornia ({error}); "
-                              "pip install torch kornia, or use the mnn matcher.") from None
+        torch = require("torch", "The LightGlue matcher")
+        LightGlue = require("kornia.feature", "The LightGlue matcher").LightGlue
         from aliked_ros.engines.torch_engine import resolve_device
 
         if not 0.0 <= filter_threshold < 1.0:

@@ -3,12 +3,13 @@ from ``config/aliked.yaml`` (the one source the node, the launch file and ``proc
 
 from __future__ import annotations
 
-import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aliked_ros.errors import AlikedError
+from aliked_ros import validation
+from aliked_ros.errors import AlikedError, InvalidTypeError, InvalidValueError
 from aliked_ros.model.configs import MODEL_CONFIGS
 from aliked_ros.resources import package_file
 
@@ -24,43 +25,47 @@ class ParameterSpec:
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    # The shared rule of aliked_ros.validation for a parameter that the API and the command line also take.
+    check: Callable | None = None
 
     def validate(self, value):
-        """``value`` converted to this parameter's type, or AlikedError with the reason."""
+        """``value`` converted to this parameter's type, or InvalidTypeError / InvalidValueError with the reason."""
         if self.type is bool:
-            if not isinstance(value, bool):
-                raise AlikedError(f"{self.name} must be true or false, not {value!r}.")
-            return value
-        if self.type is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise AlikedError(f"{self.name} must be an integer, not {value!r}.")
+            return validation.flag(value, self.name)
+        if self.type is int:
+            value = validation.integer(value, self.name)
         if self.type is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise AlikedError(f"{self.name} must be a finite number, not {value!r}.")
-            value = float(value)
-        if self.type is str:
-            if not isinstance(value, str):
-                raise AlikedError(f"{self.name} must be a string, not {value!r}.")
-            if self.choices and value not in self.choices and not self._device_like(value):
-                raise AlikedError(f"{self.name} must be one of {', '.join(self.choices)}, not {value!r}.")
+            value = validation.number(value, self.name)
+        if self.type is str and not isinstance(value, str):
+            raise InvalidTypeError(f"{self.name} must be a string, not {value!r}.")
+        if self.check is not None:
+            value = self.check(value, self.name)
+        elif self.choices and value not in self.choices:
+            raise InvalidValueError(f"{self.name} must be one of {', '.join(self.choices)}, not {value!r}.")
         if self.minimum is not None and value < self.minimum:
-            raise AlikedError(f"{self.name} must be at least {self.minimum:g}, not {value}.")
+            raise InvalidValueError(f"{self.name} must be at least {self.minimum:g}, not {value}.")
         if self.maximum is not None and value > self.maximum:
-            raise AlikedError(f"{self.name} must be at most {self.maximum:g}, not {value}.")
+            raise InvalidValueError(f"{self.name} must be at most {self.maximum:g}, not {value}.")
         return value
 
-    def _device_like(self, value: str) -> bool:
-        return self.name == "device" and value.startswith("cuda:") and value[5:].isdigit()
+
+def _node_top_k(value, name: str) -> int:
+    """The node's engines are static top-k engines: no threshold mode."""
+    return validation.top_k(value, name, threshold_mode=False)
 
 
 SPECS: tuple[ParameterSpec, ...] = (
-    ParameterSpec("model", str, "ALIKED variant", choices=tuple(MODEL_CONFIGS)),
+    ParameterSpec("model", str, "ALIKED variant", choices=tuple(MODEL_CONFIGS), check=validation.model),
     ParameterSpec("engine", str, "runtime: auto, tensorrt, onnxruntime or torch", choices=ENGINE_CHOICES),
-    ParameterSpec("device", str, "device of the torch and onnxruntime engines", choices=("auto", "cpu", "cuda")),
-    ParameterSpec("precision", str, "network arithmetic", choices=("fp16", "fp32")),
+    ParameterSpec("device", str, "device of the torch and onnxruntime engines", choices=("auto", "cpu", "cuda"),
+                  check=validation.device),
+    ParameterSpec("precision", str, "network arithmetic", choices=validation.PRECISIONS,
+                  check=validation.precision),
     ParameterSpec("torch_compile", bool, "torch engine on CUDA: torch.compile the extraction before its CUDA graph"),
-    ParameterSpec("top_k", int, "keypoints per image (the engine's fixed K)", minimum=1, maximum=10000),
+    ParameterSpec("top_k", int, "keypoints per image (the engine's fixed K)", minimum=1, maximum=10000,
+                  check=_node_top_k),
     ParameterSpec("score_threshold", float, "publish keypoints scoring above this", read_only=False, minimum=0.0,
-                  maximum=0.999),
+                  maximum=validation.SCORE_THRESHOLD_MAX, check=validation.score_threshold),
     ParameterSpec("image_height", int, "image height the engine is built for; 0 = first image's", minimum=0,
                   maximum=16384),
     ParameterSpec("image_width", int, "image width the engine is built for; 0 = first image's", minimum=0,

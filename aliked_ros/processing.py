@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-import math
 from dataclasses import dataclass
 
+from aliked_ros import validation
 from aliked_ros.engines import create_extractor
 from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
@@ -17,13 +17,6 @@ from aliked_ros.messages import build_keypoints_message
 def stamp_seconds(stamp) -> float:
     """A builtin_interfaces/Time (rclpy's or rosbags') in seconds."""
     return stamp.sec + stamp.nanosec * 1e-9
-
-
-def validate_score_threshold(value: float) -> float:
-    value = float(value)
-    if not math.isfinite(value) or not 0.0 <= value < 1.0:
-        raise AlikedError(f"score_threshold must be in [0, 1), not {value}: scores are sigmoid outputs.")
-    return value
 
 
 @dataclass(frozen=True)
@@ -48,7 +41,7 @@ class FrameProcessor:
     def __init__(self, extractor: Extractor, message_class, score_threshold: float = 0.0):
         self.extractor = extractor
         self.message_class = message_class
-        self._score_threshold = validate_score_threshold(score_threshold)
+        self._score_threshold = validation.score_threshold(score_threshold)
 
     @property
     def score_threshold(self) -> float:
@@ -56,7 +49,7 @@ class FrameProcessor:
 
     @score_threshold.setter
     def score_threshold(self, value: float) -> None:
-        self._score_threshold = validate_score_threshold(value)
+        self._score_threshold = validation.score_threshold(value)
 
     def process(self, image_message) -> ProcessedFrame:
         image = message_to_image(image_message)
@@ -115,15 +108,15 @@ def extractor_from_parameters(values: dict, log=print, image_size: tuple[int, in
     engine = resolve_engine(values)
     model, top_k, precision = values["model"], values["top_k"], values["precision"]
     height, width = image_size or (values["image_height"], values["image_width"])
-    log(f"Loading the {engine} engine for {model} (top_k {top_k}, {precision})")
-    if engine == "torch":
-        fp16 = precision == "fp16"
+    if engine == "torch" and precision == "fp16":
         from aliked_ros.engines.torch_engine import resolve_device
 
-        if fp16 and resolve_device(values["device"]).type == "cpu":
+        if resolve_device(values["device"]).type == "cpu":  # decided before the log line, which says what runs
             log("precision fp16 asked for on the CPU, where it is slower: running fp32")
-            fp16 = False
-        return create_extractor("torch", model=model, top_k=top_k, device=values["device"], fp16=fp16,
+            precision = "fp32"
+    log(f"Loading the {engine} engine for {model} (top_k {top_k}, {precision})")
+    if engine == "torch":
+        return create_extractor("torch", model=model, top_k=top_k, device=values["device"], fp16=precision == "fp16",
                                 weights=values["weights_path"] or None, cuda_graph=True,
                                 compile=torch_compile_enabled(values, log))
     explicit = values["engine_path"] if engine == "tensorrt" else values["onnx_path"]

@@ -303,6 +303,9 @@ def test_top_k_beyond_tensorrt_or_pixels_is_refused(capsys, tmp_path):
         validate_export_options("aliked-n16rot", 32, 32, 1025)
     with pytest.raises(AlikedError, match="Unknown deform mode"):
         validate_export_options("aliked-n16rot", 480, 640, 1000, "dcn")
+    # The engine cache checks the node's top_k here too: the message names the parameter, not export-onnx's flag.
+    with pytest.raises(AlikedError, match=r"^top_k must be at least 1 for an exported graph, not -1\.$"):
+        validate_export_options("aliked-n16rot", 480, 640, -1)
     code = main(["export-onnx", "--height", "480", "--width", "640", "--top-k", "5000",
                  "-o", str(tmp_path / "x.onnx")])
     assert code == 2 and "TopK" in capsys.readouterr().err

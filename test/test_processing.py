@@ -205,7 +205,10 @@ def test_node_parameters_give_the_cpu_an_uncompiled_fp32_torch_engine():
     assert values["precision"] == "fp16" and values["torch_compile"]  # the defaults, which the CPU cannot use
     extractor = extractor_from_parameters(values, log=logs.append)
     assert (extractor.precision, extractor.cuda_graph, extractor.compiled) == ("fp32", False, False)
-    assert any("running fp32" in line for line in logs)
+    # The precision is decided before the loading line, which states what runs (was "(top_k 300, fp16)").
+    assert logs[:2] == ["precision fp16 asked for on the CPU, where it is slower: running fp32",
+                        "Loading the torch engine for aliked-t16 (top_k 300, fp32)"], logs
+    assert not any("fp16)" in line for line in logs)
 
 
 def test_node_parameters_give_cuda_the_compiled_graph():

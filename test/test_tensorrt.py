@@ -85,7 +85,7 @@ def test_build_engine_command_refuses_an_existing_output(tmp_path, capsys):
 
     (tmp_path / "exists.engine").write_bytes(b"")
     assert main(["build-engine", str(tmp_path / "x.onnx"), "-o", str(tmp_path / "exists.engine")]) == 2
-    assert "pass --overwrite" in capsys.readouterr().err
+    assert "add --overwrite" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

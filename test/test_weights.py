@@ -77,7 +77,7 @@ def test_nowhere_to_be_found_offline_names_the_places_searched(isolated, monkeyp
 def test_corrupt_and_foreign_weights_fail_clearly(isolated):
     corrupt = isolated / "corrupt.pth"
     corrupt.write_bytes(packaged("aliked-t16").read_bytes()[:5000])
-    with pytest.raises(AlikedError, match="not a readable PyTorch weights file"):
+    with pytest.raises(AlikedError, match="is not valid ALIKED weights: it is truncated"):
         load_aliked("aliked-t16", weights=corrupt)
     with pytest.raises(AlikedError, match="does not hold aliked-n16 weights"):
         load_aliked("aliked-n16", weights=packaged("aliked-t16"))
@@ -85,6 +85,40 @@ def test_corrupt_and_foreign_weights_fail_clearly(isolated):
         load_aliked("aliked-t16", weights=isolated / "missing.pth")
     with pytest.raises(AlikedError, match="Unknown model"):
         weights.resolve_weights("aliked-x99")
+
+
+def test_bad_weights_paths_say_what_to_do(isolated, monkeypatch):
+    """A directory is named as one; a bad file given explicitly is the user's own (pass the official one), never
+    "delete it", and torch's weights_only=False advice (which would run any code the pickle holds) is not passed on;
+    only a bad file in the user cache may be deleted."""
+    directory = isolated / "weights"
+    directory.mkdir()
+    with pytest.raises(AlikedError, match=r"is a directory; give the .pth file itself \(aliked-t16.pth for this"):
+        load_aliked("aliked-t16", weights=directory)
+    shutil.copy(packaged("aliked-t16"), directory / "aliked-t16.pth")
+    with pytest.raises(AlikedError, match=f"is a directory; give the .pth file itself: {directory}/aliked-t16.pth"):
+        load_aliked("aliked-t16", weights=directory)
+
+    pickled_module = isolated / "model.pth"
+    torch.save(torch.nn.Linear(2, 2), pickled_module)  # a whole module: weights_only refuses it
+    empty = isolated / "empty.pth"
+    empty.write_bytes(b"")
+    for path, reason in ((pickled_module, "pickled Python objects"), (empty, "it is empty")):
+        with pytest.raises(AlikedError) as raised:
+            load_aliked("aliked-t16", weights=path)
+        message = str(raised.value)
+        assert f"{path} is not valid ALIKED weights: " in message and reason in message, message
+        assert "pass the official .pth file, or give no weights path" in message
+        assert "weights_only" not in message and "delete" not in message.lower() and "--" not in message
+
+    cached = isolated / "cache" / "weights" / "aliked-t16.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not the weights")
+    with pytest.raises(AlikedError, match="delete it so that a good copy is found or downloaded"):
+        weights.load_state_dict(cached)
+    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(isolated))
+    with pytest.raises(AlikedError, match=r"replace it with the official file, or unset \$ALIKED_ROS_WEIGHTS_DIR"):
+        weights.load_state_dict(empty)
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

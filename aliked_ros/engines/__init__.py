@@ -6,31 +6,32 @@ is imported only when the engine is created, so a deployment needs just the runt
 
 from __future__ import annotations
 
+from aliked_ros.dependencies import require
 from aliked_ros.engines.base import Extractor
-from aliked_ros.errors import AlikedError
+from aliked_ros.errors import InvalidValueError
 
 ENGINES = ("torch", "onnxruntime", "tensorrt")
 
 
 def create_extractor(engine: str = "torch", **options) -> Extractor:
-    """An extractor of the named engine; ``options`` are that engine's constructor arguments."""
+    """An extractor of the named engine; ``options`` are that engine's constructor arguments. A missing runtime
+    is a MissingPackageError (an AlikedError and an ImportError) that names what to install."""
     if engine == "torch":
-        try:
-            from aliked_ros.engines.torch_engine import TorchExtractor
-        except ImportError as error:
-            raise AlikedError(f"The torch engine needs PyTorch ({error}); pip install 'aliked-ros[torch]'.") from None
+        require("torch", "The torch engine")
+        from aliked_ros.engines.torch_engine import TorchExtractor
+
         return TorchExtractor(**options)
     if engine == "onnxruntime":
         from aliked_ros.engines.onnxruntime_engine import OnnxRuntimeExtractor  # reports a missing onnxruntime
 
         return OnnxRuntimeExtractor(**options)
     if engine == "tensorrt":
-        try:
-            from aliked_ros.engines.tensorrt_engine import TensorRTExtractor
-        except ImportError as error:
-            raise AlikedError(f"The tensorrt engine needs TensorRT's Python package and cuda-python ({error}).") from None
+        require("tensorrt", "The tensorrt engine")
+        require("cuda", "The tensorrt engine")
+        from aliked_ros.engines.tensorrt_engine import TensorRTExtractor
+
         return TensorRTExtractor(**options)
-    raise AlikedError(f"Unknown engine {engine!r}: choose one of {', '.join(ENGINES)}.")
+    raise InvalidValueError(f"Unknown engine {engine!r}: choose one of {', '.join(ENGINES)}.")
 
 
 __all__ = ["Extractor", "create_extractor", "ENGINES"]

@@ -82,9 +82,10 @@ def cached_onnx(model: str, height: int, width: int, top_k: int, precision: str,
 def cached_tensorrt_plan(model: str, height: int, width: int, top_k: int, precision: str, *,
                          directory: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
                          log=print) -> Path:
-    import tensorrt
-
+    from aliked_ros.dependencies import require
     from aliked_ros.engines.cuda_runtime import current_gpu
+
+    tensorrt = require("tensorrt", "The tensorrt engine")
 
     gpu_name, capability = current_gpu()
     gpu_slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-")

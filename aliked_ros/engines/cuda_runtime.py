@@ -10,7 +10,7 @@ import ctypes
 
 import numpy as np
 
-from aliked_ros.errors import AlikedError
+from aliked_ros.dependencies import missing_package
 
 
 def cudart():
@@ -20,7 +20,7 @@ def cudart():
         try:
             from cuda import cudart as runtime
         except ImportError:
-            raise AlikedError("The tensorrt engine needs cuda-python: pip install cuda-python.") from None
+            raise missing_package("The tensorrt engine", "cuda") from None
     return runtime
 
 

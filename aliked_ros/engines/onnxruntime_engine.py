@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aliked_ros.dependencies import missing_package
 from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
 from aliked_ros.export.metadata import EXPORT_HINT, INPUT_NAME, OUTPUT_NAMES, OnnxMetadata
@@ -24,8 +25,7 @@ _CPU, _CUDA, _TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "Tenso
 
 def _require_onnxruntime():
     if onnxruntime is None:
-        raise AlikedError("The onnxruntime engine needs onnxruntime: pip install 'aliked-ros[onnxruntime]' "
-                          "(or onnxruntime-gpu for CUDA and TensorRT).")
+        raise missing_package("The onnxruntime engine", "onnxruntime")
     return onnxruntime
 
 
@@ -78,7 +78,8 @@ def read_session_metadata(onnx_path: str | os.PathLike) -> OnnxMetadata:
     except Exception as error:  # onnxruntime's own exception types (InvalidProtobuf, Fail, NotImplemented...)
         if "DeformConv" in str(error):
             raise AlikedError(f"onnxruntime {runtime.__version__} cannot run DeformConv; upgrade onnxruntime "
-                              "(1.32 has it), or export the graph with --deform plain.") from None
+                              "(1.32 has it), or export the graph with `aliked-ros export-onnx --deform plain`."
+                              ) from None
         raise AlikedError(f"{path} is not an ONNX file onnxruntime can load ({str(error).strip()[:200]}); "
                           f"{EXPORT_HINT}.") from None
     metadata = OnnxMetadata.from_props(session.get_modelmeta().custom_metadata_map, path)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aliked_ros.dependencies import require
 from aliked_ros.engines.base import Extractor
 from aliked_ros.engines.cuda_runtime import PinnedBuffer, check, cudart, current_gpu
 from aliked_ros.errors import AlikedError
@@ -41,8 +42,7 @@ class TensorRTExtractor(Extractor):
     engine = "tensorrt"
 
     def __init__(self, engine_path: str | os.PathLike, *, log=None):
-        import tensorrt as trt
-
+        trt = require("tensorrt", "The tensorrt engine")
         self.engine_path = Path(engine_path)
         info = read_sidecar(self.engine_path)
         gpu_name, compute_capability = current_gpu()

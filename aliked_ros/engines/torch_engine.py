@@ -8,6 +8,7 @@ import os
 import numpy as np
 import torch
 
+from aliked_ros import validation
 from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
@@ -31,7 +32,9 @@ def resolve_device(device: str) -> torch.device:
     except RuntimeError:
         raise AlikedError(f"Unknown device {device!r}: use cpu, cuda, cuda:N or auto.") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise AlikedError("CUDA was asked for but PyTorch sees no CUDA device here; use --device cpu.")
+        # Raised to the API and the node as well as to the tools: name the value, not a command-line flag.
+        raise AlikedError(f"Device {device!r} was asked for but PyTorch sees no CUDA device here; run on the CPU "
+                          "(device \"cpu\").")
     if resolved.type not in ("cpu", "cuda"):
         raise AlikedError(f"Unsupported device {device!r}: use cpu, cuda, cuda:N or auto.")
     return resolved
@@ -41,8 +44,12 @@ class TorchExtractor(Extractor):
     """ALIKED in PyTorch eager mode.
 
     Convention (beyond :class:`Extractor`'s):
-        - ``top_k > 0``: top-k mode. ``top_k == -1``: threshold mode, the maxima above ``score_threshold`` (or
-          above the map's mean when it is not positive), at most ``max_keypoints`` of them.
+        - ``top_k > 0``: top-k mode, the K best maxima, of which those scoring above ``score_threshold`` are
+          returned (0, the default, keeps all K). A K above an image's pixel count is clamped to it.
+          ``top_k == -1``: threshold mode, the maxima above ``score_threshold`` (or above the map's mean when it is
+          0), at most ``max_keypoints`` of them.
+        - Every argument is checked by :mod:`aliked_ros.validation` (a wrong type is a TypeError, a value out of
+          range a ValueError; both AlikedErrors).
         - ``fp16`` runs the network in float16 (CUDA; on the CPU it works but is slow); detection and descriptor
           sampling stay float32.
         - Images of any size at least 32×32 work; each size is computed as it comes.
@@ -65,11 +72,14 @@ class TorchExtractor(Extractor):
                  score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
                  weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False,
                  compile: bool = False, small_conv: str = "torch"):
-        if top_k == 0 or top_k < -1:
-            raise AlikedError(f"top_k must be positive (top-k mode) or -1 (threshold mode), not {top_k}.")
-        if top_k == -1 and max_keypoints < 1:
-            raise AlikedError(f"max_keypoints must be at least 1, not {max_keypoints}.")
-        self.torch_device = resolve_device(device)
+        model = validation.model(model)
+        top_k = validation.top_k(top_k)
+        score_threshold = validation.score_threshold(score_threshold)
+        max_keypoints = validation.max_keypoints(max_keypoints)
+        for name, value in (("fp16", fp16), ("cuda_graph", cuda_graph), ("compile", compile),
+                            ("allow_download", allow_download)):
+            validation.flag(value, name)
+        self.torch_device = resolve_device(validation.device(device))
         if small_conv not in SMALL_CONV_IMPLEMENTATIONS:
             raise AlikedError(f"small_conv is torch (cuDNN) or triton (direct kernels), not {small_conv!r}.")
         if small_conv == "triton" and self.torch_device.type != "cuda":
@@ -123,22 +133,25 @@ class TorchExtractor(Extractor):
     @torch.inference_mode()
     def _extract(self, rgb: np.ndarray) -> Features:
         height, width = rgb.shape[:2]
-        if 0 < self.top_k and self.top_k > height * width:
-            raise AlikedError(f"top_k {self.top_k} exceeds the {height * width} pixels of a {width}x{height} image.")
+        # A K above the pixel count of a small image asks for every maximum there is: clamp it (never an error).
+        top_k = min(self.top_k, height * width)
         if self.cuda_graph:
             captured = self._graphs.get((height, width))
             if captured is None:
-                captured = self._graphs[(height, width)] = CapturedExtraction(self.aliked, self.dtype, height, width)
+                captured = self._graphs[(height, width)] = CapturedExtraction(self.aliked, self.dtype, height, width,
+                                                                              top_k)
             keypoints, scores, descriptors = captured(rgb)
-            valid = int(np.count_nonzero(scores > 0))
+            valid = int(np.count_nonzero(scores > self.score_threshold))
             return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
         # torch.from_numpy wants a writeable array; message buffers are read-only views (a copy is cheap here).
         host = torch.from_numpy(rgb) if rgb.flags.writeable else torch.tensor(rgb)
         image = host.to(self.torch_device, non_blocking=True)
         network_input = uint8_to_network_input(image, self.dtype)
         if self.top_k > 0:
-            keypoints, scores, descriptors = self.aliked(network_input)
-            valid = int((scores > 0).sum())  # one host sync; the slots without a maximum sort last
+            keypoints, scores, descriptors = self.aliked(network_input, top_k)
+            # One host sync. The slots without a maximum score 0 and sort last; score_threshold (0 unless given)
+            # cuts the sorted rows the same way.
+            valid = int((scores > self.score_threshold).sum())
             keypoints, scores, descriptors = keypoints[:valid], scores[:valid], descriptors[:valid]
         else:
             keypoints, scores, descriptors = self.aliked.detect_threshold(
@@ -155,11 +168,11 @@ class TorchExtractor(Extractor):
 class CapturedExtraction:
     """One image size's extraction captured as a CUDA graph, with its pinned host buffers (see TorchExtractor)."""
 
-    def __init__(self, aliked, dtype: torch.dtype, height: int, width: int, warmup: int = 3):
+    def __init__(self, aliked, dtype: torch.dtype, height: int, width: int, top_k: int, warmup: int = 3):
         device = next(aliked.parameters()).device
         self.host_image = torch.empty((height, width, 3), dtype=torch.uint8).pin_memory()
         self.device_image = torch.empty((height, width, 3), dtype=torch.uint8, device=device)
-        self.aliked, self.dtype = aliked, dtype
+        self.aliked, self.dtype, self.top_k = aliked, dtype, top_k
         self.stream = torch.cuda.Stream(device)
         self.host_image.numpy()[...] = 128
         with torch.inference_mode(), torch.cuda.stream(self.stream):
@@ -178,7 +191,7 @@ class CapturedExtraction:
     def _frame(self):
         self.device_image.copy_(self.host_image, non_blocking=True)
         network_input = uint8_to_network_input(self.device_image, self.dtype)
-        return tuple(output.float() for output in self.aliked(network_input))
+        return tuple(output.float() for output in self.aliked(network_input, self.top_k))
 
     def __call__(self, rgb: np.ndarray):
         np.copyto(self.host_image.numpy(), rgb)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from aliked_ros import outputs
 from aliked_ros.errors import AlikedError
 from aliked_ros.export.metadata import TENSORRT_TOPK_LIMIT, OnnxMetadata
 
@@ -43,14 +43,7 @@ def sidecar_path(engine_path: str | os.PathLike) -> Path:
 def write_sidecar(engine_path: str | os.PathLike, info: EngineInfo) -> Path:
     path = sidecar_path(engine_path)
     document = {"format": SIDECAR_FORMAT, **asdict(info), "onnx": info.onnx.to_props()}
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(document, file, indent=2)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    outputs.write_text(path, json.dumps(document, indent=2))
     return path
 
 
@@ -114,3 +107,24 @@ def format_parser_errors(errors) -> str:
             where += f" ({operator})"
         lines.append(f"  {where}: {description}")
     return "\n".join(lines)
+
+
+def is_aliked_engine(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a plan that ``build-engine`` wrote: a file with a readable sidecar of ours beside it."""
+    try:
+        read_sidecar(path)
+    except AlikedError:
+        return False
+    return Path(path).is_file()
+
+
+def is_sidecar(path: str | os.PathLike) -> bool:
+    try:
+        return json.loads(Path(path).read_text()).get("format") == SIDECAR_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+ENGINE_OUTPUT = outputs.OutputKind("a TensorRT engine written by aliked-ros (with its .json sidecar)", is_aliked_engine)
+SIDECAR_OUTPUT = outputs.OutputKind("an engine description written by aliked-ros", is_sidecar)
+

