@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from aliked_ros import __version__
+from aliked_ros import __version__, outputs
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 
@@ -42,6 +42,21 @@ Log = Callable[[str], None]
 GPU_WARMUP, GPU_REPEATS = 20, 200
 CPU_WARMUP, CPU_REPEATS = 2, 10  # a CPU frame takes 0.1 to 1 s: a CPU run stays in minutes
 MIB = float(1 << 20)
+REPORT_TITLE = "## aliked-ros bench"
+JSON_TOOL = "aliked-ros bench"
+
+
+def _is_bench_json(path) -> bool:
+    import json
+
+    try:
+        return json.loads(open(path, encoding="utf-8").read()).get("tool") == JSON_TOOL
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+REPORT_OUTPUT = outputs.OutputKind("a report written by aliked-ros bench", outputs.text_starting_with(REPORT_TITLE))
+JSON_OUTPUT = outputs.OutputKind("a JSON file written by aliked-ros bench", _is_bench_json)
 
 
 # --- statistics ---------------------------------------------------------------------------------------------------
@@ -1000,7 +1015,7 @@ def format_report(result: BenchResult) -> str:
     device = f"{machine['gpu']} ({machine['device']})" if gpu else f"{machine['cpu']}"
     software = ", ".join(f"{name} {machine[name]}" for name in ("aliked_ros", "torch", "kornia", "onnxruntime",
                                                                  "tensorrt") if machine.get(name))
-    lines = ["## aliked-ros bench", "",
+    lines = [REPORT_TITLE, "",
              f"- Device: {device}" + (f"; CPU: {machine['cpu']}" if gpu else ""),
              ]
     if gpu:
@@ -1070,6 +1085,6 @@ def result_to_json(result: BenchResult) -> dict:
         record = asdict(measurement)
         record["ratios"] = {label: ratio for label, ratio in reference_ratios(measurement, result.measurements)}
         measurements.append(record)
-    return {"machine": result.machine, "config": result.config, "message_class": result.message_class,
+    return {"tool": JSON_TOOL, "machine": result.machine, "config": result.config, "message_class": result.message_class,
             "measurements": measurements, "skipped": [asdict(item) for item in result.skipped],
             "notes": result.notes, "interrupted": result.interrupted}

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from aliked_ros import validation
 from aliked_ros.errors import AlikedError
-from aliked_ros.imaging import IMAGE_SUFFIXES, read_image
+from aliked_ros.imaging import IMAGE_SUFFIXES, is_hidden, read_image
 
 FORMATS = ("auto", "tum", "kitti", "folder")
 DEFAULT_RATE_HZ = 10.0  # KITTI's camera rate; also the default of a folder of images
@@ -110,7 +111,9 @@ def read_frame(frame: Frame) -> np.ndarray:
 
 
 def image_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files of ``directory`` in name order, hidden ones (macOS's ``._000100.png``) left out."""
+    return sorted(p for p in directory.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p))
 
 
 def _is_timestamp_name(path: Path) -> bool:
@@ -157,8 +160,7 @@ def tum_camera_from_path(source: Path) -> str | None:
 def _relative_frames(paths: list[Path], rate_hz: float, start_time: float, numbered: bool = False) -> list[Frame]:
     """Frames ``1 / rate_hz`` apart from ``start_time``; ``numbered`` takes each file's name as its frame number
     (KITTI's 000100.png is frame 100), so a part of a sequence keeps its place in time."""
-    if not rate_hz > 0:
-        raise AlikedError(f"--rate must be positive, not {rate_hz}.")
+    rate_hz = validation.rate_hz(rate_hz, "--rate")
     start = seconds_to_ns(str(start_time))
     indices = [int(path.stem) for path in paths] if numbered else range(len(paths))
     return [Frame(path, start + round(index * 1e9 / rate_hz)) for index, path in zip(indices, paths)]
@@ -221,19 +223,37 @@ def read_times(path: Path, count: int) -> list[int]:
     return times[:count]
 
 
+def kitti_camera(image_dir: Path, paths: list[Path], notes: list[str]) -> str:
+    """Which KITTI camera the frames come from, image_0 (grey left) or image_2 (colour left): the folder's name
+    where it is one of them, checked against the first frame; else the first frame's pixels decide."""
+    if not paths:
+        return image_dir.name if image_dir.name in KITTI_TOPICS else "image_0"
+    colour = read_frame(Frame(paths[0], 0)).ndim == 3
+    pixels = "colour" if colour else "grey"
+    if image_dir.name in KITTI_TOPICS:
+        if (image_dir.name == "image_2") != colour:
+            raise AlikedError(f"{paths[0]} is {pixels}, but {image_dir.name}/ holds KITTI's "
+                              f"{'colour' if image_dir.name == 'image_2' else 'grey'} camera; give the folder of "
+                              "the right camera, or --format folder for other images.")
+        return image_dir.name
+    camera = "image_2" if colour else "image_0"
+    notes.append(f"{pixels} frames: KITTI's {pixels} left camera ({camera})")
+    return camera
+
+
 def read_kitti(source: Path, camera: str, rate_hz: float | None, start_time: float) -> ImageSequence:
     notes = []
     image_dir, sequence_dir = _kitti_dirs(source) or (source, source)  # else a bare folder of frames
     paths = image_files(image_dir)
-    topic = KITTI_TOPICS.get(image_dir.name, KITTI_TOPICS["image_0"])
-    frame_id = KITTI_FRAME_IDS.get(image_dir.name, KITTI_FRAME_IDS["image_0"])
+    kitti_dir = kitti_camera(image_dir, paths, notes)
+    topic, frame_id = KITTI_TOPICS[kitti_dir], KITTI_FRAME_IDS[kitti_dir]
     times_file = sequence_dir / "times.txt"
     if times_file.is_file() and rate_hz is None:
         start = seconds_to_ns(str(start_time))
         frames = [Frame(path, start + time) for path, time in zip(paths, read_times(times_file, len(paths)))]
         notes.append(f"stamps from {times_file.name} + {start_time:g} s (--start-time)")
     else:
-        rate_hz = rate_hz or DEFAULT_RATE_HZ
+        rate_hz = DEFAULT_RATE_HZ if rate_hz is None else rate_hz
         numbered = bool(paths) and all(_is_kitti_name(path) for path in paths)
         frames = _relative_frames(paths, rate_hz, start_time, numbered)
         reason = "--rate given" if times_file.is_file() else f"no times.txt, so {rate_hz:g} Hz (--rate)"
@@ -244,7 +264,7 @@ def read_kitti(source: Path, camera: str, rate_hz: float | None, start_time: flo
     if camera in TUM_CAMERAS:
         intrinsics = TUM_CAMERAS[camera]
     elif camera == "auto" and calib.is_file():
-        intrinsics = parse_kitti_calib(calib, KITTI_CALIB_ROWS.get(image_dir.name, "P0"))
+        intrinsics = parse_kitti_calib(calib, KITTI_CALIB_ROWS[kitti_dir])
         notes.append(f"intrinsics from {calib.name} ({intrinsics.name[6:]})")
     elif camera == "auto":
         notes.append("no calib.txt, so no CameraInfo")
@@ -252,7 +272,7 @@ def read_kitti(source: Path, camera: str, rate_hz: float | None, start_time: flo
 
 
 def read_folder(source: Path, camera: str, rate_hz: float | None, start_time: float) -> ImageSequence:
-    rate_hz = rate_hz or DEFAULT_RATE_HZ
+    rate_hz = DEFAULT_RATE_HZ if rate_hz is None else rate_hz
     notes = [f"frames in name order at {rate_hz:g} Hz (--rate) from {start_time:g} s (--start-time)"]
     frames = _relative_frames(image_files(source), rate_hz, start_time)
     return ImageSequence("folder", frames, TUM_CAMERAS.get(camera), FOLDER_TOPIC, FOLDER_FRAME_ID, notes)
@@ -270,6 +290,10 @@ def load_sequence(source: str | Path, image_format: str = "auto", camera: str = 
         raise AlikedError(f"--format must be one of {', '.join(FORMATS)}, not {image_format!r}.")
     if camera not in CAMERA_CHOICES:
         raise AlikedError(f"--camera must be one of {', '.join(CAMERA_CHOICES)}, not {camera!r}.")
+    if rate_hz is not None:
+        validation.rate_hz(rate_hz, "--rate")  # 0 is not "the default"
+    if start_time is not None:
+        seconds_to_ns(str(validation.number(start_time, "--start-time")))
     notes = []
     if image_format == "auto":
         image_format, reason = detect_format(source)

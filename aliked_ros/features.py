@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from aliked_ros import outputs
 from aliked_ros.errors import AlikedError
+
+NPZ_KEYS = ("keypoints", "scores", "descriptors", "image_size")
 
 
 @dataclass(frozen=True)
@@ -57,16 +59,9 @@ class Features:
 
     def save_npz(self, path: str | os.PathLike) -> None:
         """Write ``keypoints``, ``scores``, ``descriptors`` and ``image_size`` (H, W) to ``path`` atomically."""
-        path = Path(path)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(file, keypoints=self.keypoints, scores=self.scores, descriptors=self.descriptors,
-                         image_size=np.array([self.image_height, self.image_width], dtype=np.int64))
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        with outputs.atomic_file(path) as file:
+            np.savez(file, keypoints=self.keypoints, scores=self.scores, descriptors=self.descriptors,
+                     image_size=np.array([self.image_height, self.image_width], dtype=np.int64))
 
     @classmethod
     def load_npz(cls, path: str | os.PathLike) -> "Features":
@@ -76,3 +71,17 @@ class Features:
                 return cls(data["keypoints"], data["scores"], data["descriptors"], height, width)
         except (OSError, KeyError, ValueError) as error:
             raise AlikedError(f"{path} is not a features file written by aliked-ros ({error}).") from None
+
+
+def is_features_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a features file that :meth:`Features.save_npz` writes (its four arrays, nothing else),
+    read from the archive's listing without loading the arrays."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sorted(archive.namelist()) == sorted(f"{key}.npy" for key in NPZ_KEYS)
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+FEATURES_OUTPUT = outputs.OutputKind("a features file (.npz) written by aliked-ros", lambda path: is_features_file(path))
+

@@ -33,10 +33,17 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
         image = image[:, :, 0]
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
-    elif image.ndim != 3 or image.shape[2] != 3:
-        channels = image.shape[2] if image.ndim == 3 else f"{image.ndim} dimensions"
+    elif image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] > 4:
+        # (C, H, W), as torch and many loaders hold images: its last axis is a width, not a channel count.
+        fix = "image[:3].transpose(1, 2, 0)" if image.shape[0] == 4 else "image.transpose(1, 2, 0)"
         raise AlikedError(
-            f"Expected an RGB (H, W, 3) or grayscale (H, W) image, got shape {image.shape} ({channels} channels); "
+            f"The image has shape {image.shape}, which looks channels-first (C, H, W); give it channels-last, "
+            f"RGB (H, W, 3) or grayscale (H, W): {fix}."
+        )
+    elif image.ndim != 3 or image.shape[2] != 3:
+        layout = f"{image.shape[2]} channels" if image.ndim == 3 else f"{image.ndim} dimensions"
+        raise AlikedError(
+            f"Expected an RGB (H, W, 3) or grayscale (H, W) image, got shape {image.shape} ({layout}); "
             "convert RGBA or other layouts to RGB first."
         )
     height, width = image.shape[:2]
@@ -149,12 +156,19 @@ def raw_image(encoding: str, height: int, width: int, step: int, is_bigendian: b
     return np.ascontiguousarray(convert_color(pixels, encoding, "rgb8"))
 
 
+def is_hidden(path: Path) -> bool:
+    """Dot files: macOS's ``._frame.png`` resource forks, editors' temporary files. Never images of a sequence."""
+    return path.name.startswith(".")
+
+
 def list_images(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Image files named by ``inputs``; a directory stands for the image files in it, in name order."""
+    """Image files named by ``inputs``; a directory stands for the image files in it, in name order, hidden files
+    left out (a file named explicitly is taken whatever its name)."""
     paths: list[Path] = []
     for entry in map(Path, inputs):
         if entry.is_dir():
-            found = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in entry.iterdir()
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p))
             if not found:
                 raise AlikedError(f"The directory {entry} holds no image ({', '.join(IMAGE_SUFFIXES)}).")
             paths.extend(found)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from aliked_ros import outputs
+from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 
 
@@ -30,19 +33,56 @@ def draw_keypoints(rgb: np.ndarray, features: Features, radius: int = 3) -> np.n
     return canvas
 
 
+# A PNG text chunk that signs our pictures, so that --overwrite can tell them from the user's own (PNG
+# specification, 11.3.4.3 tEXt: keyword, a zero byte, Latin-1 text).
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PICTURE_KEYWORD, PICTURE_TEXT = b"Software", b"aliked-ros keypoints"
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _png_chunks(data: bytes):
+    """(type, data) of each chunk of a PNG file's bytes; stops at the first truncated chunk."""
+    offset = len(PNG_SIGNATURE)
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        if offset + 12 + length > len(data):
+            return
+        yield kind, data[offset + 8:offset + 8 + length]
+        offset += 12 + length
+
+
+def sign_png(encoded: bytes) -> bytes:
+    """``encoded`` PNG bytes with our text chunk inserted before the image data."""
+    first_data = encoded.index(b"IDAT") - 4  # chunk length field before its type
+    return encoded[:first_data] + _png_chunk(b"tEXt", PICTURE_KEYWORD + b"\0" + PICTURE_TEXT) + encoded[first_data:]
+
+
+def is_aliked_picture(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a PNG picture that :func:`write_image` wrote (it carries our text chunk)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return False
+    if not data.startswith(PNG_SIGNATURE):
+        return False
+    return any(kind == b"tEXt" and chunk == PICTURE_KEYWORD + b"\0" + PICTURE_TEXT
+               for kind, chunk in _png_chunks(data))
+
+
+PICTURE_OUTPUT = outputs.OutputKind("a keypoint picture (.png) written by aliked-ros", is_aliked_picture)
+
+
 def write_image(path: str | os.PathLike, bgr: np.ndarray) -> None:
-    """Write a picture atomically (a complete file or none), format from the suffix."""
+    """Write a picture atomically (a complete file or none), format from the suffix; a PNG is signed as ours."""
     import cv2
 
     path = Path(path)
-    ok, encoded = cv2.imencode(path.suffix or ".png", bgr)
+    suffix = path.suffix.lower() or ".png"
+    ok, encoded = cv2.imencode(suffix, bgr)
     if not ok:
-        raise OSError(f"could not encode {path}")
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(encoded.tobytes())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        raise AlikedError(f"{path}: OpenCV cannot write {suffix} pictures; name a .png file.")
+    data = encoded.tobytes()
+    outputs.write_bytes(path, sign_png(data) if suffix == ".png" else data)

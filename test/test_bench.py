@@ -298,7 +298,7 @@ def test_bad_arguments_fail_before_any_measurement(tmp_path, capsys):
     assert main(["bench", "--top-k", "1000,lots"]) == 2
     assert "whole numbers" in capsys.readouterr().err
     assert main(["bench", "--output", str(tmp_path / "missing" / "x.md")]) == 2
-    assert "existing directory" in capsys.readouterr().err
+    assert "does not exist; create it first" in capsys.readouterr().err
     assert main(["bench", "--profile", "-1"]) == 2
     assert "--profile takes a number of frames" in capsys.readouterr().err
 

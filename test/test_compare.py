@@ -369,7 +369,7 @@ def test_torch_against_onnxruntime(small_onnx, crop, gray_frame, tmp_path, capsy
     (["--match-radius", "0"], "--match-radius must be a positive"),
     (["--resize", "big"], "is not WIDTHxHEIGHT"),
     (["--a", "torch:model=aliked-t16", "--b", "torch:model=aliked-n16"], "cannot be compared"),
-    (["--output", "no/such/dir/report.md"], "existing directory"),
+    (["--output", "no/such/dir/report.md"], "does not exist; create it first"),
 ])
 def test_bad_input_gives_one_clear_error(crop, tmp_path, capsys, arguments, message):
     images = [str(crop)] if "missing.png" not in arguments else []

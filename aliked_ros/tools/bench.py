@@ -14,7 +14,8 @@ from pathlib import Path
 
 from aliked_ros import benchmark
 from aliked_ros.errors import AlikedError
-from aliked_ros.tools.common import output_path
+from aliked_ros import outputs
+from aliked_ros.tools.common import add_overwrite_option, output_path
 
 DEFAULT_MODELS = "aliked-t16,aliked-n16rot"
 DEFAULT_TOP_K = "1000,2000"
@@ -67,6 +68,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--output", "-o", default=None, metavar="FILE.md", help="also write the report here")
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="write every raw number (per-frame times included) as JSON here")
+    add_overwrite_option(parser, "a report or JSON file")
     parser.set_defaults(run=run)
 
 
@@ -118,8 +120,9 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     # Everything a user can get wrong is checked before minutes of measuring (the rest by run_benchmark).
-    output = output_path(args.output, "--output")
-    json_path = output_path(args.json, "--json")
+    inputs = [*(args.images or [])]
+    output = output_path(args.output, "--output", benchmark.REPORT_OUTPUT, args.overwrite, inputs)
+    json_path = output_path(args.json, "--json", benchmark.JSON_OUTPUT, args.overwrite, [*inputs, args.output])
     config = benchmark.BenchConfig(
         models=_list(args.models, "--models"),
         top_ks=_list(args.top_k, "--top-k", int),
@@ -143,9 +146,9 @@ def run(args: argparse.Namespace) -> int:
     report = benchmark.format_report(result)
     print(report, end="")
     if output is not None:
-        output.write_text(report)
+        outputs.write_text(output, report)
         print(f"bench: wrote {output}", file=sys.stderr)
     if json_path is not None:
-        json_path.write_text(json.dumps(benchmark.result_to_json(result), indent=1) + "\n")
+        outputs.write_text(json_path, json.dumps(benchmark.result_to_json(result), indent=1) + "\n")
         print(f"bench: wrote {json_path}", file=sys.stderr)
     return 130 if result.interrupted else 0

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from aliked_ros.errors import AlikedError
+from aliked_ros import outputs
+from aliked_ros.export.engine_info import ENGINE_OUTPUT, SIDECAR_OUTPUT, sidecar_path
 
 
 def add_parser(subparsers) -> None:
@@ -20,16 +20,22 @@ def add_parser(subparsers) -> None:
                         help="builder optimisation level (default 3)")
     parser.add_argument("--timing-cache", default=None, metavar="FILE",
                         help="read and update this timing cache (faster rebuilds)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing engine")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an engine (and its sidecar) that build-engine wrote (never other files)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from aliked_ros.export.tensorrt_build import build_engine
 
-    output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        raise AlikedError(f"{output} exists; pass --overwrite to replace it.")
+    # The plan and its sidecar are checked before TensorRT loads (README, "Outputs and failures").
+    inputs = (args.onnx, args.timing_cache)
+    output = outputs.check_output(args.output, ENGINE_OUTPUT, flag="--output", overwrite=args.overwrite,
+                                  inputs=inputs)
+    outputs.check_output(sidecar_path(output), SIDECAR_OUTPUT, flag="--output", overwrite=args.overwrite,
+                         inputs=inputs)
+    if args.timing_cache:  # read and rewritten: it must be neither the ONNX file nor the plan
+        outputs.check_not_an_input(args.timing_cache, (args.onnx, output, sidecar_path(output)), "--timing-cache")
     build_engine(args.onnx, output, workspace_mib=args.workspace, optimization_level=args.opt_level,
                  timing_cache=args.timing_cache)
     return 0

@@ -35,12 +35,15 @@ import numpy as np
 from aliked_ros.comparison import MatchStatistics, markdown_table, match_features, table_row
 from aliked_ros.errors import AlikedError
 from aliked_ros.imaging import as_rgb, list_images, read_image
-from aliked_ros.tools.common import output_path
+from aliked_ros import outputs
+from aliked_ros.tools.common import add_overwrite_option, output_path
 
 DEFAULT_A = "torch:precision=fp32"
 DEFAULT_B = "torch:precision=fp16"
 DEFAULT_MATCH_RADIUS = 1.0
 DEFAULT_TOP_K = 1000
+REPORT_TITLE = "## aliked-ros compare"
+REPORT_OUTPUT = outputs.OutputKind("a report written by aliked-ros compare", outputs.text_starting_with(REPORT_TITLE))
 
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
@@ -179,6 +182,7 @@ def add_parser(subparsers) -> None:
                              "and with B's features, and report the mean corner error (a downstream check)")
     parser.add_argument("--output", "-o", default=None, metavar="FILE.md",
                         help="also write the report (markdown) to this file")
+    add_overwrite_option(parser, "a report")
     parser.set_defaults(run=run)
 
 
@@ -219,6 +223,11 @@ def select_frames(inputs: list[str], max_images: int | None) -> list[Frame]:
 
 
 # --- extractors ---------------------------------------------------------------------------------------------------
+
+def spec_paths(spec: ExtractorSpec) -> list[str]:
+    """The files an extractor spec reads (weights, ONNX file, engine)."""
+    return [spec.options[key] for key in ("weights", "onnx_path", "engine_path") if key in spec.options]
+
 
 def fixed_model_and_top_k(spec: ExtractorSpec) -> tuple[str, int] | None:
     """What an exported file was made for, read without opening a session; None for torch."""
@@ -269,7 +278,7 @@ def log(text: str) -> None:
 
 def report_markdown(description_a: str, description_b: str, radius: float, rows: list[list[str]],
                     notes: list[str]) -> str:
-    lines = ["## aliked-ros compare", "",
+    lines = [REPORT_TITLE, "",
              f"- A: {description_a}",
              f"- B: {description_b}",
              f"- Keypoints paired by mutual nearest neighbour within {radius:g} px; matched % is of the larger count; "
@@ -332,7 +341,8 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k is not None and (args.top_k == 0 or args.top_k < -1):
         raise AlikedError(f"--top-k must be positive or -1 (threshold mode), not {args.top_k}.")
     resize = _parse_size(args.resize) if args.resize else None
-    output = output_path(args.output, "--output")
+    inputs = [*args.images, args.weights, *spec_paths(spec_a), *spec_paths(spec_b)]
+    output = output_path(args.output, "--output", REPORT_OUTPUT, args.overwrite, inputs)
     frames = select_frames(args.images, args.max_images)
 
     from aliked_ros.engines import create_extractor
@@ -407,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
         report += homography_markdown(homography_rows, args.homography)
     print(report, end="")
     if output is not None:
-        output.write_text(report)
+        outputs.write_text(output, report)
         log(f"wrote {output}")
     return 130 if interrupted else 0
 

@@ -7,9 +7,11 @@ import statistics
 import time
 from pathlib import Path
 
+from aliked_ros import outputs
+from aliked_ros.errors import InvalidValueError
 from aliked_ros.imaging import read_image
 from aliked_ros.sample_data import dataset_frames, registry_frames
-from aliked_ros.tools.common import add_model_options, create_torch_extractor
+from aliked_ros.tools.common import add_model_options, add_overwrite_option, create_torch_extractor
 
 
 def add_parser(subparsers) -> None:
@@ -19,27 +21,38 @@ def add_parser(subparsers) -> None:
                     "else scikit-image's sample images.")
     parser.add_argument("--output", "-o", default="aliked_demo", help="directory for the pictures (default aliked_demo)")
     parser.add_argument("--frames", type=int, default=5, help="frames per sequence (default 5)")
+    add_overwrite_option(parser, "the pictures")
     add_model_options(parser)
     parser.set_defaults(run=run)
 
 
-def load_sequences(frames: int) -> dict[str, list]:
-    sequences = {}
-    for name in ("tum", "kitti"):
-        paths = dataset_frames(name)[:frames]
-        if paths:
-            sequences[name] = [read_image(path) for path in paths]
+def sample_paths(frames: int) -> dict[str, list[Path]]:
+    """The shared TUM and KITTI frames used, per set (empty where ../shared/data is absent)."""
+    return {name: paths[:frames] for name in ("tum", "kitti") if (paths := dataset_frames(name))}
+
+
+def load_sequences(paths: dict[str, list[Path]], frames: int) -> dict[str, list]:
+    sequences = {name: [read_image(path) for path in files] for name, files in paths.items()}
     if not sequences:
         sequences = {name: [image] * min(frames, 3) for name, image in registry_frames()}
     return sequences
 
 
 def run(args: argparse.Namespace) -> int:
-    from aliked_ros.visualize import draw_keypoints, write_image
+    from aliked_ros.visualize import PICTURE_OUTPUT, draw_keypoints, write_image
 
-    sequences = load_sequences(max(1, args.frames))
-    extractor = create_torch_extractor(args)
+    if args.frames < 1:
+        raise InvalidValueError(f"--frames must be at least 1, not {args.frames}.")
+    paths = sample_paths(args.frames)
+    inputs = [args.weights, *(files[0].parent for files in paths.values())]
+    sequences = load_sequences(paths, args.frames)
     output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise outputs.OutputError(f"--output {output} is a file; name the directory for the pictures.")
+    for name in sequences:  # checked before the network loads (README, "Outputs and failures")
+        outputs.check_output(output / f"{name}.png", PICTURE_OUTPUT, flag="--output", overwrite=args.overwrite,
+                             inputs=inputs, create_parents=True)
+    extractor = create_torch_extractor(args)
     output.mkdir(parents=True, exist_ok=True)
     print(extractor.describe())
     for name, images in sequences.items():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-from aliked_ros.errors import AlikedError
-from aliked_ros.export.metadata import DEFORM_MODES
+from aliked_ros import outputs
+from aliked_ros.dependencies import require
+from aliked_ros.export.metadata import DEFORM_MODES, ONNX_OUTPUT
 from aliked_ros.model.configs import DEFAULT_MODEL, MODEL_CONFIGS
 
 
@@ -35,18 +35,18 @@ def add_parser(subparsers) -> None:
                         help="image for the comparison with PyTorch (default: a shared TUM/KITTI frame or a "
                              "scikit-image sample, resized to H x W)")
     parser.add_argument("--output", "-o", required=True, help="the .onnx file to write")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an ONNX file that export-onnx wrote (never other files)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    output = Path(args.output)
-    if output.is_dir():
-        raise AlikedError(f"--output {output} is a directory; name the .onnx file to write.")
-    try:
-        from aliked_ros.export.onnx_export import export_onnx, validate_export_options
-    except ImportError as error:
-        raise AlikedError(f"Export needs torch, onnx and onnxruntime ({error}); "
-                          "pip install 'aliked-ros[export]'.") from None
+    # The output is checked before the network loads (README, "Outputs and failures").
+    output = outputs.check_output(args.output, ONNX_OUTPUT, flag="--output", overwrite=args.overwrite,
+                                  inputs=(args.weights, args.parity_image))
+    require("torch", "Export")
+    from aliked_ros.export.onnx_export import export_onnx, validate_export_options
+
     validate_export_options(args.model, args.height, args.width, args.top_k, args.deform)
 
     start = time.perf_counter()
