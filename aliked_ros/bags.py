@@ -1,5 +1,5 @@
-"""ROS bags through rosbags, without ROS: output paths, a ROS 2 bag writer, a reader for ROS 1 and ROS 2 bags,
-image topics, and the sensor_msgs messages images-to-bag writes.
+"""ROS bags through rosbags, without ROS: output paths, a reader for ROS 1 and ROS 2 bags, image topics, and the
+sensor_msgs messages images-to-bag writes. Bags are written by :mod:`aliked_ros.bag_writer`.
 
 Convention:
     - Written bags are ROS 2 bags (rosbag2 format 9, as ROS 2 Jazzy writes them), mcap by default (what
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import shutil
 import sqlite3
 import struct
 from collections.abc import Iterator
@@ -25,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from aliked_ros import outputs
 from aliked_ros.errors import AlikedError
+from aliked_ros.outputs import OutputKind
 
 STORAGES = ("mcap", "sqlite3")
 DEFAULT_STORAGE = "mcap"
@@ -60,82 +61,35 @@ def is_ros2_bag_dir(path: Path) -> bool:
                               any(path.glob("*.db3")))
 
 
-def check_output(path: str | Path, overwrite: bool, inputs: tuple[Path, ...] = ()) -> Path:
-    """``path`` checked for a new ROS 2 bag: an existing one is refused unless ``overwrite``, and then only a ROS 2
-    bag directory, an empty directory or a file may be replaced, never another directory nor an input of the run."""
+def _replaceable_bag(path: Path) -> bool:
+    """What --overwrite may replace with a new bag: a ROS 2 bag directory or an empty directory."""
+    return path.is_dir() and not path.is_symlink() and (is_ros2_bag_dir(path) or not any(path.iterdir()))
+
+
+BAG_OUTPUT = OutputKind("a ROS 2 bag (or an empty directory)", _replaceable_bag, directory=True)
+
+
+def check_output(path: str | Path, overwrite: bool, inputs: tuple[Path | str | None, ...] = (),
+                 flag: str = "--output") -> Path:
+    """``path`` checked for a new ROS 2 bag before any work, by the policy of :mod:`aliked_ros.outputs`: not an input
+    nor holding one, its directory writable, an existing path refused unless ``overwrite``, and then only a ROS 2
+    bag directory or an empty directory replaced, never a file or another directory."""
     path = Path(path)
-    for source in inputs:
-        resolved, target = source.resolve(), path.resolve()
-        if resolved == target or target in resolved.parents:
-            raise AlikedError(f"--output {path} is or holds the input {source}; write the result somewhere else.")
+    outputs.check_not_an_input(path, inputs, flag, replaces_directory=True)
     if path.suffix in (".bag", ".mcap", ".db3"):  # a ROS 2 bag is a directory; ".bag" would read as ROS 1
-        raise AlikedError(f"--output {path}: the output is a ROS 2 bag, a directory; name it without {path.suffix}.")
-    if not path.exists() and not path.is_symlink():
-        if not path.parent.is_dir():
-            raise AlikedError(f"The directory {path.parent} of --output does not exist; create it first.")
-        return path
-    if not overwrite:
-        raise AlikedError(f"{path} exists; choose another --output or add --overwrite to replace it.")
-    if path.is_dir() and not path.is_symlink() and not is_ros2_bag_dir(path) and any(path.iterdir()):
-        raise AlikedError(f"{path} is a directory that is not a ROS 2 bag; --overwrite only replaces bags. "
-                          "Remove it yourself or choose another --output.")
-    return path
+        raise AlikedError(f"{flag} {path}: the output is a ROS 2 bag, a directory; name it without {path.suffix}.")
+    return outputs.check_output(path, BAG_OUTPUT, flag=flag, overwrite=overwrite, inputs=inputs)
 
 
 def clear_output(path: Path) -> None:
     """Remove what :func:`check_output` allowed to be replaced."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+    outputs.remove_output(path)
 
 
-def prepare_output(path: str | Path, overwrite: bool, inputs: tuple[Path, ...] = ()) -> Path:
+def prepare_output(path: str | Path, overwrite: bool, inputs: tuple[Path | str | None, ...] = ()) -> Path:
     path = check_output(path, overwrite, inputs)
     clear_output(path)
     return path
-
-
-# --- writing -----------------------------------------------------------------------------------------------------
-
-
-class BagWriter:
-    """A ROS 2 bag being written: one connection per topic, messages serialised as CDR.
-
-    Use it as a context manager: it closes on every exit, Ctrl-C included, so the bag holds what was written and
-    its metadata.yaml (and mcap summary) are complete.
-    """
-
-    def __init__(self, path: Path, storage: str = DEFAULT_STORAGE):
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
-        if storage not in STORAGES:
-            raise AlikedError(f"--storage must be one of {', '.join(STORAGES)}, not {storage!r}.")
-        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-        self.path = path
-        self.storage = storage
-        self._writer = Writer(path, version=BAG_VERSION, storage_plugin=plugin)
-        self._connections = {}
-        self.counts: dict[str, int] = {}
-
-    def __enter__(self) -> BagWriter:
-        self._writer.open()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._writer.close()
-
-    def write(self, topic: str, timestamp_ns: int, message) -> None:
-        """Serialise ``message`` (a class of :func:`typestore`) on ``topic`` at bag time ``timestamp_ns``."""
-        msgtype = message.__msgtype__
-        connection = self._connections.get(topic)
-        if connection is None:
-            # The typestore makes rosbags store the message definition and its type hash in the bag.
-            connection = self._writer.add_connection(topic, msgtype, typestore=typestore())
-            self._connections[topic] = connection
-            self.counts[topic] = 0
-        self._writer.write(connection, timestamp_ns, typestore().serialize_cdr(message, msgtype))
-        self.counts[topic] += 1
 
 
 # --- messages ----------------------------------------------------------------------------------------------------

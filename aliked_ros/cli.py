@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from aliked_ros import __version__
 from aliked_ros.errors import AlikedError
+from aliked_ros.signals import Terminated, handle_termination, restore_handlers
 from aliked_ros.tools import (bench, build_engine, compare, demo, export_onnx, extract, images_to_bag, process_bag,
                                vo)
 
@@ -22,14 +24,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = handle_termination()
     try:
         return args.run(args)
     except AlikedError as error:
         print(f"aliked-ros {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except Terminated as terminated:
+        print(f"aliked-ros {args.command}: terminated by {signal.Signals(terminated.signum).name}", file=sys.stderr)
+        return 128 + terminated.signum  # as a shell reports a process that a signal ended: 143, 129
     except KeyboardInterrupt:
         print(f"aliked-ros {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        restore_handlers(previous)
 
 
 if __name__ == "__main__":

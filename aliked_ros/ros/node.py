@@ -26,6 +26,7 @@ from aliked_ros.errors import AlikedError
 from aliked_ros.latency import LatencyMonitor
 from aliked_ros.msg import Keypoints
 from aliked_ros.processing import FrameProcessor, extractor_from_parameters, needs_image_size
+from aliked_ros.signals import handle_termination
 from aliked_ros.visualize import draw_keypoints
 
 
@@ -249,7 +250,8 @@ class AlikedNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
+    rclpy.init(args=args)  # rclpy shuts the node down on SIGINT and SIGTERM
+    handle_termination(("SIGHUP",))  # a closed terminal: the same clean stop (Terminated is a KeyboardInterrupt)
     node = None
     try:
         node = AlikedNode()

@@ -25,6 +25,7 @@ from aliked_ros.errors import AlikedError
 from aliked_ros.matching import create_matcher
 from aliked_ros.messages import features_from_message
 from aliked_ros.msg import Keypoints
+from aliked_ros.signals import handle_termination
 
 
 def _pose_message(pose, target) -> None:
@@ -149,7 +150,8 @@ class VisualOdometryNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
+    rclpy.init(args=args)  # rclpy shuts the node down on SIGINT and SIGTERM
+    handle_termination(("SIGHUP",))  # a closed terminal: the same clean stop (Terminated is a KeyboardInterrupt)
     node = None
     try:
         node = VisualOdometryNode()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from aliked_ros import bags, datasets
+from aliked_ros.bag_writer import BagWriter
 from aliked_ros.errors import AlikedError
 from aliked_ros.progress import Progress
 
@@ -49,33 +50,40 @@ def add_parser(subparsers) -> None:
                              "'freiburgN' in the path, else none), tum-fr1, tum-fr2, tum-fr3 (the TUM RGB-D "
                              "benchmark's published RGB calibration), or none (no CameraInfo)")
     parser.add_argument("--max-frames", type=int, default=None, help="write only the first N frames")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output if it is a bag already")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --output if it is a ROS 2 bag or an empty directory (never anything else)")
     parser.set_defaults(run=run)
 
 
-def write_sequence(sequence: datasets.ImageSequence, writer: bags.BagWriter, topic: str, frame_id: str,
+def write_sequence(sequence: datasets.ImageSequence, writer: BagWriter, topic: str, frame_id: str,
                    progress: Progress) -> None:
-    """One Image (and CameraInfo) per frame, bag time = header stamp. A sequence keeps its first frame's encoding."""
+    """One Image (and CameraInfo) per frame, bag time = header stamp. A sequence keeps its first frame's encoding and
+    size: subscribers (and CameraInfo) expect neither to change on one topic."""
     info_topic = bags.camera_info_topic(topic)
-    first_layout = None
+    first = None  # (layout, width, height) of the first frame
     for frame in sequence.frames:
         pixels = datasets.read_frame(frame)
         layout = "grey" if pixels.ndim == 2 else "colour"
-        if first_layout is None:
-            first_layout = layout
-        elif layout != first_layout:  # one topic, one encoding: subscribers expect it not to change
-            raise AlikedError(f"{frame.path} is {layout} but the sequence's first image is {first_layout}; "
+        height, width = pixels.shape[:2]
+        if first is None:
+            first = (layout, width, height)
+        elif layout != first[0]:
+            raise AlikedError(f"{frame.path} is {layout} but the sequence's first image is {first[0]}; "
                               "convert the images to one kind or write them to separate bags.")
+        elif (width, height) != first[1:]:
+            raise AlikedError(f"{frame.path} is {width}x{height} but the sequence's first image is "
+                              f"{first[1]}x{first[2]}; resize the images to one size or write them to separate bags.")
         header = bags.make_header(frame.stamp_ns, frame_id)
         writer.write(topic, frame.stamp_ns, bags.image_message(pixels, header))
         if sequence.intrinsics is not None:
-            height, width = pixels.shape[:2]
             writer.write(info_topic, frame.stamp_ns,
                          bags.camera_info_message(sequence.intrinsics, height, width, header))
         progress.advance()
 
 
 def run(args: argparse.Namespace) -> int:
+    # The output first: nothing is read or written before it is known that the bag can be written there.
+    output = bags.check_output(args.output, args.overwrite, inputs=(Path(args.source),))
     sequence = datasets.load_sequence(args.source, args.image_format, args.camera, args.rate, args.start_time)
     if args.max_frames is not None:
         if args.max_frames < 1:
@@ -85,15 +93,22 @@ def run(args: argparse.Namespace) -> int:
     if not topic.startswith("/") or topic.endswith("/"):
         raise AlikedError(f"--topic must be an absolute topic name such as /camera/image_raw, not {topic!r}.")
     frame_id = sequence.frame_id if args.frame_id is None else args.frame_id
-    output = bags.prepare_output(args.output, args.overwrite, inputs=(Path(args.source),))
     for note in sequence.notes:
         print(f"images-to-bag: {note}", file=sys.stderr)
     camera = sequence.intrinsics.name if sequence.intrinsics else "no CameraInfo"
     print(f"images-to-bag: {len(sequence.frames)} {sequence.format} frames → {output} ({args.storage}), {topic}, "
           f"frame_id {frame_id!r}, {camera}", file=sys.stderr)
     progress = Progress("images-to-bag", len(sequence.frames))
-    with bags.BagWriter(output, args.storage) as writer:  # closed on Ctrl-C too: a readable partial bag
-        write_sequence(sequence, writer, topic, frame_id, progress)
+    # An old output is replaced at the first message; the bag is closed readable on every exit, marked partial
+    # where the run was cut short (Ctrl-C, SIGTERM, a bad frame, a full disk), and removed where it holds nothing.
+    writer = BagWriter(output, args.storage, replace=args.overwrite)
+    try:
+        with writer:
+            write_sequence(sequence, writer, topic, frame_id, progress)
+    except BaseException:
+        if writer.partial_reason:
+            print(f"images-to-bag: {writer.describe()}", file=sys.stderr)
+        raise
     progress.finish()
     counts = ", ".join(f"{count} on {name}" for name, count in writer.counts.items())
     print(f"{output}: {counts}")

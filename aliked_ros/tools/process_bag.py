@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aliked_ros import bags, parameters
+from aliked_ros.bag_writer import BagWriter
 from aliked_ros.errors import AlikedError
 from aliked_ros.latency import LatencyMonitor
 from aliked_ros.messages import KEYPOINTS_MSGTYPE
@@ -36,7 +37,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--params-file", default=None,
                         help="ROS 2 parameters file, e.g. config/tum.yaml or config/kitti.yaml (over aliked.yaml)")
     parser.add_argument("--model", default=None, help="ALIKED variant (parameter model)")
-    parser.add_argument("--engine", default=None, help="auto, onnxruntime or torch (parameter engine)")
+    parser.add_argument("--engine", default=None, choices=parameters.ENGINE_CHOICES,
+                        help="parameter engine: auto (tensorrt where installed, else onnxruntime with an ONNX file, "
+                             "else torch), tensorrt, onnxruntime or torch")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (parameter device)")
     parser.add_argument("--precision", default=None, choices=("fp16", "fp32"), help="parameter precision")
     parser.add_argument("--top-k", type=int, default=None, help="keypoints per image (parameter top_k)")
@@ -49,7 +52,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-frames", type=int, default=None, help="process only the first N images")
     parser.add_argument("--storage", choices=bags.STORAGES, default=bags.DEFAULT_STORAGE,
                         help=f"ROS 2 storage plugin of the output (default {bags.DEFAULT_STORAGE})")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output if it is a bag already")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --output if it is a ROS 2 bag or an empty directory (never anything else)")
     parser.set_defaults(run=run)
 
 
@@ -82,7 +86,7 @@ def end_to_end_seconds(bag_time_ns: int, stamp_ns: int, processing_seconds: floa
     return (bag_time_ns - stamp_ns) * 1e-9 + processing_seconds
 
 
-def process_messages(messages, processor: FrameProcessor, writer: bags.BagWriter, output_topic: str,
+def process_messages(messages, processor: FrameProcessor, writer: BagWriter, output_topic: str,
                      monitor: LatencyMonitor, progress: Progress, outcome: Outcome) -> None:
     for bag_time, image in messages:
         monitor.received()
@@ -120,6 +124,14 @@ def load_processor(values: dict, warmup: int) -> FrameProcessor:
     return FrameProcessor(extractor, bags.message_class(KEYPOINTS_MSGTYPE), values["score_threshold"])
 
 
+def run_inputs(args: argparse.Namespace) -> tuple[Path | str | None, ...]:
+    """Every path the run reads, none of which it may write: the bag (its directory where its file is named), the
+    parameters file, the weights and the ONNX file."""
+    source = Path(args.bag)
+    bag = source.parent if source.suffix in (".mcap", ".db3") else source
+    return (source, bag, args.params_file, args.weights, args.onnx_path)
+
+
 def run(args: argparse.Namespace) -> int:
     # Everything a user can get wrong is checked before the engine loads and before the output is touched.
     if args.max_frames is not None and args.max_frames < 1:
@@ -132,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     with bags.open_bag(source) as reader:
         topic = bags.select_image_topic(reader, args.topic)
         total = min(bags.message_count(reader, topic), args.max_frames or sys.maxsize)
-        output = bags.check_output(args.output, args.overwrite, inputs=(source,))
+        output = bags.check_output(args.output, args.overwrite, inputs=run_inputs(args))
         processor = load_processor(values, args.warmup)
         monitor = LatencyMonitor(values["latency_window"])
         log(f"{processor.extractor.describe()}: {total} images of {topic} → {args.output_topic} in {output} "
@@ -140,19 +152,25 @@ def run(args: argparse.Namespace) -> int:
         progress = Progress("process-bag", total)
         outcome = Outcome()
         messages = itertools.islice(bags.read_messages(reader, topic, source), args.max_frames)
-        bags.clear_output(output)  # only now: an engine that fails to load leaves an old output in place
+        # An old output is replaced only at the first Keypoints message, so a run that fails before it (an engine
+        # that cannot process these images) leaves it in place; the bag is closed readable on every exit, marked
+        # partial where the run was cut short (Ctrl-C, SIGTERM, a full disk).
+        writer = BagWriter(output, args.storage, replace=args.overwrite)
         try:
-            with bags.BagWriter(output, args.storage) as writer:  # closed on Ctrl-C and errors: a readable bag
+            with writer:
                 process_messages(messages, processor, writer, args.output_topic, monitor, progress, outcome)
-        except KeyboardInterrupt:
-            log(f"interrupted: {output} holds the {outcome.written} Keypoints messages written so far")
-            log(f"latency: {monitor.summary().describe()}")
+                if outcome.written == 0 and outcome.skipped:  # raised inside: no empty bag is left
+                    raise AlikedError(f"None of the {outcome.skipped} images could be processed: "
+                                      f"{next(iter(outcome.errors))}")
+        except BaseException as error:
+            if writer.partial_reason:
+                log(writer.describe())
+            if isinstance(error, KeyboardInterrupt):
+                log(f"latency: {monitor.summary().describe()}")
             raise
         finally:
             processor.extractor.close()
     progress.finish()
-    if outcome.written == 0 and outcome.skipped:
-        raise AlikedError(f"None of the {outcome.skipped} images could be processed: {next(iter(outcome.errors))}")
     skipped = f", {outcome.skipped} images skipped" if outcome.skipped else ""
     print(f"{output}: {outcome.written} Keypoints messages on {args.output_topic}{skipped}")
     print(f"latency: {monitor.summary().describe()}")
