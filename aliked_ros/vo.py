@@ -18,12 +18,16 @@ Convention:
       too little parallax) give an invalid :class:`RelativePose` with a reason; the pose is not updated. Too little
       parallax (a car waiting at a light) keeps the reference frame, so the next frames are measured from it; other
       failures move the reference to the new frame (tracking restarts there).
+    - Frames come in time order: one whose stamp is not after the previous frame's is skipped and counted. An
+      estimated step whose direction reverses the previous one's, or whose rotation rate jumps far above the recent
+      steps', is kept but flagged implausible (frames out of order, wrong intrinsics, too little texture).
     - Trajectory files: TUM (``timestamp tx ty tz qx qy qz qw``, seconds, Hamilton quaternion, scalar last) and
       KITTI (the first three rows of ``T_wc``, row-major, one pose a line).
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 from dataclasses import dataclass, field
@@ -31,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aliked_ros import outputs
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 from aliked_ros.matching import Matches, MutualNearestNeighbours, as_features
@@ -138,6 +143,17 @@ class VOOptions:
     # Random matches fit an essential matrix too: about 2.5 % of them within 1 px on KITTI (shuffled descriptors).
     min_inlier_ratio: float = 0.15
     min_parallax_px: float = 1.0  # median keypoint motion of the inliers below this: standing still
+    # Plausibility of consecutive estimated steps (flagged, not dropped); aliked-t16, K 500. The 20 KITTI 00 frames
+    # in order: the cosine of consecutive directions (world frame) is at least 0.995 (the 20 hand-held TUM frames:
+    # 0.60); shuffled (8 orders each), 8-15 of the 19 steps fall below it, most to -0.9 ... -1.0 (a step back).
+    reversal_cosine: float = -0.5
+    # A step rotating more than rotation_jump_min_deg and faster (degrees per second) than rotation_jump_factor times
+    # the median of the last RECENT_STEPS is a jump. In order: at most 1.2 times (KITTI) and 1.3 times (TUM) that
+    # median, also every 2nd or 3rd frame; shuffled: up to 55 deg (KITTI) and 16 deg (TUM) a step, 2.5-12 times it
+    # (the median grows too, so reversals catch most). Below 5 deg a step is never flagged: a car turning hard at
+    # 10 Hz, or a hand-held camera panning at 30 Hz, turns about 3 deg a frame.
+    rotation_jump_factor: float = 4.0
+    rotation_jump_min_deg: float = 5.0
 
     def __post_init__(self):
         if self.estimator not in ESTIMATORS:
@@ -153,6 +169,11 @@ class VOOptions:
             raise AlikedError(f"min_inlier_ratio must be in [0, 1], not {self.min_inlier_ratio}.")
         if self.min_parallax_px < 0:
             raise AlikedError(f"min_parallax_px must be at least 0, not {self.min_parallax_px}.")
+        if not -1 <= self.reversal_cosine <= 1:
+            raise AlikedError(f"reversal_cosine must be in [-1, 1], not {self.reversal_cosine}.")
+        if not (self.rotation_jump_factor > 1 and self.rotation_jump_min_deg >= 0):
+            raise AlikedError(f"rotation_jump_factor must be above 1 and rotation_jump_min_deg at least 0, not "
+                              f"{self.rotation_jump_factor} and {self.rotation_jump_min_deg}.")
 
 
 @dataclass(frozen=True)
@@ -305,14 +326,28 @@ def _write_atomically(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     if not path.parent.is_dir():
         raise AlikedError(f"The directory {path.parent} of {path} does not exist; create it first.")
-    temporary = path.with_name(f".{path.name}.part")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    outputs.write_text(path, text)
+
+
+TUM_HEADER = "# timestamp tx ty tz qx qy qz qw (camera-to-world, world = first camera; aliked-ros vo)"
+
+
+def _is_kitti_poses(path: Path) -> bool:
+    """A KITTI poses file (12 numbers a line, nothing else), as :func:`write_kitti` writes it."""
+    try:
+        lines = path.read_text().split("\n")
+        return all(len([float(value) for value in line.split()]) == 12 for line in lines if line.strip())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+
+
+TUM_OUTPUT = outputs.OutputKind("a trajectory written by aliked-ros vo", outputs.text_starting_with(TUM_HEADER))
+KITTI_OUTPUT = outputs.OutputKind("a KITTI poses file (12 numbers a line)", _is_kitti_poses)
 
 
 def write_tum(path: str | os.PathLike, trajectory: Trajectory) -> None:
     """``timestamp tx ty tz qx qy qz qw`` per pose, as the TUM RGB-D tools and evo read it."""
-    lines = ["# timestamp tx ty tz qx qy qz qw (camera-to-world, world = first camera; aliked-ros vo)"]
+    lines = [TUM_HEADER]
     for stamp, pose in zip(trajectory.stamps, trajectory.poses):
         values = (*pose[:3, 3], *rotation_to_quaternion(pose[:3, :3]))
         lines.append(f"{stamp:.9f} " + " ".join(f"{value:.9g}" for value in values))
@@ -347,7 +382,13 @@ def write_kitti(path: str | os.PathLike, trajectory: Trajectory) -> None:
 @dataclass(frozen=True)
 class FrameResult:
     """What :meth:`VisualOdometry.process` made of one frame. ``relative`` is None for the first frame; the motion
-    it holds is from the reference frame (stamp ``reference_stamp``) to this one."""
+    it holds is from the reference frame (``reference_index``, stamp ``reference_stamp``) to this one.
+
+    ``index`` is the frame's place among the frames given to :meth:`VisualOdometry.process` (0-based), skipped ones
+    included. ``skipped`` is a reason where the frame was left out (its stamp is not after the previous frame's): it
+    is not in the trajectory and ``relative`` is None. ``implausible`` is a reason where the step was estimated but
+    does not fit the steps before it (see :meth:`VisualOdometry.check_step`); the pose is updated all the same.
+    """
 
     index: int
     stamp: float
@@ -355,10 +396,19 @@ class FrameResult:
     relative: RelativePose | None
     reference_stamp: float | None
     scale: float = 1.0
+    reference_index: int | None = None
+    skipped: str = ""
+    implausible: str = ""
 
     @property
     def valid(self) -> bool:
         return self.relative is not None and self.relative.valid
+
+
+# Where a step does not fit the ones before it, these are what usually went wrong.
+IMPLAUSIBLE_CAUSES = ("frames out of order or missing (names or stamps that do not follow the recording), wrong "
+                      "intrinsics, or a scene without enough texture")
+RECENT_STEPS = 10  # the steps whose median rotation rate is the typical one
 
 
 class VisualOdometry:
@@ -366,6 +416,8 @@ class VisualOdometry:
 
     ``scale`` of :meth:`process` sets the length of that step's translation (metres from wheel odometry, a speed
     times the time step, ground truth); None takes 1 (unit translation per step: the trajectory is up to scale).
+    A frame whose stamp is not after the previous one's is skipped (counted in ``out_of_order_frames``); an
+    estimated step whose direction reverses or whose rotation jumps is kept but flagged (``implausible_steps``).
     """
 
     def __init__(self, camera: np.ndarray, matcher=None, options: VOOptions = VOOptions(),
@@ -375,8 +427,14 @@ class VisualOdometry:
         self.matcher = matcher or MutualNearestNeighbours()
         self.options = options
         self.trajectory = Trajectory()
-        self.valid_steps = 0  # counters, not a list of results: a node runs for hours
-        self._reference: tuple[Features, float, np.ndarray] | None = None  # features, stamp, pose
+        # counters, not a list of results: a node runs for hours
+        self.valid_steps = 0
+        self.out_of_order_frames = 0
+        self.implausible_steps = 0
+        self._frames = 0
+        self._reference: tuple[Features, float, np.ndarray, int] | None = None  # features, stamp, pose, index
+        self._last_direction: np.ndarray | None = None  # world frame, unit length
+        self._rotation_rates: collections.deque[float] = collections.deque(maxlen=RECENT_STEPS)  # deg/s
 
     @property
     def reference_stamp(self) -> float | None:
@@ -385,35 +443,65 @@ class VisualOdometry:
 
     def process(self, features, stamp: float, scale: float | None = None) -> FrameResult:
         features = as_features(features)
+        index, self._frames = self._frames, self._frames + 1
+        if len(self.trajectory) and not stamp > self.trajectory.stamps[-1]:
+            # A bag whose stamps go back, a listing out of order: this frame's motion cannot be placed in time.
+            self.out_of_order_frames += 1
+            reason = (f"its stamp {stamp:.6f} s is not after the previous frame's ({self.trajectory.stamps[-1]:.6f} "
+                      "s): frames out of order")
+            return FrameResult(index, float(stamp), self.trajectory.poses[-1], None, None, skipped=reason)
         if scale is not None and not (math.isfinite(scale) and scale >= 0):
             raise AlikedError(f"The scale of a step must be a finite number at least 0, not {scale}.")
-        index = len(self.trajectory)
         if self._reference is None:
             pose = np.eye(4)
             self.trajectory.append(stamp, pose)
-            self._reference = (features, float(stamp), pose)
+            self._reference = (features, float(stamp), pose, index)
             return FrameResult(index, float(stamp), pose, None, None)
-        reference, reference_stamp, reference_pose = self._reference
-        if stamp <= reference_stamp:
-            raise AlikedError(f"Frames must come in time order: stamp {stamp} after {reference_stamp}.")
+        reference, reference_stamp, reference_pose, reference_index = self._reference
         relative = estimate_relative_pose(reference, features, self.camera, self.matcher, self.options,
                                           self.distortion)
         step = 1.0 if scale is None else float(scale)
+        implausible = ""
         if relative.valid:
             pose = reference_pose @ relative.camera_motion(step)
-            self._reference = (features, float(stamp), pose)
+            self._reference = (features, float(stamp), pose, index)
             self.valid_steps += 1
+            implausible = self.check_step(relative, reference_pose, float(stamp) - reference_stamp)
+            self.implausible_steps += bool(implausible)
         else:
             pose = self.trajectory.poses[-1]  # not updated
             if relative.failure != "parallax":
-                self._reference = (features, float(stamp), pose)  # lost: restart from this frame
+                self._reference = (features, float(stamp), pose, index)  # lost: restart from this frame
         self.trajectory.append(stamp, pose)
-        return FrameResult(index, float(stamp), pose, relative, reference_stamp, step)
+        return FrameResult(index, float(stamp), pose, relative, reference_stamp, step, reference_index,
+                           implausible=implausible)
+
+    def check_step(self, relative: RelativePose, reference_pose: np.ndarray, seconds: float) -> str:
+        """Why an estimated step does not fit the ones before it ("" when it does), and remember it: its direction
+        reversing that of the previous step, or a rotation rate far above the recent steps' median."""
+        options, reasons = self.options, []
+        direction = reference_pose[:3, :3] @ relative.camera_translation  # in the world frame: steps compare
+        if self._last_direction is not None:
+            cosine = float(np.dot(direction, self._last_direction))
+            if cosine < options.reversal_cosine:
+                reasons.append(f"the direction of motion reverses (cosine {cosine:+.2f} with the previous step's)")
+        angle = rotation_angle_deg(relative.rotation)
+        rate = angle / seconds
+        if len(self._rotation_rates) >= 3:  # a median of fewer steps is no typical step
+            typical = float(np.median(self._rotation_rates))
+            if angle > options.rotation_jump_min_deg and rate > options.rotation_jump_factor * typical:
+                reasons.append(f"it rotates {angle:.1f} deg, {rate / max(typical, 1e-9):.0f} times the recent "
+                               f"steps' median rate ({typical * seconds:.1f} deg over as long)")
+        self._last_direction = direction
+        self._rotation_rates.append(rate)
+        return "; ".join(reasons)
 
 
 def describe_frame(result: FrameResult) -> str:
     """One line per frame for logs: matches, inliers, the camera's motion or why there is none."""
     relative = result.relative
+    if result.skipped:
+        return f"frame {result.index} ({result.stamp:.3f} s): skipped: {result.skipped}"
     if relative is None:
         return f"frame {result.index} ({result.stamp:.3f} s): first frame, pose = identity"
     counts = (f"{relative.match_count} matches, {relative.inliers} inliers ({100 * relative.inlier_ratio:.0f}%), "
@@ -422,7 +510,8 @@ def describe_frame(result: FrameResult) -> str:
         return f"frame {result.index} ({result.stamp:.3f} s): {counts}; not updated: {relative.reason}"
     direction = " ".join(f"{v:+.3f}" for v in relative.camera_translation)
     return (f"frame {result.index} ({result.stamp:.3f} s): {counts}, parallax {relative.parallax_px:.1f} px, "
-            f"rotation {rotation_angle_deg(relative.rotation):.2f} deg, direction [{direction}]")
+            f"rotation {rotation_angle_deg(relative.rotation):.2f} deg, direction [{direction}]"
+            + (f"; implausible: {result.implausible}" if result.implausible else ""))
 
 
 # --- evaluation without ground truth -------------------------------------------------------------------------------
@@ -605,7 +694,7 @@ class Camera:
         height, width = features.image_height, features.image_width
         if self.size is not None and self.size != (height, width) and all(self.size):
             raise AlikedError(f"The intrinsics ({self.source}) are for {self.size[1]}x{self.size[0]} images, the "
-                              f"frames are {width}x{height}; give --intrinsics for this size.")
+                              f"frames are {width}x{height}; give the intrinsics of this size.")
         cx, cy = self.matrix[0, 2], self.matrix[1, 2]
         if not (0 <= cx <= width and 0 <= cy <= height):
             raise AlikedError(f"The intrinsics ({self.source}) put the principal point at ({cx:g}, {cy:g}), outside "

@@ -195,10 +195,44 @@ def test_bad_settings_are_sentences():
         vo.VOOptions(estimator="magic")
     with pytest.raises(AlikedError, match="at least 5"):
         vo.VOOptions(min_inliers=3)
+    with pytest.raises(AlikedError, match="reversal_cosine"):
+        vo.VOOptions(reversal_cosine=-2)
+
+
+def test_frames_out_of_order_are_skipped_and_counted():
+    scene = Scene()
     odometry = vo.VisualOdometry(vo.KITTI_00_CAMERA_MATRIX)
-    odometry.process(Scene().view(*POSES[0]), 5.0)
-    with pytest.raises(AlikedError, match="time order"):
-        odometry.process(Scene().view(*POSES[1]), 4.0)
+    odometry.process(scene.view(*POSES[0]), 5.0)
+    for stamp in (4.0, 5.0):  # back in time, then the same stamp again
+        late = odometry.process(scene.view(*POSES[1]), stamp, scale=-1.0)  # no scale error: nothing is estimated
+        assert late.skipped and "not after the previous frame's (5.000000 s): frames out of order" in late.skipped
+        assert late.relative is None and not late.valid and "skipped" in vo.describe_frame(late)
+    assert odometry.out_of_order_frames == 2 and len(odometry.trajectory) == 1
+    resumed = odometry.process(scene.view(*POSES[1]), 6.0)
+    assert resumed.valid and resumed.index == 3 and resumed.reference_index == 0
+
+
+def test_steps_that_reverse_or_jump_are_flagged():
+    """Half a metre forward a step, turning 1 deg a step: nothing flagged. A step back reverses the direction; a
+    10 deg turn after 1 deg steps is a rotation jump (rate 10 times the median)."""
+    scene = Scene(seed=1)
+
+    def run(steps):
+        odometry = vo.VisualOdometry(vo.KITTI_00_CAMERA_MATRIX)
+        results = [odometry.process(scene.view(yaw(angle), np.array([0.0, 0.0, z])), 1.0 + 0.1 * index)
+                   for index, (angle, z) in enumerate(steps)]
+        assert all(result.valid for result in results[1:]), [result.relative.reason for result in results[1:]]
+        return odometry, results
+
+    smooth = [(index, 0.5 * index) for index in range(6)]
+    odometry, results = run(smooth)
+    assert odometry.implausible_steps == 0 and not any(result.implausible for result in results)
+    odometry, results = run(smooth[:4] + [(3.5, 1.0)])  # back to z = 1.0
+    assert odometry.implausible_steps == 1 and "direction of motion reverses" in results[-1].implausible
+    assert "implausible: the direction" in vo.describe_frame(results[-1])
+    odometry, results = run(smooth[:5] + [(14.0, 2.5)])
+    assert odometry.implausible_steps == 1 and "rotates 10.0 deg" in results[-1].implausible
+    assert np.allclose(results[-1].pose[:3, 3], [0, 0, 5.0], atol=0.05)  # flagged, not dropped (unit steps)
 
 
 # --- the KITTI frames ----------------------------------------------------------------------------------------------
@@ -253,6 +287,22 @@ def test_kitti_odometry_moves_forward_one_unit_a_frame(kitti_features):
         assert (before[:3, :3].T @ (after[:3, 3] - before[:3, 3]))[2] > 0.95
     assert math.isclose(odometry.trajectory.path_length(), 7.0)
     assert 15 < vo.rotation_angle_deg(poses[-1][:3, :3]) < 30  # frames 100-107 are in a turn: about 3 deg a frame
+
+
+def test_kitti_frames_out_of_order_are_implausible(kitti_features):
+    """In order nothing is flagged (over frames 100-119, K 500: consecutive directions have cosine >= 0.995, rotation
+    rates at most 1.2 times the median); shuffled under increasing stamps, the direction reverses (cosine -0.9 to
+    -1.0) in about half the steps."""
+    def run(order):
+        odometry = vo.VisualOdometry(vo.KITTI_00_CAMERA_MATRIX)
+        results = [odometry.process(kitti_features[i], 11.0 + 0.1 * t) for t, i in enumerate(order)]
+        return odometry, results
+
+    odometry, _ = run(range(8))
+    assert odometry.valid_steps == 7 and odometry.implausible_steps == 0
+    odometry, results = run([0, 4, 1, 5, 2, 6, 3, 7])
+    assert odometry.valid_steps == 7 and odometry.implausible_steps >= 4, [r.implausible for r in results]
+    assert sum("reverses" in result.implausible for result in results) >= 4
 
 
 @pytest.mark.slow
@@ -335,7 +385,10 @@ def test_vo_on_a_keypoints_bag_gives_the_same_trajectory(kitti_bags, image_bag_r
     assert run_cli("vo", kitti_bags["keypoints"], "--output", from_keypoints, "--intrinsics", KITTI_INTRINSICS,
                    "--ratio", "0.95") == 0
     assert "Keypoints messages of /keypoints" in capsys.readouterr().err
-    assert run_cli("vo", kitti_bags["keypoints"], "--output", from_keypoints, "--intrinsics", KITTI_INTRINSICS) == 0
+    assert run_cli("vo", kitti_bags["keypoints"], "--output", from_keypoints, "--intrinsics", KITTI_INTRINSICS) == 2
+    assert "exists; choose another --output or add --overwrite" in capsys.readouterr().err
+    assert run_cli("vo", kitti_bags["keypoints"], "--output", from_keypoints, "--intrinsics", KITTI_INTRINSICS,
+                   "--overwrite") == 0
     first, second = vo.read_tum(image_bag_run["trajectory"]), vo.read_tum(from_keypoints)
     assert first.stamps == second.stamps
     assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(first.poses, second.poses, strict=True))
@@ -348,6 +401,85 @@ def test_vo_on_a_folder_of_images(kitti_sequence, tmp_path, capsys):
     assert "kitti-P0 of the sequence" in err and "the first 3 used" in err
     trajectory = vo.read_tum(output)
     assert len(trajectory) == 3 and math.isclose(trajectory.path_length(), 2 * 0.85, rel_tol=1e-6)
+
+
+def rewrite_keypoints_bag(source: Path, destination: Path, order: list[int], stamps: list[int] | None = None):
+    """``source``'s Keypoints messages in ``order``; each header stamp is the one of the message at that place in
+    ``source`` (time goes on while the content jumps), or ``stamps`` (ns) where given."""
+    import dataclasses
+
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from aliked_ros import bags
+    from aliked_ros.messages import KEYPOINTS_MSGTYPE
+
+    with bags.open_bag(source) as reader:
+        messages = [message for _, message in bags.read_messages(reader, "/keypoints")]
+    stamps = stamps or [bags.stamp_to_ns(message.header.stamp) for message in messages]
+    writer = Writer(destination, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.open()
+    connection = writer.add_connection("/keypoints", KEYPOINTS_MSGTYPE, typestore=bags.typestore())
+    for place, (index, stamp) in enumerate(zip(order, stamps, strict=True)):
+        message = messages[index]
+        time = dataclasses.replace(message.header.stamp, sec=stamp // 10**9, nanosec=stamp % 10**9)
+        message = dataclasses.replace(message, header=dataclasses.replace(message.header, stamp=time))
+        writer.write(connection, 10**9 + place, bags.typestore().serialize_cdr(message, KEYPOINTS_MSGTYPE))
+    writer.close()
+    return destination
+
+
+def test_vo_warns_about_frames_out_of_order(kitti_bags, tmp_path, capsys):
+    """Defect: shuffled frames gave "5 of 5 steps estimated" with the direction flipping and no warning."""
+    def run(bag):
+        output = tmp_path / f"{bag.name}.txt"
+        assert run_cli("vo", bag, "--output", output, "--intrinsics", KITTI_INTRINSICS) == 0
+        captured = capsys.readouterr()
+        return captured.out, captured.err
+
+    out, err = run(kitti_bags["keypoints"])  # in order: no warning
+    assert "warning" not in err and "implausible" not in out, err
+    assert re.search(r"6 frames, 5 of 5 steps estimated; path length", out)
+
+    out, err = run(rewrite_keypoints_bag(kitti_bags["keypoints"], tmp_path / "shuffled", [0, 3, 1, 4, 2, 5]))
+    flagged = re.findall(r"warning: implausible step from frame (\d) \(.*\) to frame (\d) .*: the direction of "
+                         r"motion reverses .*Likely causes: frames out of order", err)
+    assert len(flagged) >= 3, err
+    count = int(re.search(r"5 of 5 steps estimated, (\d) of them implausible", out).group(1))
+    assert count == len(flagged)
+
+    stamps = [11_000_000_000 + 100_000_000 * place for place in (0, 1, 2, 3, 1, 4)]  # the fifth goes back
+    out, err = run(rewrite_keypoints_bag(kitti_bags["keypoints"], tmp_path / "back", [0, 1, 2, 3, 4, 5], stamps))
+    assert "warning: frame 4 (11.100000 s) skipped: its stamp 11.100000 s is not after the previous frame's " \
+           "(11.300000 s): frames out of order" in err
+    assert "5 frames, 4 of 4 steps estimated, 1 frame skipped (stamps not after the previous frame's)" in out
+
+
+def test_vo_on_a_bag_without_frames_says_so(tmp_path, capsys):
+    """A bag with a Keypoints connection and no message (was: "no sensor_msgs/Image topic"), and one with nothing."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from aliked_ros import bags
+    from aliked_ros.messages import KEYPOINTS_MSGTYPE
+
+    empty, bare = tmp_path / "empty", tmp_path / "bare"
+    for path, topics in ((empty, {"/keypoints": KEYPOINTS_MSGTYPE, "/camera_info": bags.CAMERA_INFO_MSGTYPE}),
+                         (bare, {})):
+        writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+        writer.open()
+        for topic, msgtype in topics.items():
+            writer.add_connection(topic, msgtype, typestore=bags.typestore())
+        writer.close()
+    output = tmp_path / "trajectory.txt"
+    for args, message in (
+            ((empty,), "The bag holds no Keypoints and no image messages (its topics: /camera_info (CameraInfo, "
+                       "0 messages), /keypoints (Keypoints, 0 messages))"),
+            ((empty, "--intrinsics", KITTI_INTRINSICS), "holds no Keypoints and no image messages"),
+            ((bare,), "The bag holds no Keypoints and no image messages (its topics: none)"),
+            ((empty, "--topic", "/keypoints"), "The topic /keypoints of the bag holds no message")):
+        assert run_cli("vo", *args, "--output", output) == 2
+        error = capsys.readouterr().err
+        assert message in error and "sensor_msgs/Image" not in error, error
+    assert not output.exists()
 
 
 def test_vo_bad_input(kitti_sequence, kitti_bags, tmp_path, capsys):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aliked_ros import bags, datasets, parameters, vo
+from aliked_ros import bags, datasets, outputs, parameters, vo
 from aliked_ros.vo import Camera, camera_from_camera_info
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
@@ -38,6 +38,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--output", "-o", required=True, help="trajectory file to write (TUM format)")
     parser.add_argument("--kitti-output", default=None,
                         help="also write the poses in KITTI's format (3x4 per line, no stamps), for evo_ape kitti")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace trajectory files that an earlier run wrote (never other files)")
     camera = parser.add_argument_group("intrinsics (default: the bag's CameraInfo, or a KITTI sequence's calib.txt)")
     camera.add_argument("--intrinsics", default=None, metavar="FX,FY,CX,CY", help="pinhole intrinsics in pixels")
     camera.add_argument("--distortion", default=None, metavar="K1,K2,P1,P2[,K3]",
@@ -84,7 +86,8 @@ def add_parser(subparsers) -> None:
     network = parser.add_argument_group("extraction, for images (node parameters; see process-bag)")
     network.add_argument("--params-file", default=None, help="ROS 2 parameters file (over config/aliked.yaml)")
     network.add_argument("--model", default=None, help="ALIKED variant (parameter model)")
-    network.add_argument("--engine", default=None, help="auto, onnxruntime or torch (parameter engine)")
+    network.add_argument("--engine", default=None, choices=parameters.ENGINE_CHOICES,
+                         help="parameter engine: auto, tensorrt, onnxruntime or torch")
     network.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (parameter device)")
     network.add_argument("--precision", default=None, choices=("fp16", "fp32"), help="parameter precision")
     network.add_argument("--top-k", type=int, default=None, help="keypoints per image (parameter top_k)")
@@ -168,9 +171,19 @@ def keypoints_topics(reader) -> list[str]:
 
 
 def select_topic(reader, topic: str | None) -> tuple[str, bool]:
-    """(topic, whether it holds Keypoints): ``topic`` checked, else the only Keypoints topic, else the only image
-    topic."""
-    keypoints = keypoints_topics(reader)
+    """(topic, whether it holds Keypoints): ``topic`` checked, else the only Keypoints topic with messages, else the
+    only image topic with messages; a bag with neither is refused naming its topics and their message counts."""
+    counts = {name: bags.message_count(reader, name) for name in reader.topics}
+    listing = ", ".join(f"{name} ({info.msgtype.rpartition('/')[2]}, {counts[name]} message"
+                        f"{'' if counts[name] == 1 else 's'})" for name, info in sorted(reader.topics.items()))
+    if topic is not None and topic in counts and counts[topic] == 0:
+        raise AlikedError(f"The topic {topic} of the bag holds no message (its topics: {listing}).")
+    # Topics without messages (a bag written by a run that failed before its first frame) are no candidates.
+    keypoints = [name for name in keypoints_topics(reader) if counts[name]]
+    images = [name for name in bags.image_topics(reader) if counts[name]]
+    if topic is None and not keypoints and not images:
+        raise AlikedError(f"The bag holds no Keypoints and no image messages (its topics: {listing or 'none'}); give a "
+                          "bag with frames in it.")
     if topic is not None and topic in keypoints:
         return topic, True
     if topic is None and len(keypoints) == 1:
@@ -178,6 +191,8 @@ def select_topic(reader, topic: str | None) -> tuple[str, bool]:
     if topic is None and len(keypoints) > 1:
         raise AlikedError(f"The bag has {len(keypoints)} Keypoints topics ({', '.join(keypoints)}); choose one "
                           "with --topic.")
+    if topic is None and len(images) == 1:
+        return images[0], False
     return bags.select_image_topic(reader, topic), False
 
 
@@ -261,30 +276,45 @@ def odometry_options(args: argparse.Namespace) -> vo.VOOptions:
                         min_inlier_ratio=args.min_inlier_ratio, min_parallax_px=args.min_parallax)
 
 
+def run_inputs(args: argparse.Namespace) -> tuple[str | None, ...]:
+    """Every path the run reads, none of which it may write."""
+    source = Path(args.input)
+    bag = str(source.parent) if source.suffix in (".mcap", ".db3") else None
+    return (args.input, bag, args.calib, args.params_file, args.weights, args.onnx_path, args.lightglue_weights)
+
+
 def check_args(args: argparse.Namespace) -> None:
     if args.max_frames is not None and args.max_frames < 1:
         raise AlikedError(f"--max-frames must be at least 1, not {args.max_frames}.")
     if args.speed is not None and not args.speed >= 0:
         raise AlikedError(f"--speed must be at least 0 m/s, not {args.speed}.")
-    for option, value in (("--output", args.output), ("--kitti-output", args.kitti_output)):
-        if value is not None and not Path(value).parent.is_dir():
-            raise AlikedError(f"The directory of {option} {value} does not exist; create it first.")
-        if value is not None and Path(value).is_dir():
-            raise AlikedError(f"{option} {value} is a directory; give a file name.")
+    inputs = run_inputs(args)
+    outputs.check_output(args.output, vo.TUM_OUTPUT, flag="--output", overwrite=args.overwrite, inputs=inputs)
+    if args.kitti_output is not None:
+        outputs.check_output(args.kitti_output, vo.KITTI_OUTPUT, flag="--kitti-output", overwrite=args.overwrite,
+                             inputs=(*inputs, args.output))
 
 
 def follow(odometry: vo.VisualOdometry, frames: Iterator[tuple[float, Features]], camera: Camera,
            speed: float | None, kept: list[Features] | None) -> None:
-    """Feed ``frames`` to ``odometry``, one line per frame; ``kept`` (if a list) collects the features for
-    --evaluate."""
+    """Feed ``frames`` to ``odometry``, one line per frame, a warning for each frame skipped (stamp out of order)
+    and each implausible step; ``kept`` (if a list) collects the features of the frames used, for --evaluate."""
     for stamp, features in frames:
         if odometry.reference_stamp is None:
             camera.check(features)
         # A step spans the reference frame to this one (several frames after the camera stood still).
         scale = None
         if speed is not None and odometry.reference_stamp is not None:
-            scale = speed * (stamp - odometry.reference_stamp)
-        print(vo.describe_frame(odometry.process(features, stamp, scale)), flush=True)
+            scale = speed * max(stamp - odometry.reference_stamp, 0.0)  # a frame out of order is skipped anyway
+        result = odometry.process(features, stamp, scale)
+        print(vo.describe_frame(result), flush=True)
+        if result.skipped:
+            log(f"warning: frame {result.index} ({stamp:.6f} s) skipped: {result.skipped}.")
+            continue
+        if result.implausible:
+            log(f"warning: implausible step from frame {result.reference_index} ({result.reference_stamp:.3f} s) to "
+                f"frame {result.index} ({stamp:.3f} s): {result.implausible}. Likely causes: "
+                f"{vo.IMPLAUSIBLE_CAUSES}.")
         if kept is not None:
             kept.append(features)
 
@@ -297,8 +327,14 @@ def write_trajectory(odometry: vo.VisualOdometry, args: argparse.Namespace) -> N
 
 def summary(odometry: vo.VisualOdometry, unit: str) -> str:
     trajectory = odometry.trajectory
-    return (f"{len(trajectory)} frames, {odometry.valid_steps} of {max(len(trajectory) - 1, 0)} steps estimated; "
-            f"path length {trajectory.path_length():.2f} {unit}")
+    text = f"{len(trajectory)} frames, {odometry.valid_steps} of {max(len(trajectory) - 1, 0)} steps estimated"
+    if odometry.implausible_steps:  # never "5 of 5 steps estimated" alone when they do not fit together
+        text += (f", {odometry.implausible_steps} of them implausible (direction reversed or rotation jump: frames "
+                 "out of order, wrong intrinsics or too little texture?)")
+    if odometry.out_of_order_frames:
+        skipped = odometry.out_of_order_frames
+        text += f", {skipped} frame{'s' if skipped > 1 else ''} skipped (stamps not after the previous frame's)"
+    return f"{text}; path length {trajectory.path_length():.2f} {unit}"
 
 
 def compare_fp16(values: dict, images: list[tuple[float, np.ndarray]], camera: Camera,
