@@ -154,6 +154,10 @@ class VOOptions:
     # 10 Hz, or a hand-held camera panning at 30 Hz, turns about 3 deg a frame.
     rotation_jump_factor: float = 4.0
     rotation_jump_min_deg: float = 5.0
+    # Whatever the recent steps did, a step turning faster than this (and more than rotation_jump_min_deg) is
+    # flagged: half a turn a second is beyond a car (the KITTI frames in order: at most about 30 deg/s) and a steady
+    # hand-held camera, and catches short shuffled runs whose every step is large (20-36 deg at 10 Hz).
+    max_rotation_rate_deg_s: float = 180.0
 
     def __post_init__(self):
         if self.estimator not in ESTIMATORS:
@@ -171,6 +175,8 @@ class VOOptions:
             raise AlikedError(f"min_parallax_px must be at least 0, not {self.min_parallax_px}.")
         if not -1 <= self.reversal_cosine <= 1:
             raise AlikedError(f"reversal_cosine must be in [-1, 1], not {self.reversal_cosine}.")
+        if not self.max_rotation_rate_deg_s > 0:
+            raise AlikedError(f"max_rotation_rate_deg_s must be positive, not {self.max_rotation_rate_deg_s}.")
         if not (self.rotation_jump_factor > 1 and self.rotation_jump_min_deg >= 0):
             raise AlikedError(f"rotation_jump_factor must be above 1 and rotation_jump_min_deg at least 0, not "
                               f"{self.rotation_jump_factor} and {self.rotation_jump_min_deg}.")
@@ -487,7 +493,10 @@ class VisualOdometry:
                 reasons.append(f"the direction of motion reverses (cosine {cosine:+.2f} with the previous step's)")
         angle = rotation_angle_deg(relative.rotation)
         rate = angle / seconds
-        if len(self._rotation_rates) >= 3:  # a median of fewer steps is no typical step
+        if angle > options.rotation_jump_min_deg and rate > options.max_rotation_rate_deg_s:
+            reasons.append(f"it rotates {angle:.1f} deg in {seconds:.3g} s ({rate:.0f} deg/s, faster than a vehicle "
+                           "or a steady hand turns a camera)")
+        elif len(self._rotation_rates) >= 3:  # a median of fewer steps is no typical step
             typical = float(np.median(self._rotation_rates))
             if angle > options.rotation_jump_min_deg and rate > options.rotation_jump_factor * typical:
                 reasons.append(f"it rotates {angle:.1f} deg, {rate / max(typical, 1e-9):.0f} times the recent "

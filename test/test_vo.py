@@ -214,7 +214,8 @@ def test_frames_out_of_order_are_skipped_and_counted():
 
 def test_steps_that_reverse_or_jump_are_flagged():
     """Half a metre forward a step, turning 1 deg a step: nothing flagged. A step back reverses the direction; a
-    10 deg turn after 1 deg steps is a rotation jump (rate 10 times the median)."""
+    10 deg turn after 1 deg steps is a rotation jump (rate 10 times the median); a first step of 20 deg in 0.1 s
+    turns faster than max_rotation_rate_deg_s."""
     scene = Scene(seed=1)
 
     def run(steps):
@@ -233,6 +234,9 @@ def test_steps_that_reverse_or_jump_are_flagged():
     odometry, results = run(smooth[:5] + [(14.0, 2.5)])
     assert odometry.implausible_steps == 1 and "rotates 10.0 deg" in results[-1].implausible
     assert np.allclose(results[-1].pose[:3, 3], [0, 0, 5.0], atol=0.05)  # flagged, not dropped (unit steps)
+    # With no steps before it to compare with, a turn of 20 deg in 0.1 s (200 deg/s) is too fast on its own.
+    odometry, results = run([(0.0, 0.0), (20.0, 0.5)])
+    assert odometry.implausible_steps == 1 and "rotates 20.0 deg in 0.1 s (200 deg/s" in results[-1].implausible
 
 
 # --- the KITTI frames ----------------------------------------------------------------------------------------------
