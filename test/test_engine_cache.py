@@ -53,3 +53,14 @@ def test_cached_onnx_reuses_its_own_file_and_not_an_old_one(tmp_path, monkeypatc
     again = cache.cached_onnx("aliked-t16", 480, 640, 1000, "fp32", directory=tmp_path, log=logs.append)
     assert again == path and exported == [path.name]
     assert "Using the cached ONNX file" in logs[-1]
+
+
+def test_timing_caches_are_kept_per_tensorrt_version_compute_capability_and_gpu(tmp_path):
+    """TensorRT refuses a timing cache from another device and may refuse one from another version: one file each."""
+    orin = cache.timing_cache_path(tmp_path, "10.3.0", "8.7", "Orin")
+    assert orin == tmp_path / "timing_trt10.3.0_sm8.7_Orin.cache"
+    others = {cache.timing_cache_path(tmp_path, "10.7.0", "8.7", "Orin"),
+              cache.timing_cache_path(tmp_path, "10.3.0", "9.0", "Orin"),
+              cache.timing_cache_path(tmp_path, "10.3.0", "8.7", "NVIDIA H100 80GB HBM3")}
+    assert orin not in others and len(others) == 3 and tmp_path / "timing.cache" not in others | {orin}
+    assert cache.tensorrt_tag("10.3.0", "9.0", "NVIDIA H100 80GB HBM3") == "trt10.3.0_sm9.0_NVIDIA-H100-80GB-HBM3"

@@ -79,24 +79,39 @@ def cached_onnx(model: str, height: int, width: int, top_k: int, precision: str,
     return path
 
 
+def tensorrt_tag(tensorrt_version: str, compute_capability: str, gpu_name: str) -> str:
+    """What ties a plan or a timing cache to this machine: ``trt10.3.0_sm8.7_Orin``."""
+    gpu_slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-")
+    return f"trt{tensorrt_version}_sm{compute_capability}_{gpu_slug}"
+
+
+def timing_cache_path(directory: str | os.PathLike | None, tensorrt_version: str, compute_capability: str,
+                      gpu_name: str) -> Path:
+    """The engine cache's timing cache for one TensorRT version, compute capability and GPU: TensorRT refuses a
+    timing cache made on another device (``set_timing_cache``) and may refuse one of another version
+    (``create_timing_cache`` returns None), so one shared file would be refused on every machine but the last to
+    write it."""
+    return cache_root(directory) / f"timing_{tensorrt_tag(tensorrt_version, compute_capability, gpu_name)}.cache"
+
+
 def cached_tensorrt_plan(model: str, height: int, width: int, top_k: int, precision: str, *,
                          directory: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
                          log=print) -> Path:
-    from aliked_ros.dependencies import require
-    from aliked_ros.engines.cuda_runtime import current_gpu
+    from aliked_ros.cuda_runtime import current_gpu
+    from aliked_ros.export.engine_info import load_tensorrt, plan_is_current
 
-    tensorrt = require("tensorrt", "The tensorrt engine")
+    trt = load_tensorrt("The tensorrt engine", "deformconv")  # the cache exports DeformConv: refuse before exporting
 
     gpu_name, capability = current_gpu()
-    gpu_slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-")
     stem = onnx_stem(model, height, width, top_k, precision, weights)
-    path = cache_root(directory) / f"{stem}_trt{tensorrt.__version__}_sm{capability}_{gpu_slug}.engine"
-    if path.is_file() and Path(f"{path}.json").is_file():
+    path = cache_root(directory) / f"{stem}_{tensorrt_tag(trt.__version__, capability, gpu_name)}.engine"
+    if plan_is_current(path, precision):
         log(f"Using the cached TensorRT engine {path}")
         return path
     onnx_path = cached_onnx(model, height, width, top_k, precision, directory=directory, weights=weights, log=log)
     from aliked_ros.export.tensorrt_build import build_engine
 
     log(f"Building {path.name} (minutes; once per GPU and TensorRT version)")
-    build_engine(onnx_path, path, timing_cache=cache_root(directory) / "timing.cache", log=log)
+    build_engine(onnx_path, path, log=log,
+                 timing_cache=timing_cache_path(directory, trt.__version__, capability, gpu_name))
     return path
