@@ -26,11 +26,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from aliked_ros import tables
+
 # Elements of one block of the distance matrix: (rows of A) x (all of B), float64 → 8 MiB, whatever N is.
 DEFAULT_CHUNK_ELEMENTS = 1 << 20
 
 
-def mutual_nearest_neighbours(points_a: np.ndarray, points_b: np.ndarray, max_distance: float = math.inf, *,
+def mutual_nearest_points(points_a: np.ndarray, points_b: np.ndarray, max_distance: float = math.inf, *,
                               chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> tuple[np.ndarray, np.ndarray,
                                                                                        np.ndarray]:
     """Mutual nearest neighbours between two point sets ``(N_A, D)`` and ``(N_B, D)`` within ``max_distance``.
@@ -128,7 +130,7 @@ def match_features(features_a, features_b, max_distance: float = 1.0, *,
     keypoints_b, scores_b, descriptors_b = _arrays(features_b)
     if len(keypoints_a) and len(keypoints_b) and descriptors_a.shape[1] != descriptors_b.shape[1]:
         raise ValueError(f"descriptor sizes differ: {descriptors_a.shape[1]} and {descriptors_b.shape[1]}")
-    index_a, index_b, distances = mutual_nearest_neighbours(keypoints_a, keypoints_b, max_distance,
+    index_a, index_b, distances = mutual_nearest_points(keypoints_a, keypoints_b, max_distance,
                                                             chunk_elements=chunk_elements)
     return FeatureMatches(
         count_a=len(keypoints_a), count_b=len(keypoints_b), index_a=index_a, index_b=index_b, distances=distances,
@@ -203,22 +205,6 @@ def table_row(name: str, size: str, stats: MatchStatistics) -> list[str]:
 
 
 def markdown_table(rows: Sequence[Sequence[str]], columns: Sequence[str] = TABLE_COLUMNS) -> str:
-    """A GitHub-flavoured markdown table; text columns left-aligned, the others right-aligned."""
-    def escape(cell: str) -> str:
-        return str(cell).replace("|", "\\|")
-
-    numeric = [all(_looks_numeric(row[i]) for row in rows) if rows else False for i in range(len(columns))]
-    lines = ["| " + " | ".join(columns) + " |",
-             "| " + " | ".join("---:" if is_numeric else "---" for is_numeric in numeric) + " |"]
-    lines += ["| " + " | ".join(escape(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _looks_numeric(cell: str) -> bool:
-    if cell == "–":
-        return True
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
+    """A GitHub-flavoured markdown table (:func:`aliked_ros.tables.markdown_table`); text columns left-aligned, the
+    others right-aligned."""
+    return tables.markdown_table(columns, rows, align_numbers=True)

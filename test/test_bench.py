@@ -1,4 +1,4 @@
-"""`aliked-ros bench` and aliked_ros.benchmark: statistics, engine specs and what is skipped, the report's format
+"""`aliked-ros bench` and aliked_ros.bench: statistics, engine specs and what is skipped, the report's format
 (from measurement records made up here: these test the formatting, not speed), and one tiny real run on the CPU."""
 
 from __future__ import annotations
@@ -12,10 +12,17 @@ import cv2
 import numpy as np
 import pytest
 
-from aliked_ros import benchmark
-from aliked_ros.benchmark import (BenchResult, Environment, LatencyStats, Measurement, Skipped, format_report,
-                                  latency_stats, parse_engines, parse_references, plan_rows, result_to_json,
-                                  time_calls)
+from aliked_ros.bench.images import image_set
+from aliked_ros.bench.machine import Environment
+from aliked_ros.bench.memory import GpuMemoryProbe
+from aliked_ros.bench.profiler import profile_calls, summarize_profile
+from aliked_ros.bench.records import BenchResult, Measurement
+from aliked_ros.bench.report import format_report, result_to_json
+from aliked_ros.bench.run import CPU_REPEATS, CPU_WARMUP, GPU_REPEATS, GPU_WARMUP, BenchConfig, row_counts
+from aliked_ros.bench.specs import (DEFAULT_ENGINES, ENGINE_SPECS, REFERENCE_SPECS, PlannedRow, Skipped, parse_engines,
+                                    parse_references, plan_rows)
+from aliked_ros.bench.timing import (LatencyStats, latency_stats, rosbags_message_builder, time_calls,
+                                     time_message_build)
 from aliked_ros.cli import main
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
@@ -76,11 +83,11 @@ def test_time_calls_keeps_no_result_but_the_last():
 
 
 def test_message_build_time_is_positive_with_the_rosbags_class():
-    builder = benchmark.rosbags_message_builder()
+    builder = rosbags_message_builder()
     rng = np.random.default_rng(0)
     features = Features(rng.random((200, 2), dtype=np.float32), np.linspace(1, 0.1, 200, dtype=np.float32),
                         rng.random((200, 64), dtype=np.float32), 480, 640)
-    assert benchmark.time_message_build(builder, features, "aliked-t16", repeats=5) > 0
+    assert time_message_build(builder, features, "aliked-t16", repeats=5) > 0
     message = builder.build(features, "aliked-t16")
     assert message.descriptor_size == 64 and len(message.scores) == 200
 
@@ -93,16 +100,13 @@ def names(specs):
 
 
 def test_engine_specs_parse_with_aliases_in_order_once():
-    assert names(parse_engines(benchmark.DEFAULT_ENGINES)) == [
+    assert names(parse_engines(DEFAULT_ENGINES)) == [
         "torch-fp32", "torch-fp16", "torch-graph-fp16", "torch-graph-fp32", "torch-compiled-graph-fp16",
         "onnxruntime-fp32", "tensorrt-fp16"]
     assert names(parse_engines("tensorrt, torch-fp32,tensorrt-fp16")) == ["tensorrt-fp16", "torch-fp32"]
-    assert names(parse_engines("all")) == list(benchmark.ENGINE_SPECS)
-    spec = benchmark.ENGINE_SPECS["torch-graph-fp16"]
+    assert names(parse_engines("all")) == list(ENGINE_SPECS)
+    spec = ENGINE_SPECS["torch-graph-fp16"]
     assert (spec.runtime, spec.precision, spec.cuda_graph, spec.needs_cuda) == ("torch", "fp16", True, True)
-    assert spec.small_conv == "torch"
-    direct = benchmark.ENGINE_SPECS["torch-compiled-graph-direct-fp16"]
-    assert (direct.small_conv, direct.compile_mode, direct.needs_cuda) == ("triton", "default", True)
     with pytest.raises(AlikedError, match="Unknown engine 'torch-fp8'.*torch-fp32"):
         parse_engines("torch-fp32,torch-fp8")
     with pytest.raises(AlikedError, match="empty"):
@@ -113,7 +117,7 @@ def test_reference_specs_parse():
     assert names(parse_references("kornia")) == ["kornia-eager", "kornia-compiled", "kornia-graphs"]
     assert names(parse_references("kornia-graphs,kornia-eager")) == ["kornia-graphs", "kornia-eager"]
     assert parse_references("none") == []
-    assert benchmark.REFERENCE_SPECS["kornia-graphs"].compile_mode == "reduce-overhead"
+    assert REFERENCE_SPECS["kornia-graphs"].compile_mode == "reduce-overhead"
     with pytest.raises(AlikedError, match="Unknown reference"):
         parse_references("lightglue")
 
@@ -122,7 +126,7 @@ CPU_ONLY = Environment("cpu", ("CPUExecutionProvider",), "TensorRT's Python pack
 
 
 def test_on_a_cpu_machine_the_cpu_rows_run_and_the_others_are_skipped_with_a_reason():
-    specs = parse_engines(benchmark.DEFAULT_ENGINES) + parse_references("kornia")
+    specs = parse_engines(DEFAULT_ENGINES) + parse_references("kornia")
     planned, skipped = plan_rows(specs, CPU_ONLY)
     assert [(row.spec.name, row.device, row.provider) for row in planned] == [
         ("torch-fp32", "cpu", None), ("onnxruntime-fp32", "cpu", "cpu"), ("kornia-eager", "cpu", None)]
@@ -167,33 +171,33 @@ def test_missing_onnxruntime_and_kornia_are_skipped():
 
 
 def test_warmup_and_repeats_default_by_device_and_compiled_rows_warm_up_enough():
-    config = benchmark.BenchConfig([], [], [], [], [])
-    gpu = benchmark.PlannedRow(benchmark.ENGINE_SPECS["torch-fp32"], "cuda:0")
-    cpu = benchmark.PlannedRow(benchmark.ENGINE_SPECS["onnxruntime-fp32"], "cpu", "cpu")
-    graphs = benchmark.PlannedRow(benchmark.REFERENCE_SPECS["kornia-graphs"], "cuda:0")
-    assert benchmark.row_counts(gpu, config) == (benchmark.GPU_WARMUP, benchmark.GPU_REPEATS)
-    assert benchmark.row_counts(cpu, config) == (benchmark.CPU_WARMUP, benchmark.CPU_REPEATS)
+    config = BenchConfig([], [], [], [], [])
+    gpu = PlannedRow(ENGINE_SPECS["torch-fp32"], "cuda:0")
+    cpu = PlannedRow(ENGINE_SPECS["onnxruntime-fp32"], "cpu", "cpu")
+    graphs = PlannedRow(REFERENCE_SPECS["kornia-graphs"], "cuda:0")
+    assert row_counts(gpu, config) == (GPU_WARMUP, GPU_REPEATS)
+    assert row_counts(cpu, config) == (CPU_WARMUP, CPU_REPEATS)
     config.warmup, config.repeats = 0, 7
-    assert benchmark.row_counts(gpu, config) == (0, 7)
-    assert benchmark.row_counts(graphs, config) == (3, 7)  # compile, then record the CUDA graphs, then time
-    compiled = benchmark.REFERENCE_SPECS["kornia-compiled"]
-    assert benchmark.row_counts(benchmark.PlannedRow(compiled, "cuda:0"), config) == (2, 7)
-    for name, spec in benchmark.ENGINE_SPECS.items():  # the torch engine's graph path captures in its first call
-        assert benchmark.row_counts(benchmark.PlannedRow(spec, "cuda:0"), config)[0] == int(spec.cuda_graph), name
+    assert row_counts(gpu, config) == (0, 7)
+    assert row_counts(graphs, config) == (3, 7)  # compile, then record the CUDA graphs, then time
+    compiled = REFERENCE_SPECS["kornia-compiled"]
+    assert row_counts(PlannedRow(compiled, "cuda:0"), config) == (2, 7)
+    for name, spec in ENGINE_SPECS.items():  # the torch engine's graph path captures in its first call
+        assert row_counts(PlannedRow(spec, "cuda:0"), config)[0] == int(spec.cuda_graph), name
 
 
 def test_an_image_set_needs_one_size_and_holds_rgb_frames():
     gray = np.zeros((40, 50), np.uint8)
-    images = benchmark.image_set("s", [("a", gray), ("b", np.zeros((40, 50, 3), np.uint8))], "test")
+    images = image_set("s", [("a", gray), ("b", np.zeros((40, 50, 3), np.uint8))], "test")
     assert (images.height, images.width, len(images.frames)) == (40, 50, 2)
     assert all(frame.shape == (40, 50, 3) and frame.flags.writeable for frame in images.frames)
     with pytest.raises(AlikedError, match="2 sizes.*50x40.*60x40"):
-        benchmark.image_set("s", [("a", gray), ("b", np.zeros((40, 60), np.uint8))], "test")
+        image_set("s", [("a", gray), ("b", np.zeros((40, 60), np.uint8))], "test")
 
 
 def test_nvml_probe_without_pynvml_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
-    probe = benchmark.GpuMemoryProbe(0)
+    probe = GpuMemoryProbe(0)
     assert probe.process_mib() is None and "nvidia-ml-py" in probe.missing
 
 
@@ -201,7 +205,7 @@ def test_nvml_probe_without_pynvml_says_what_to_install(monkeypatch):
 
 
 def measurement(name, median, *, kind="engine", group=("aliked-t16", 1000, "tum"), gpu=False, **fields):
-    spec = (benchmark.REFERENCE_SPECS if kind == "reference" else benchmark.ENGINE_SPECS)[name]
+    spec = (REFERENCE_SPECS if kind == "reference" else ENGINE_SPECS)[name]
     model, top_k, set_name = group
     record = Measurement(model, top_k, set_name, 640, 480, name, spec.label, kind, spec.runtime, spec.precision,
                          "cuda:0" if gpu else "cpu", warmup=20, repeats=200)
@@ -315,12 +319,12 @@ def test_profile_summary_takes_gpu_time_on_cuda_and_cpu_self_time_on_the_cpu():
               fake_event("sm90_xmma_fprop", "CUDA", 60, device_us=1200.0),
               fake_event("triton_poi_fused_selu", "CUDA", 20, device_us=400.0),
               fake_event("Memcpy HtoD", "CUDA", 20, device_us=100.0)]
-    gpu = benchmark.summarize_profile(events, frames=20, cuda=True, top=2)
+    gpu = summarize_profile(events, frames=20, cuda=True, top=2)
     assert gpu.clock == "GPU kernel time" and gpu.frames == 20
     assert gpu.total_us_per_frame == pytest.approx(85.0) and gpu.calls_per_frame == pytest.approx(5.0)
     assert [(o.name, o.microseconds_per_frame, o.calls_per_frame) for o in gpu.top] == [
         ("sm90_xmma_fprop", 60.0, 3.0), ("triton_poi_fused_selu", 20.0, 1.0)]
-    cpu = benchmark.summarize_profile(events, frames=20, cuda=False)
+    cpu = summarize_profile(events, frames=20, cuda=False)
     assert [o.name for o in cpu.top] == ["aten::conv2d", "cudaGraphLaunch"]
     assert cpu.total_us_per_frame == pytest.approx(60.0)
 
@@ -334,7 +338,7 @@ def test_profile_of_real_cpu_calls_names_the_operators_they_run():
         return torch.mm(torch.from_numpy(frame).float(), weight).relu()
 
     frames = [np.ones((64, 64), np.float32)]
-    profile = benchmark.profile_calls(call, frames, 3, cuda=False)
+    profile = profile_calls(call, frames, 3, cuda=False)
     by_name = {operation.name: operation for operation in profile.top}
     assert by_name["aten::mm"].calls_per_frame == pytest.approx(1.0)
     assert profile.total_us_per_frame >= sum(o.microseconds_per_frame for o in profile.top) > 0
