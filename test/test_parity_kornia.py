@@ -13,6 +13,7 @@ windows of the kept maxima are zeroed. So:
 import numpy as np
 import pytest
 import torch
+from dense_reference import dense_maps
 
 from aliked_ros.model.aliked import uint8_to_network_input
 from aliked_ros.model.configs import MODEL_CONFIGS, NMS_RADIUS
@@ -51,7 +52,7 @@ def test_dense_maps_agree(model, rgb_frame, load_pretrained):
     theirs = kornia_aliked(model)
     image = network_input(rgb_frame)
     with torch.no_grad():
-        our_scores, our_features = ours.network.dense_maps(image)
+        our_scores, our_features = dense_maps(ours.network, image)
         their_features, their_scores = theirs.extract_dense_map(image)
     assert our_scores.shape == their_scores.shape
     assert torch.allclose(our_scores, their_scores, atol=2e-5, rtol=0)
@@ -85,7 +86,7 @@ def test_threshold_mode_differs_exactly_by_the_non_strict_candidates(frame, requ
     with torch.no_grad():
         keypoints, scores, descriptors = (t.numpy() for t in ours.detect_threshold(image, threshold, 20000))
         result = theirs(image)[0]
-        score_map, _ = ours.network.dense_maps(image)
+        score_map, _ = dense_maps(ours.network, image)
     ours_candidates = candidate_mask(score_map, NMS_RADIUS) & (score_map > threshold)
     strict = nms2d(score_map, (2 * NMS_RADIUS + 1,) * 2, mask_only=True)
     extra = int((ours_candidates & ~strict).sum())

@@ -2,42 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
 import torch
 
 from aliked_ros import validation
+from aliked_ros.devices import has_triton, resolve_device
 from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 from aliked_ros.model.aliked import load_aliked, uint8_to_network_input
-from aliked_ros.model.small_conv import SMALL_CONV_IMPLEMENTATIONS
 
 DEFAULT_MAX_KEYPOINTS = 20000  # threshold mode's cap, as the original's n_limit
-
-
-def has_triton() -> bool:
-    """Whether Triton, torch.compile's GPU code generator and the direct kernels' language, is installed."""
-    return importlib.util.find_spec("triton") is not None
-
-
-def resolve_device(device: str) -> torch.device:
-    """'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available) → a usable torch.device, or AlikedError."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise AlikedError(f"Unknown device {device!r}: use cpu, cuda, cuda:N or auto.") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        # Raised to the API and the node as well as to the tools: name the value, not a command-line flag.
-        raise AlikedError(f"Device {device!r} was asked for but PyTorch sees no CUDA device here; run on the CPU "
-                          "(device \"cpu\").")
-    if resolved.type not in ("cpu", "cuda"):
-        raise AlikedError(f"Unsupported device {device!r}: use cpu, cuda, cuda:N or auto.")
-    return resolved
+GRAPH_WARMUP_RUNS = 3  # eager runs of a frame before its CUDA graph is captured
 
 
 class TorchExtractor(Extractor):
@@ -59,11 +37,8 @@ class TorchExtractor(Extractor):
           kernel launch from Python and one synchronisation per frame.
         - ``compile`` (with ``cuda_graph``): the extraction is compiled by ``torch.compile`` (Inductor fuses the
           elementwise, pooling, upsampling and sampling work into Triton kernels) before it is captured; the first
-          frame of each size takes 30-40 s longer (H100 host, 16 cores; longer on a Jetson). Needs Triton (desktop
-          CUDA builds of PyTorch have it).
-        - ``small_conv="triton"`` (CUDA): the full-resolution layers with few channels run as direct Triton kernels
-          (``model/small_conv.py``) instead of cuDNN. Layer by layer 2–5× faster on the H100, but end to end within
-          the noise on aliked-t16 and aliked-n16rot (BENCHMARKS.md), so opt-in.
+          frame of each size then waits for the compilation (tens of seconds; see BENCHMARKS.md for what it gains).
+          Needs Triton (desktop CUDA builds of PyTorch have it).
     """
 
     engine = "torch"
@@ -71,7 +46,7 @@ class TorchExtractor(Extractor):
     def __init__(self, model: str = "aliked-n16rot", top_k: int = 1000, *, device: str = "auto", fp16: bool = False,
                  score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
                  weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False,
-                 compile: bool = False, small_conv: str = "torch"):
+                 compile: bool = False):
         model = validation.model(model)
         top_k = validation.top_k(top_k)
         score_threshold = validation.score_threshold(score_threshold)
@@ -80,19 +55,12 @@ class TorchExtractor(Extractor):
                             ("allow_download", allow_download)):
             validation.flag(value, name)
         self.torch_device = resolve_device(validation.device(device))
-        if small_conv not in SMALL_CONV_IMPLEMENTATIONS:
-            raise AlikedError(f"small_conv is torch (cuDNN) or triton (direct kernels), not {small_conv!r}.")
-        if small_conv == "triton" and self.torch_device.type != "cuda":
-            raise AlikedError("small_conv=triton runs on CUDA only; use small_conv=torch on the CPU.")
-        if small_conv == "triton" and not has_triton():
-            raise AlikedError("small_conv=triton needs Triton (pip install triton), which this PyTorch lacks.")
         if compile and cuda_graph and self.torch_device.type == "cuda" and not has_triton():
             raise AlikedError("compile=True needs Triton on CUDA (torch.compile's GPU code generator), which this "
                               "PyTorch lacks; run with compile=False (the CUDA graph alone).")
         self.dtype = torch.float16 if fp16 else torch.float32
         self.aliked = load_aliked(model, max(top_k, 1), weights, allow_download=allow_download)
         self.aliked.network.fold_batch_norm()  # inference only: one pass over the activations less per layer
-        self.aliked.network.set_small_conv_implementation(small_conv)
         self.aliked.to(self.torch_device, self.dtype)
         self.model = model
         self.top_k = top_k
@@ -111,14 +79,15 @@ class TorchExtractor(Extractor):
             self.aliked.network.set_deform_implementation("tensor")
         if self.compiled:
             self.aliked.rank_sort = True  # the final sort as two fused kernels instead of a radix sort's passes
-            self.aliked.forward = torch.compile(self.aliked.forward, dynamic=False)
+        # What the CUDA graphs capture: the top-k forward, compiled by torch.compile where asked (the module itself
+        # stays eager).
+        self._network_forward = torch.compile(self.aliked.forward, dynamic=False) if self.compiled else self.aliked
         if self.torch_device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest convolution once per size
 
     def describe(self) -> str:
-        direct = self.aliked.network.small_conv_implementation == "triton"
         return (super().describe() + (", torch.compile" if self.compiled else "")
-                + (", CUDA graph" if self.cuda_graph else "") + (", direct Triton convolutions" if direct else ""))
+                + (", CUDA graph" if self.cuda_graph else ""))
 
     def device_memory(self) -> dict[str, float] | None:
         if self.torch_device.type != "cuda":
@@ -138,8 +107,8 @@ class TorchExtractor(Extractor):
         if self.cuda_graph:
             captured = self._graphs.get((height, width))
             if captured is None:
-                captured = self._graphs[(height, width)] = CapturedExtraction(self.aliked, self.dtype, height, width,
-                                                                              top_k)
+                captured = self._graphs[(height, width)] = CapturedExtraction(
+                    self._network_forward, self.torch_device, self.dtype, height, width, top_k)
             keypoints, scores, descriptors = captured(rgb)
             valid = int(np.count_nonzero(scores > self.score_threshold))
             return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
@@ -168,15 +137,16 @@ class TorchExtractor(Extractor):
 class CapturedExtraction:
     """One image size's extraction captured as a CUDA graph, with its pinned host buffers (see TorchExtractor)."""
 
-    def __init__(self, aliked, dtype: torch.dtype, height: int, width: int, top_k: int, warmup: int = 3):
-        device = next(aliked.parameters()).device
+    def __init__(self, network_forward, device: torch.device, dtype: torch.dtype, height: int, width: int,
+                 top_k: int):
         self.host_image = torch.empty((height, width, 3), dtype=torch.uint8).pin_memory()
         self.device_image = torch.empty((height, width, 3), dtype=torch.uint8, device=device)
-        self.aliked, self.dtype, self.top_k = aliked, dtype, top_k
+        self.network_forward, self.dtype, self.top_k = network_forward, dtype, top_k
         self.stream = torch.cuda.Stream(device)
         self.host_image.numpy()[...] = 128
         with torch.inference_mode(), torch.cuda.stream(self.stream):
-            for _ in range(warmup):  # kernel selection (cudnn.benchmark) and lazy initialisation, outside the graph
+            # Kernel selection (cudnn.benchmark) and lazy initialisation, outside the graph.
+            for _ in range(GRAPH_WARMUP_RUNS):
                 outputs = self._frame()
             self.host_outputs = tuple(torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in outputs)
             self.stream.synchronize()
@@ -191,7 +161,7 @@ class CapturedExtraction:
     def _frame(self):
         self.device_image.copy_(self.host_image, non_blocking=True)
         network_input = uint8_to_network_input(self.device_image, self.dtype)
-        return tuple(output.float() for output in self.aliked(network_input, self.top_k))
+        return tuple(output.float() for output in self.network_forward(network_input, self.top_k))
 
     def __call__(self, rgb: np.ndarray):
         np.copyto(self.host_image.numpy(), rgb)

@@ -19,9 +19,6 @@ from torch import Tensor, nn
 
 from aliked_ros.model.sampling import flatten_channels_first, sample_bilinear
 
-DEFORM_IMPLEMENTATIONS = ("auto", "tensor", "torchvision")
-
-
 @functools.cache
 def torchvision_deform_conv2d():
     """torchvision's ``deform_conv2d``, or None where torchvision is missing or its compiled ops don't load."""

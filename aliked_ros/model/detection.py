@@ -35,8 +35,8 @@ def window_max(values: Tensor, radius: int) -> Tensor:
     ``r`` (which never lets the padding win).
 
     On CUDA and in ONNX export it is ``F.max_pool2d`` (one fused kernel, one ``MaxPool`` node, both fast). Elsewhere
-    PyTorch's CPU max pooling takes about 16 ms for a 640×480 map; a row pass and a column pass of ``2r`` element-wise
-    maxima over shifted views of the ``-inf``-padded map give the same values in about 0.3 ms.
+    PyTorch's CPU max pooling is slow, and a row pass and a column pass of ``2r`` element-wise maxima over shifted
+    views of the ``-inf``-padded map give the same values in a fraction of its time (BENCHMARKS.md, CPU section).
     """
     if not runs_on_pytorch_cpu_kernels(values):
         return F.max_pool2d(values, kernel_size=2 * radius + 1, stride=1, padding=radius)

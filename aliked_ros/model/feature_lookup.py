@@ -1,13 +1,14 @@
-"""ALIKED's dense feature map, read at integer pixels: materialised, or computed only where the descriptor head asks.
+"""ALIKED's dense feature map, read at integer pixels: computed only where the descriptor head asks.
 
 The dense feature map is ``normalize(cat(y1, up(y2), up(y3), up(y4)))`` at full resolution, where ``y_s`` are the
 four backbone levels projected to ``dim / 4`` channels and ``up`` is bilinear upsampling with aligned corners. The
 descriptor head reads it at a few thousand pixels per frame (3×3 patches and the four neighbours of each deformable
 sample), yet the materialised map is ``dim`` channels at full resolution: 123 MB in float16 for a KITTI frame and
 aliked-n16rot, written, normalised and read back every frame. :class:`FeaturePyramid` keeps the four small levels
-and computes the normalised vector of each pixel asked for, exactly as the dense map holds it (up to rounding).
+and computes the normalised vector of each pixel asked for, exactly as the dense map holds it (up to rounding; the
+tests compare it with the materialised map, ``test/dense_reference.py``).
 
-Both lookups answer ``vectors(columns, rows)``: pixel indices of any shape ``S`` inside the (cropped) map, in,
+The lookup answers ``vectors(columns, rows)``: pixel indices of any shape ``S`` inside the (cropped) map, in,
 ``(dim, *S)`` vectors out, in at least float32.
 """
 
@@ -21,19 +22,6 @@ from aliked_ros.model.sampling import bilinear_taps, mix_taps, runs_on_pytorch_c
 NORMALIZE_EPS = 1e-12  # F.normalize's default, which the dense map uses
 
 
-class DenseFeatureMap:
-    """A materialised ``(1, dim, H, W)`` feature map, already L2-normalised."""
-
-    def __init__(self, feature_map: Tensor):
-        _, self.dim, self.height, self.width = feature_map.shape
-        self.dtype = feature_map.dtype
-        self._flat = feature_map.reshape(self.dim, self.height * self.width)
-
-    def vectors(self, columns: Tensor, rows: Tensor) -> Tensor:
-        compute_dtype = torch.promote_types(self.dtype, torch.float32)
-        return self._flat[:, (rows * self.width + columns).reshape(-1)].view(-1, *columns.shape).to(compute_dtype)
-
-
 class FeaturePyramid:
     """The dense feature map, computed only at the pixels asked for, from its four levels before upsampling.
 
@@ -41,12 +29,9 @@ class FeaturePyramid:
         levels: ``(1, dim/4, h_s, w_s)`` projected levels; the first at the full (padded) resolution.
         top, left: where the cropped map starts in the padded one (the replicate padding to multiples of 32).
         height, width: the cropped map's size, that of the image.
-        pixel_rows: gather channels-last pixel rows (True) or from channels-first maps (False); None: rows
-            except on CUDA (see below). Both give the same vectors.
     """
 
-    def __init__(self, levels: list[Tensor], top: int, left: int, height: int, width: int,
-                 pixel_rows: bool | None = None):
+    def __init__(self, levels: list[Tensor], top: int, left: int, height: int, width: int):
         self.levels = levels
         self.top, self.left = top, left
         self.height, self.width = height, width
@@ -54,15 +39,17 @@ class FeaturePyramid:
         self.dim = sum(level.shape[1] for level in levels)
         self.full_height, self.full_width = levels[0].shape[-2:]
         # Off CUDA (the CPU, and the ONNX graph, which is traced there), gather whole pixel rows (H*W, C): a
-        # pixel's channels are one contiguous read instead of C reads H*W apart, which made these gathers 40 % of
-        # onnxruntime's CPU time. On CUDA the channels-first gathers stay: they are what the compiled fast path was
-        # measured and checked with on the H100 (see BENCHMARKS.md).
-        self.pixel_rows = (not levels[0].is_cuda) if pixel_rows is None else pixel_rows
-        self._sources = [
-            level[0].permute(1, 2, 0).reshape(-1, level.shape[1]) if self.pixel_rows
-            else level.reshape(level.shape[1], -1)
-            for level in levels
-        ]
+        # pixel's channels are one contiguous read instead of C reads H*W apart (onnxruntime's CPU profile:
+        # BENCHMARKS.md). On CUDA the channels-first gathers stay: they are what the compiled fast path was measured
+        # and checked with (BENCHMARKS.md). Both layouts give the same vectors.
+        self.pixel_rows = not levels[0].is_cuda
+        self._sources = [self._source(level) for level in levels]
+
+    def _source(self, level: Tensor) -> Tensor:
+        """One level laid out for :meth:`_read`: pixel rows ``(h*w, C)`` or channels-first ``(C, h*w)``."""
+        if self.pixel_rows:
+            return level[0].permute(1, 2, 0).reshape(-1, level.shape[1])
+        return level.reshape(level.shape[1], -1)
 
     def _read(self, source: Tensor, index: Tensor) -> Tensor:
         """``(C, *index.shape)``: the channels of the level's pixels at flat ``index``."""
@@ -83,7 +70,7 @@ class FeaturePyramid:
             else:
                 parts.append(self._upsampled(source, level_height, level_width, full_x, full_y, compute_dtype))
         vectors = torch.cat(parts, dim=0)
-        if runs_on_pytorch_cpu_kernels(vectors):  # there a norm over the outer axis is 10× slower than this
+        if runs_on_pytorch_cpu_kernels(vectors):  # there a norm over the outer axis is slower (BENCHMARKS.md, CPU)
             norms = (vectors * vectors).sum(dim=0, keepdim=True).sqrt()
         else:
             norms = vectors.norm(dim=0, keepdim=True)

@@ -7,11 +7,10 @@ convolutions); their features are projected to ``dim / 4`` channels each, upsamp
 concatenated into the dense feature map, from which a small head predicts the score map. The sparse deformable
 descriptor head (SDDH) describes given keypoints only.
 
-Two formulations compute the same maps: :meth:`AlikedNetwork.dense_maps` builds the full-resolution ``dim``-channel
-map as the original does (the reference, and what the parity tests compare with kornia), while
-:meth:`AlikedNetwork.score_map_and_features`, which inference and export use, never does: the score head's first
-1×1 convolution is applied before upsampling, and the descriptor head reads the map only at the pixels it needs
-(``feature_lookup``).
+:meth:`AlikedNetwork.score_map_and_features`, which inference and export use, never builds the full-resolution
+``dim``-channel map the original builds: the score head's first 1×1 convolution is applied before upsampling, and the
+descriptor head reads the map only at the pixels it needs (``feature_lookup``). The original's dense formulation is
+kept in the tests (``test/dense_reference.py``) as the reference both are compared with.
 """
 
 from __future__ import annotations
@@ -22,9 +21,8 @@ from torch import Tensor, nn
 
 from aliked_ros.model.configs import ModelConfig
 from aliked_ros.model.deform_conv import DeformableConv2d
-from aliked_ros.model.feature_lookup import NORMALIZE_EPS, DenseFeatureMap, FeaturePyramid
+from aliked_ros.model.feature_lookup import FeaturePyramid
 from aliked_ros.model.sampling import bilinear_taps, mix_taps
-from aliked_ros.model.small_conv import SMALL_CONV_IMPLEMENTATIONS, conv2d_activation
 
 PAD_MULTIPLE = 32
 
@@ -44,14 +42,8 @@ class ConvBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = _conv(out_channels, out_channels, deformable=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.small_conv_implementation = "torch"  # see AlikedNetwork.set_small_conv_implementation
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.small_conv_implementation != "torch":  # batch norm folded into the convolutions
-            for conv in (self.conv1, self.conv2):
-                x = conv2d_activation(x, conv.weight, conv.bias, output_activation="selu",
-                                      implementation=self.small_conv_implementation)
-            return x
         x = F.selu(self.bn1(self.conv1(x)))
         return F.selu(self.bn2(self.conv2(x)))
 
@@ -96,8 +88,9 @@ class SparseDeformableDescriptorHead(nn.Module):
         self.agg_weights = nn.Parameter(torch.empty(positions, dim, dim))
         nn.init.uniform_(self.agg_weights)  # the original's initialisation; pretrained weights replace it
 
-    def forward(self, features: DenseFeatureMap | FeaturePyramid, keypoints: Tensor) -> Tensor:
-        """Descriptors ``(N, dim)`` of ``(N, 2)`` pixel keypoints, reading one image's normalised feature map."""
+    def forward(self, features: FeaturePyramid, keypoints: Tensor) -> Tensor:
+        """Descriptors ``(N, dim)`` of ``(N, 2)`` pixel keypoints, reading one image's normalised feature map (any
+        object with ``height``, ``width``, ``dtype`` and ``vectors(columns, rows)``, as :class:`FeaturePyramid`)."""
         height, width, size = features.height, features.width, self.kernel_size
         count = keypoints.shape[0]
         # Patch corner as the original computes it: truncate, step back to centre the patch, keep it inside the map.
@@ -129,10 +122,10 @@ class SparseDeformableDescriptorHead(nn.Module):
         return F.normalize(descriptors.float(), p=2.0, dim=1)
 
 
-def replicate_padding(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int, int, int]:
-    """(left, right, top, bottom) padding that centres the image in a multiple of ``multiple``, as the original."""
-    pad_h = -height % multiple
-    pad_w = -width % multiple
+def replicate_padding(height: int, width: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) padding that centres the image in a multiple of PAD_MULTIPLE, as the original."""
+    pad_h = -height % PAD_MULTIPLE
+    pad_w = -width % PAD_MULTIPLE
     return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
 
 
@@ -140,11 +133,11 @@ class AlikedNetwork(nn.Module):
     """Backbone, score head and descriptor head of one ALIKED variant.
 
     Convention:
-        - Input of :meth:`dense_maps`: float RGB ``(B, 3, H, W)`` in ``[0, 1]`` (the range of the pretrained
+        - Input of :meth:`score_map_and_features`: float RGB ``(B, 3, H, W)`` in ``[0, 1]`` (the range of the pretrained
           weights), any ``H`` and ``W``. It is replicate-padded around its centre to multiples of 32 and the maps
           are cropped back, so the padding moves no keypoint.
-        - Outputs: the score map ``(B, 1, H, W)`` in ``(0, 1)`` and the L2-normalised dense feature map
-          ``(B, dim, H, W)``, in the network's dtype.
+        - Outputs: the score map ``(B, 1, H, W)`` in ``(0, 1)``, in the network's dtype, and the L2-normalised dense
+          feature map ``(B, dim, H, W)`` as a :class:`FeaturePyramid` that computes it where it is read.
     """
 
     def __init__(self, config: ModelConfig):
@@ -170,7 +163,6 @@ class AlikedNetwork(nn.Module):
             nn.Conv2d(4, 1, 3, padding=1, bias=False),
         )
         self.desc_head = SparseDeformableDescriptorHead(dim, config.descriptor_kernel, config.descriptor_positions)
-        self.small_conv_implementation = "torch"
 
     @torch.no_grad()
     def fold_batch_norm(self) -> None:
@@ -195,18 +187,6 @@ class AlikedNetwork(nn.Module):
                 conv.bias = nn.Parameter(bias)
                 setattr(block, bn_name, nn.Identity())
 
-    def set_small_conv_implementation(self, implementation: str) -> None:
-        """Choose the kernel of the full-resolution layers (block 1, the level-1 projection, the score head):
-        'torch' (cuDNN or the CPU's) or 'triton' (a direct kernel, see ``small_conv``, for the layers with few
-        enough channels). 'triton' needs the batch norms folded (:meth:`fold_batch_norm`) and, outside Triton's
-        interpreter, CUDA tensors."""
-        if implementation not in SMALL_CONV_IMPLEMENTATIONS:
-            raise ValueError(f"implementation is one of {SMALL_CONV_IMPLEMENTATIONS}, not {implementation!r}")
-        if implementation != "torch" and any(isinstance(m, nn.BatchNorm2d) for m in self.modules()):
-            raise ValueError("fold the batch norms (fold_batch_norm) before choosing the direct convolution kernel")
-        self.small_conv_implementation = implementation
-        self.block1.small_conv_implementation = implementation
-
     def set_deform_implementation(self, implementation: str) -> None:
         """Choose the deformable convolution kernel: 'auto', 'tensor' or 'torchvision' (see deform_conv)."""
         for module in self.modules():
@@ -225,29 +205,16 @@ class AlikedNetwork(nn.Module):
         full = levels[0].shape[-2:]
         head_in = self.score_head[0].weight  # (8, dim, 1, 1)
         quarter = levels[0].shape[1]
-        head_input = self._small_conv(levels[0], head_in[:, :quarter])
+        head_input = F.conv2d(levels[0], head_in[:, :quarter])
         for index, level in enumerate(levels[1:], start=1):
             projected = F.conv2d(level, head_in[:, index * quarter:(index + 1) * quarter])
             head_input = head_input + F.interpolate(projected, size=full, mode="bilinear", align_corners=True)
         _, _, head_conv1, _, head_conv2, _, head_conv3 = self.score_head  # SELUs between the convolutions
-        x = self._small_conv(F.selu(head_input), head_conv1.weight, output_activation="selu")
-        x = self._small_conv(x, head_conv2.weight, output_activation="selu")
-        score_map = self._small_conv(x, head_conv3.weight, output_activation="sigmoid")
+        x = F.selu(head_conv1(F.selu(head_input)))
+        x = F.selu(head_conv2(x))
+        score_map = torch.sigmoid(head_conv3(x))
         score_map = score_map[..., top:top + height, left:left + width]
         return score_map, FeaturePyramid(levels, top, left, height, width)
-
-    def dense_maps(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        """The score map ``(B, 1, H, W)`` and the materialised normalised feature map ``(B, dim, H, W)``, computed
-        as the original does (the reference for :meth:`score_map_and_features`)."""
-        height, width = image.shape[-2:]
-        levels, (top, left) = self._levels(image)
-        full = levels[0].shape[-2:]
-        upsampled = [F.interpolate(level, size=full, mode="bilinear", align_corners=True) for level in levels[1:]]
-        features = torch.cat([levels[0], *upsampled], dim=1)
-        crop = (..., slice(top, top + height), slice(left, left + width))
-        score_map = torch.sigmoid(self.score_head(features))
-        feature_map = F.normalize(features, p=2.0, dim=1, eps=NORMALIZE_EPS)
-        return score_map[crop], feature_map[crop]
 
     def _levels(self, image: Tensor) -> tuple[list[Tensor], tuple[int, int]]:
         """The backbone's four levels projected to ``dim / 4`` channels, on the padded image; and (top, left)."""
@@ -259,11 +226,7 @@ class AlikedNetwork(nn.Module):
         x2 = self.block2(F.avg_pool2d(x1, 2))
         x3 = self.block3(F.avg_pool2d(x2, 4))
         x4 = self.block4(F.avg_pool2d(x3, 4))
-        levels = [self._small_conv(x1, self.conv1.weight, output_activation="selu")]
-        levels += [F.selu(conv(x)) for conv, x in ((self.conv2, x2), (self.conv3, x3), (self.conv4, x4))]
+        pairs = ((self.conv1, x1), (self.conv2, x2), (self.conv3, x3), (self.conv4, x4))
+        levels = [F.selu(conv(x)) for conv, x in pairs]
         return levels, (top, left)
 
-    def _small_conv(self, x: Tensor, weight: Tensor, output_activation: str = "none") -> Tensor:
-        """A full-resolution layer with the kernel :meth:`set_small_conv_implementation` chose."""
-        return conv2d_activation(x, weight, output_activation=output_activation,
-                                 implementation=self.small_conv_implementation)

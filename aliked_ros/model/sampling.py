@@ -57,7 +57,7 @@ def mix_taps(corners: Tensor, weights: Tensor) -> Tensor:
     """``sum_i corners[:, i] * weights[i]``: ``(C, 4, *S)`` neighbour values and ``(4, *S)`` weights → ``(C, *S)``.
 
     On the CPU as four products and three sums: a reduction over that short middle axis of a gathered (strided)
-    tensor is 4× slower there (aliked-t16 frames took 6–10 % less time, paired A/B). On CUDA and in ONNX export it
+    tensor is several times slower there (BENCHMARKS.md, CPU section). On CUDA and in ONNX export it
     stays a product and a reduction: the compiled graph fuses either form, and the ONNX graph keeps its two nodes.
     """
     if not runs_on_pytorch_cpu_kernels(corners):
