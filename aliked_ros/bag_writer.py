@@ -403,3 +403,6 @@ class _RosbagsStorage:
             self.usable = False
             return False
         return True
+
+
+__all__ = ["BagWriter", "PARTIAL_KEY"]

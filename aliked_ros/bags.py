@@ -254,3 +254,8 @@ def read_messages(reader, topic: str, path: Path | None = None) -> Iterator[tupl
         except errors as error:
             raise describe_read_error(path or Path(str(reader.paths[0])), error) from None
         yield timestamp, message
+
+
+__all__ = ["BAG_OUTPUT", "DEFAULT_STORAGE", "IMAGE_MSGTYPES", "STORAGES", "camera_info_message", "camera_info_topic",
+           "check_output", "image_message", "image_topics", "make_header", "message_class", "message_count", "open_bag",
+           "read_messages", "select_image_topic", "stamp_to_ns", "typestore", "with_ros2_header"]

@@ -85,3 +85,5 @@ def is_features_file(path: str | os.PathLike) -> bool:
 
 FEATURES_OUTPUT = outputs.OutputKind("a features file (.npz) written by aliked-ros", lambda path: is_features_file(path))
 
+
+__all__ = ["FEATURES_OUTPUT", "Features", "is_features_file"]

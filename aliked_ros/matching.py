@@ -275,7 +275,7 @@ class LightGlueMatcher:
                  fp16: bool = False, allow_download: bool = True):
         torch = require("torch", "The LightGlue matcher")
         LightGlue = require("kornia.feature", "The LightGlue matcher").LightGlue
-        from aliked_ros.engines.torch_engine import resolve_device
+        from aliked_ros.devices import resolve_device
 
         if not 0.0 <= filter_threshold < 1.0:
             raise AlikedError(f"filter_threshold must be in [0, 1), not {filter_threshold}.")
@@ -331,3 +331,7 @@ def create_matcher(name: str = "mnn", **options):
     if name == "lightglue":
         return LightGlueMatcher(**options)
     raise AlikedError(f"Unknown matcher {name!r}: choose one of {', '.join(MATCHERS)}.")
+
+
+__all__ = ["LightGlueMatcher", "MATCHERS", "Matches", "MutualNearestNeighbours", "as_features", "create_matcher",
+           "mutual_nearest_neighbours", "resolve_lightglue_weights"]

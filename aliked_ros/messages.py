@@ -72,3 +72,7 @@ def features_from_message(message) -> Features:
         )
     return Features(keypoints.reshape(count, 2), scores, descriptors.reshape(count, size), int(message.height),
                     int(message.width))
+
+
+__all__ = ["KEYPOINTS_MSGTYPE", "build_keypoints_message", "features_from_message", "keypoints_definition_path",
+           "register_keypoints_type"]

@@ -180,29 +180,40 @@ def _fsync_directory(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """A binary file to write ``path`` through: written to a temporary file in the same directory, synced, given the
-    umask's mode and renamed over ``path`` when the block ends without an exception. On an exception nothing is
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` for the block to write (and check) the file at; when the block ends without
+    an exception the file is synced, given the umask's mode and renamed over ``path``. On an exception nothing is
     left but the old file, if there was one. A failure of the disk becomes an OutputError with one sentence."""
     path = Path(path)
     try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     except OSError as error:
         raise OutputError(f"{path} cannot be written ({_reason(error)}).") from None
+    os.close(handle)
+    temporary = Path(name)
     try:
-        with os.fdopen(handle, "wb") as file:
-            yield file
-            file.flush()
-            os.fchmod(file.fileno(), new_file_mode())
-            os.fsync(file.fileno())
+        yield temporary
+        handle = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fchmod(handle, new_file_mode())  # mkstemp's files are private; an output is not
+            os.fsync(handle)
+        finally:
+            os.close(handle)
         os.replace(temporary, path)
     except OSError as error:
         raise OutputError(f"{path} could not be written ({_reason(error)}); nothing was left half-written. "
                           "Free space or choose another output.") from None
     finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        if temporary.exists():
+            temporary.unlink()
     _fsync_directory(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through, by :func:`atomic_path`'s rules."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        yield file
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

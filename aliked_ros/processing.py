@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aliked_ros import validation
@@ -10,8 +12,11 @@ from aliked_ros.engines import create_extractor
 from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
-from aliked_ros.imaging import message_to_image
+from aliked_ros.image_messages import message_to_image
 from aliked_ros.messages import build_keypoints_message
+
+Log = Callable[[str], None]  # where a step's one-line report goes: the node's logger, a tool's stderr
+_logger = logging.getLogger(__name__)
 
 
 def stamp_seconds(stamp) -> float:
@@ -30,7 +35,7 @@ class FrameProcessor:
     """Image message in, Keypoints message out.
 
     Convention:
-        - Takes ``sensor_msgs/Image`` (any encoding of :data:`aliked_ros.imaging.SUPPORTED_ENCODINGS`) or
+        - Takes ``sensor_msgs/Image`` (any encoding of :data:`aliked_ros.image_messages.SUPPORTED_ENCODINGS`) or
           ``sensor_msgs/CompressedImage`` (JPEG/PNG), rclpy's or rosbags' classes alike.
         - Returns a Keypoints message of ``message_class`` whose header is the image's, holding the extractor's
           features with a score strictly above ``score_threshold`` (sorted high → low), for the image's own size.
@@ -81,23 +86,25 @@ def needs_image_size(values: dict) -> bool:
     return engine in STATIC_ENGINES and not explicit and not (values["image_height"] and values["image_width"])
 
 
-def torch_compile_enabled(values: dict, log=print) -> bool:
+def torch_compile_enabled(values: dict, log: Log | None = None) -> bool:
     """Whether the torch engine compiles its CUDA graph: ``torch_compile`` is on, the device is CUDA and Triton is
     there (its absence is logged, not an error: the graph then runs uncompiled)."""
-    from aliked_ros.engines.torch_engine import has_triton, resolve_device
+    from aliked_ros.devices import has_triton, resolve_device
 
+    log = log or _logger.info
     if not values["torch_compile"] or resolve_device(values["device"]).type != "cuda":
         return False
     if not has_triton():
         log("torch_compile is on but this PyTorch has no Triton: "
-            "the CUDA graph runs uncompiled (2.4-2.7x slower on an H100)")
+            "the CUDA graph runs uncompiled (slower; see BENCHMARKS.md)")
         return False
     log("torch.compile: the first frame of each image size compiles first "
-        "(30-40 s on a desktop GPU, longer on a Jetson)")
+        "(tens of seconds on a desktop GPU, longer on a Jetson)")
     return True
 
 
-def extractor_from_parameters(values: dict, log=print, image_size: tuple[int, int] | None = None) -> Extractor:
+def extractor_from_parameters(values: dict, log: Log | None = None,
+                              image_size: tuple[int, int] | None = None) -> Extractor:
     """The extractor that the node's parameters (``aliked_ros.parameters.resolve``) describe.
 
     Static engines (tensorrt, onnxruntime) come from ``engine_path``/``onnx_path`` or from the engine cache, built
@@ -105,11 +112,12 @@ def extractor_from_parameters(values: dict, log=print, image_size: tuple[int, in
     so the torch engine runs float32 on the CPU whatever ``precision`` says, and logs it. On CUDA the torch engine
     captures each image size as a CUDA graph, compiled first where ``torch_compile`` is on and Triton is there.
     """
+    log = log or _logger.info
     engine = resolve_engine(values)
     model, top_k, precision = values["model"], values["top_k"], values["precision"]
     height, width = image_size or (values["image_height"], values["image_width"])
     if engine == "torch" and precision == "fp16":
-        from aliked_ros.engines.torch_engine import resolve_device
+        from aliked_ros.devices import resolve_device
 
         if resolve_device(values["device"]).type == "cpu":  # decided before the log line, which says what runs
             log("precision fp16 asked for on the CPU, where it is slower: running fp32")

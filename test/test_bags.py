@@ -12,7 +12,8 @@ from rosbags.highlevel import AnyReader
 
 from aliked_ros import bag_writer, datasets
 from aliked_ros.cli import main
-from aliked_ros.imaging import message_to_image, read_image
+from aliked_ros.imaging import read_image
+from aliked_ros.image_messages import message_to_image
 from aliked_ros.messages import features_from_message
 from aliked_ros.processing import FrameProcessor
 from aliked_ros.sample_data import dataset_frames

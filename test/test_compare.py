@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from aliked_ros.cli import main
-from aliked_ros.comparison import (MatchStatistics, markdown_table, match_features, mutual_nearest_neighbours,
+from aliked_ros.comparison import (MatchStatistics, markdown_table, match_features, mutual_nearest_points,
                                    table_row)
 from aliked_ros.errors import AlikedError
 from aliked_ros.tools.compare import parse_spec, select_frames
@@ -108,7 +108,7 @@ def test_matches_are_mutual_and_one_to_one():
     # Two keypoints of A near one of B: only the nearer pairs; B's far keypoint stays alone.
     a = np.array([[10.0, 10.0], [10.4, 10.0], [50.0, 50.0]])
     b = np.array([[10.3, 10.0], [80.0, 80.0]])
-    index_a, index_b, distances = mutual_nearest_neighbours(a, b, max_distance=1.0)
+    index_a, index_b, distances = mutual_nearest_points(a, b, max_distance=1.0)
     assert index_a.tolist() == [1] and index_b.tolist() == [0] and np.allclose(distances, [0.1])
 
 
@@ -127,7 +127,7 @@ def test_chunked_search_equals_the_full_distance_matrix(chunk_elements):
     a = rng.uniform(0, 60, size=(600, 2))  # dense: many near ties and contested neighbours
     b = np.vstack([a[:500] + rng.normal(scale=0.4, size=(500, 2)), rng.uniform(0, 60, size=(150, 2))])
     expected = brute_force(a, b, 1.0)
-    found = mutual_nearest_neighbours(a, b, 1.0, chunk_elements=chunk_elements)
+    found = mutual_nearest_points(a, b, 1.0, chunk_elements=chunk_elements)
     assert len(expected[0]) > 300
     for left, right in zip(found, expected):
         assert np.array_equal(left, right) if left.dtype.kind == "i" else np.allclose(left, right)
@@ -203,8 +203,6 @@ def test_comparison_math_needs_neither_torch_nor_ros():
      "torch", {"model": "aliked-n16rot", "top_k": 1000, "device": "cuda", "precision": "fp32", "cuda_graph": True}),
     ("torch:precision=fp16,cuda_graph=true,compile=true",
      "torch", {"precision": "fp16", "cuda_graph": True, "compile": True}),
-    ("torch:compile=true,cuda_graph=true,small_conv=triton",
-     "torch", {"compile": True, "cuda_graph": True, "small_conv": "triton"}),
     ("onnxruntime:onnx_path=x.onnx,providers=cpu", "onnxruntime", {"onnx_path": "x.onnx", "providers": "cpu"}),
     ("onnxruntime:dir/x.onnx,threads=2", "onnxruntime", {"onnx_path": "dir/x.onnx", "threads": 2}),
     ("x.onnx", "onnxruntime", {"onnx_path": "x.onnx"}),

@@ -78,7 +78,7 @@ def test_the_node_path_of_a_prebuilt_engine_needs_no_torch():
 
     code = ("import sys; import aliked_ros.processing, aliked_ros.parameters, aliked_ros.latency, "
             "aliked_ros.messages, aliked_ros.visualize, aliked_ros.export.engine_info, aliked_ros.engines.cache, "
-            "aliked_ros.engines.cuda_runtime, aliked_ros.vo, aliked_ros.matching; "
+            "aliked_ros.cuda_runtime, aliked_ros.vo, aliked_ros.matching; "
             "from aliked_ros import parameters, processing; "
             "processing.resolve_engine(parameters.resolve({'engine': 'tensorrt', 'engine_path': 'x.engine'})); "
             "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'kornia') if m in sys.modules))")

@@ -9,7 +9,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
-from aliked_ros.imaging import SUPPORTED_ENCODINGS, message_to_image
+from aliked_ros.image_messages import SUPPORTED_ENCODINGS, message_to_image
 from aliked_ros.latency import LatencyMonitor
 from aliked_ros.messages import build_keypoints_message, features_from_message, register_keypoints_type
 from aliked_ros.processing import FrameProcessor

@@ -11,7 +11,7 @@ from rosbags.typesys import Stores, get_typestore, get_types_from_msg
 
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
-from aliked_ros.imaging import SUPPORTED_ENCODINGS
+from aliked_ros.image_messages import SUPPORTED_ENCODINGS
 from aliked_ros.messages import features_from_message, register_keypoints_type
 from aliked_ros.processing import FrameProcessor
 
@@ -28,7 +28,7 @@ MODULE_KEYS = {
 }
 PIP_ONLY = {"rosbags", "apsw"}  # no rosdep key: `pip install rosbags rosbags-image` (apsw comes with rosbags)
 OPTIONAL_ENGINES = {"torch", "torchvision", "onnxruntime", "onnx", "tensorrt", "cuda", "kornia", "skimage", "pynvml",
-                    "triton"}  # triton: comes with CUDA builds of PyTorch (torch.compile, the direct kernels)
+                    "triton"}  # triton: comes with CUDA builds of PyTorch (torch.compile)
 
 
 def imported_top_level(paths) -> set[str]:

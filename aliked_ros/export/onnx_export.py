@@ -48,7 +48,6 @@ import copy
 import inspect
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +75,7 @@ MATCH_DISTANCE_PX = 0.5
 MIN_MATCHED_FRACTION = 0.99
 MIN_COSINE = {"fp32": 0.999, "fp16": 0.99}
 
-Progress = Callable[[str], None]
+ProgressCallback = Callable[[str], None]  # told each stage of the export
 
 
 # --- validation ---------------------------------------------------------------------------------------------------
@@ -384,7 +383,7 @@ class ExportResult:
 def export_onnx(output: str | os.PathLike, model: str, height: int, width: int, top_k: int, *, fp16: bool = False,
                 deform: str = "deformconv", weights: str | os.PathLike | None = None,
                 parity_image: str | os.PathLike | None = None, allow_download: bool = True,
-                progress: Progress | None = None) -> ExportResult:
+                progress: ProgressCallback | None = None) -> ExportResult:
     """Export, check and write one graph; ``output`` appears only once every check has passed.
 
     Stages: load the weights; run the float32 PyTorch model on the parity frame (the reference); trace the export
@@ -421,22 +420,13 @@ def export_onnx(output: str | os.PathLike, model: str, height: int, width: int, 
     graph = check_graph(graph, metadata)
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".part")
-    os.close(handle)
-    try:
-        onnx.save(graph, temporary)
-        os.chmod(temporary, outputs.new_file_mode())  # mkstemp makes the file private; give it the usual permissions
+    # The file is checked as written, before it takes the output's name: a failed check leaves no file behind.
+    with outputs.atomic_path(output) as temporary:
+        onnx.save(graph, str(temporary))
         read_onnx_metadata(temporary)  # what every reader will do: the metadata agrees with the graph
         say("comparing the written graph with PyTorch through onnxruntime (CPU)")
         report = check_parity(temporary, reference, rgb, precision)
         say(f"parity: {report.summary()}")
-        os.replace(temporary, output)
-    except OSError as error:  # a full or read-only disk: one sentence, and no partial file
-        raise outputs.OutputError(f"{output} could not be written ({error.strerror or error}); nothing was left "
-                                  "half-written. Free space or choose another --output.") from None
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     say(f"wrote {output}")
     return ExportResult(output, metadata, report, traced_report, frame_name)
 

@@ -192,7 +192,7 @@ class AlikedNode(Node):
     @staticmethod
     def _raw_size(message) -> tuple[int, int] | None:
         if hasattr(message, "format"):  # compressed: the size is known only once decoded
-            from aliked_ros.imaging import message_to_image
+            from aliked_ros.image_messages import message_to_image
 
             return message_to_image(message).shape[:2]
         return int(message.height), int(message.width)

@@ -3,8 +3,7 @@
 An extractor is named by a spec, ``ENGINE[:KEY=VALUE,...]``:
 
 - ``torch[:model=M,top_k=K,device=D,precision=fp32|fp16,weights=FILE,cuda_graph=true,compile=true,
-  small_conv=torch|triton,score_threshold=T,max_keypoints=N]`` (``compile`` with ``cuda_graph``: the compiled fast
-  path; ``small_conv=triton``: its direct convolution kernels)
+  score_threshold=T,max_keypoints=N]`` (``compile`` with ``cuda_graph``: the compiled fast path)
 - ``onnxruntime:onnx_path=FILE[,providers=cpu|cuda|tensorrt|auto,threads=N,device_id=I]``
 - ``tensorrt:engine_path=FILE``
 
@@ -64,7 +63,7 @@ def _precision(text: str) -> str:
 # Per engine: each key a spec may set, with its parser; the first key a bare value stands for (None: none).
 SPEC_KEYS = {
     "torch": ({"model": str, "top_k": int, "device": str, "precision": _precision, "weights": str,
-               "cuda_graph": _boolean, "compile": _boolean, "small_conv": str, "score_threshold": float,
+               "cuda_graph": _boolean, "compile": _boolean, "score_threshold": float,
                "max_keypoints": int}, None),
     "onnxruntime": ({"onnx_path": str, "providers": str, "threads": int, "device_id": int}, "onnx_path"),
     "tensorrt": ({"engine_path": str}, "engine_path"),
@@ -151,7 +150,7 @@ def add_parser(subparsers) -> None:
                     "images pooled: keypoint counts, matches (and % of the larger count), distance of matched "
                     "keypoints, absolute score difference and descriptor cosine at matched keypoints. "
                     "SPEC is ENGINE[:KEY=VALUE,...] with the keys of torch: model, top_k, device, precision "
-                    "(fp32 or fp16), weights, cuda_graph, compile, small_conv, score_threshold, max_keypoints; "
+                    "(fp32 or fp16), weights, cuda_graph, compile, score_threshold, max_keypoints; "
                     "of onnxruntime: onnx_path (required), providers, threads, device_id; of tensorrt: engine_path "
                     "(required). Options alone (precision=fp16) mean torch; a bare FILE.onnx or FILE.engine means "
                     "that engine with that file. "

@@ -114,26 +114,14 @@ def log(text: str) -> None:
 # --- intrinsics ----------------------------------------------------------------------------------------------------
 
 
-def parse_distortion(text: str | None) -> np.ndarray | None:
-    if text is None:
-        return None
-    try:
-        values = np.array([float(value) for value in text.split(",")])
-    except ValueError:
-        values = np.zeros(0)
-    if len(values) not in (4, 5, 8) or not np.all(np.isfinite(values)):
-        raise AlikedError(f"--distortion must be 4, 5 or 8 numbers k1,k2,p1,p2[,k3[,k4,k5,k6]], not {text!r}.")
-    return values
-
-
 def explicit_camera(args: argparse.Namespace) -> Camera | None:
     if args.intrinsics and args.calib:
         raise AlikedError("Give --intrinsics or --calib, not both.")
     if args.distortion and not args.intrinsics:
         raise AlikedError("--distortion goes with --intrinsics.")
     if args.intrinsics:
-        return Camera(vo.parse_intrinsics(args.intrinsics), "--intrinsics", distortion=parse_distortion(
-            args.distortion))
+        return Camera(vo.parse_intrinsics(args.intrinsics), "--intrinsics",
+                      distortion=vo.parse_distortion(args.distortion))
     if args.calib:
         path = Path(args.calib)
         if not path.is_file():
@@ -203,7 +191,7 @@ def extract_frames(extractor, images: Iterator[tuple[float, np.ndarray]],
 
 
 def bag_images(reader, topic: str, path: Path) -> Iterator[tuple[float, np.ndarray]]:
-    from aliked_ros.imaging import message_to_image
+    from aliked_ros.image_messages import message_to_image
 
     for _, message in bags.read_messages(reader, topic, path):
         yield bags.stamp_to_ns(message.header.stamp) * STAMP_SECONDS, message_to_image(message)

@@ -1,0 +1,84 @@
+"""Camera messages to the pixel layout of :mod:`aliked_ros.imaging`: ``sensor_msgs/Image`` and
+``sensor_msgs/CompressedImage``, rclpy's classes or rosbags' dataclasses alike (only the fields are read).
+
+Encodings are interpreted by rosbags-image (the encoding table and the colour conversions of cv_bridge, without ROS);
+this module adds what it leaves out: row padding (``step``), short buffers and clear errors.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from aliked_ros.errors import AlikedError
+from aliked_ros.imaging import decoded_to_rgb
+
+# Camera encodings taken from Image messages; depth and other non-camera encodings (32FC1, 16UC1 ...) are refused.
+SUPPORTED_ENCODINGS = (
+    "mono8", "mono16", "rgb8", "bgr8", "rgba8", "bgra8", "rgb16", "bgr16", "rgba16", "bgra16",
+    "yuv422", "uyvy", "yuyv", "yuv422_yuy2",
+    "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8",
+    "bayer_rggb16", "bayer_bggr16", "bayer_gbrg16", "bayer_grbg16",
+)
+
+
+def message_to_image(message) -> np.ndarray:
+    """A ``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage`` as RGB uint8 (H, W, 3) or grayscale (H, W).
+
+    Raises AlikedError for an unsupported encoding, a buffer shorter than its header says, or undecodable data.
+    """
+    if hasattr(message, "format"):  # CompressedImage: the format string names the codec, the data says it too
+        return decode_compressed(message.data, message.format)
+    return raw_image(message.encoding, message.height, message.width, message.step, message.is_bigendian,
+                     message.data)
+
+
+def decode_compressed(data, image_format: str = "") -> np.ndarray:
+    import cv2
+
+    encoded = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if encoded.size else None
+    if image is None:
+        raise AlikedError(
+            f"A CompressedImage ({image_format or 'no format given'}, {encoded.size} bytes) could not be decoded; "
+            "JPEG and PNG are supported (compressedDepth is not)."
+        )
+    return decoded_to_rgb(image, f"A CompressedImage ({image_format})")
+
+
+def raw_image(encoding: str, height: int, width: int, step: int, is_bigendian: bool, data) -> np.ndarray:
+    """The pixels of a ``sensor_msgs/Image`` as RGB or grayscale uint8, honouring ``step`` and byte order."""
+    from rosbags.image.image import Format, ImageFormatError, convert_color, to_cvtype
+
+    if encoding not in SUPPORTED_ENCODINGS:
+        raise AlikedError(
+            f"Image encoding {encoding!r} is not supported; use one of {', '.join(SUPPORTED_ENCODINGS)} "
+            "or a CompressedImage (JPEG/PNG)."
+        )
+    try:
+        depth_bits, colour_format, type_name, channels = to_cvtype(encoding)
+    except ImageFormatError as error:  # pragma: no cover - the table above lists only encodings rosbags knows
+        raise AlikedError(str(error)) from None
+    if min(height, width) <= 0:
+        raise AlikedError(f"The Image message is {width}x{height}: empty.")
+    dtype = np.dtype(type_name)
+    row_bytes = width * channels * dtype.itemsize
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    needed = step * (height - 1) + row_bytes  # some drivers leave the padding of the last row out
+    if step < row_bytes or buffer.size < needed:
+        raise AlikedError(
+            f"The {encoding} Image message holds {buffer.size} bytes with step {step}; a {width}x{height} image "
+            f"needs a step of at least {row_bytes} and {needed} bytes."
+        )
+    rows = np.lib.stride_tricks.as_strided(buffer, shape=(height, row_bytes), strides=(step, 1), writeable=False)
+    pixels = np.ascontiguousarray(rows).view(dtype)
+    if dtype.itemsize > 1 and bool(is_bigendian) != (sys.byteorder == "big"):
+        pixels = pixels.byteswap()
+    pixels = pixels.reshape((height, width, channels) if channels > 1 else (height, width))
+    if depth_bits == 16:
+        pixels = (pixels >> 8).astype(np.uint8)  # as for 16-bit files: the 8 most significant bits
+        encoding = encoding.replace("16", "8")
+    if colour_format == Format.GRAY:
+        return pixels
+    return np.ascontiguousarray(convert_color(pixels, encoding, "rgb8"))
