@@ -3,6 +3,7 @@ received, parameters changed at run time. Skips where rclpy (a sourced ROS 2 wor
 missing; runs with `colcon test` or with pytest in a sourced workspace."""
 
 import os
+import sys
 import tempfile
 import time
 import unittest
@@ -10,10 +11,14 @@ import unittest
 import numpy as np
 import pytest
 
+# launch_test loads this file without putting its folder on sys.path, as pytest does: the shared helper is there.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 rclpy = pytest.importorskip("rclpy", reason="needs rclpy: source a ROS 2 workspace where aliked_ros is built")
 launch_testing = pytest.importorskip("launch_testing", reason="needs launch_testing (ROS 2)")
 
 import launch  # noqa: E402
+from ros_client import ClientNodeTestCase  # noqa: E402  (test/ros/, put on the path above)
 from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from launch_ros.substitutions import FindPackageShare  # noqa: E402
@@ -62,24 +67,8 @@ def generate_test_description():
     return launch.LaunchDescription([aliked, launch_testing.actions.ReadyToTest()])
 
 
-class TestAlikedNode(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        rclpy.init()
-        cls.node = rclpy.create_node("aliked_test_client")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.node.destroy_node()
-        rclpy.shutdown()
-
-    def spin_until(self, condition, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rclpy.spin_once(self.node, timeout_sec=0.1)
-            if condition():
-                return True
-        return False
+class TestAlikedNode(ClientNodeTestCase):
+    CLIENT_NAME = "aliked_test_client"
 
     def test_keypoints_diagnostics_and_parameters(self):
         from aliked_ros.msg import Keypoints
