@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from aliked_ros import validation
+from aliked_ros import config, validation
+from aliked_ros.config import config_dir, read_params_file
 from aliked_ros.errors import AlikedError, InvalidTypeError, InvalidValueError
 from aliked_ros.model.configs import MODEL_CONFIGS
-from aliked_ros.resources import package_file
 
-ENGINE_CHOICES = ("auto", "tensorrt", "onnxruntime", "torch")
+ENGINE_CHOICES = config.ENGINES
 
 
 @dataclass(frozen=True)
@@ -56,11 +55,12 @@ def _node_top_k(value, name: str) -> int:
 
 SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("model", str, "ALIKED variant", choices=tuple(MODEL_CONFIGS), check=validation.model),
-    ParameterSpec("engine", str, "runtime: auto, tensorrt, onnxruntime or torch", choices=ENGINE_CHOICES),
+    ParameterSpec("engine", str, "runtime: auto, tensorrt, onnxruntime or torch", choices=ENGINE_CHOICES,
+                  check=config.CHECKS["engine"]),
     ParameterSpec("device", str, "device of the torch and onnxruntime engines", choices=("auto", "cpu", "cuda"),
                   check=validation.device),
-    ParameterSpec("precision", str, "network arithmetic", choices=validation.PRECISIONS,
-                  check=validation.precision),
+    ParameterSpec("precision", str, "network arithmetic: auto (fp16 on a GPU, fp32 on the CPU), fp16 or fp32",
+                  choices=config.PRECISIONS, check=config.CHECKS["precision"]),
     ParameterSpec("torch_compile", bool, "torch engine on CUDA: torch.compile the extraction before its CUDA graph"),
     ParameterSpec("top_k", int, "keypoints per image (the engine's fixed K)", minimum=1, maximum=10000,
                   check=_node_top_k),
@@ -89,31 +89,6 @@ SPECS: tuple[ParameterSpec, ...] = (
                   maximum=1.0),
 )
 SPECS_BY_NAME = {spec.name: spec for spec in SPECS}
-
-
-def config_dir() -> Path:
-    """``config/``: in the checkout, beside a pip install or in a ROS 2 install."""
-    return package_file("config", "aliked.yaml").parent
-
-
-def read_params_file(path: str | os.PathLike, node_name: str = "aliked_node") -> dict:
-    """The ``ros__parameters`` of a ROS 2 parameters file that apply to ``node_name`` (``/**`` first, then the
-    node's own section), unvalidated."""
-    import yaml
-
-    path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise AlikedError(f"The parameters file {path} could not be read ({error}).") from None
-    if not isinstance(document, dict):
-        raise AlikedError(f"{path} is not a ROS 2 parameters file (a mapping of node names to ros__parameters).")
-    merged = {}
-    for key in ("/**", node_name, f"/{node_name}"):
-        section = document.get(key)
-        if isinstance(section, dict):
-            merged.update(section.get("ros__parameters") or {})
-    return merged
 
 
 def defaults() -> dict:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from aliked_ros import validation
+from aliked_ros.config import ExtractorConfig, Log
 from aliked_ros.engines import create_extractor
 from aliked_ros.engines.base import Extractor
-from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 from aliked_ros.image_messages import message_to_image
 from aliked_ros.messages import build_keypoints_message
 
-Log = Callable[[str], None]  # where a step's one-line report goes: the node's logger, a tool's stderr
 _logger = logging.getLogger(__name__)
 
 
@@ -63,82 +60,21 @@ class FrameProcessor:
         return ProcessedFrame(message, features, image)
 
 
-STATIC_ENGINES = ("tensorrt", "onnxruntime")
-
-
-def resolve_engine(values: dict) -> str:
-    """The engine that ``engine: auto`` means here: TensorRT where it is installed, else onnxruntime where an ONNX
-    file is given or onnxruntime has a GPU provider, else torch. Decided without importing any runtime."""
-    engine = values["engine"]
-    if engine != "auto":
-        return engine
-    if values["engine_path"] or (importlib.util.find_spec("tensorrt") and values["device"] != "cpu"):
-        return "tensorrt"
-    if values["onnx_path"]:
-        return "onnxruntime"
-    return "torch"
+def extractor_config(values: dict, image_size: tuple[int, int] | None = None) -> ExtractorConfig:
+    """The extractor the node's parameters (``aliked_ros.parameters.resolve``) describe, for ``image_size`` where
+    given (else ``image_height`` × ``image_width``). Its score_threshold is 0: the :class:`FrameProcessor` thresholds
+    each frame, since the node's threshold changes at run time."""
+    size = dict(image_height=image_size[0], image_width=image_size[1]) if image_size else {}
+    return ExtractorConfig.from_parameters(values, score_threshold=0.0, **size)
 
 
 def needs_image_size(values: dict) -> bool:
     """Whether the engine must know the image size before it is made (a static engine from the cache)."""
-    engine = resolve_engine(values)
-    explicit = values["engine_path"] if engine == "tensorrt" else values["onnx_path"]
-    return engine in STATIC_ENGINES and not explicit and not (values["image_height"] and values["image_width"])
-
-
-def torch_compile_enabled(values: dict, log: Log | None = None) -> bool:
-    """Whether the torch engine compiles its CUDA graph: ``torch_compile`` is on, the device is CUDA and Triton is
-    there (its absence is logged, not an error: the graph then runs uncompiled)."""
-    from aliked_ros.devices import has_triton, resolve_device
-
-    log = log or _logger.info
-    if not values["torch_compile"] or resolve_device(values["device"]).type != "cuda":
-        return False
-    if not has_triton():
-        log("torch_compile is on but this PyTorch has no Triton: "
-            "the CUDA graph runs uncompiled (slower; see BENCHMARKS.md)")
-        return False
-    log("torch.compile: the first frame of each image size compiles first "
-        "(tens of seconds on a desktop GPU, longer on a Jetson)")
-    return True
+    return extractor_config(values).needs_image_size()
 
 
 def extractor_from_parameters(values: dict, log: Log | None = None,
                               image_size: tuple[int, int] | None = None) -> Extractor:
-    """The extractor that the node's parameters (``aliked_ros.parameters.resolve``) describe.
-
-    Static engines (tensorrt, onnxruntime) come from ``engine_path``/``onnx_path`` or from the engine cache, built
-    for ``image_size`` (else ``image_height`` × ``image_width``). float16 on the CPU is slower than float32 there,
-    so the torch engine runs float32 on the CPU whatever ``precision`` says, and logs it. On CUDA the torch engine
-    captures each image size as a CUDA graph, compiled first where ``torch_compile`` is on and Triton is there.
-    """
-    log = log or _logger.info
-    engine = resolve_engine(values)
-    model, top_k, precision = values["model"], values["top_k"], values["precision"]
-    height, width = image_size or (values["image_height"], values["image_width"])
-    if engine == "torch" and precision == "fp16":
-        from aliked_ros.devices import resolve_device
-
-        if resolve_device(values["device"]).type == "cpu":  # decided before the log line, which says what runs
-            log("precision fp16 asked for on the CPU, where it is slower: running fp32")
-            precision = "fp32"
-    log(f"Loading the {engine} engine for {model} (top_k {top_k}, {precision})")
-    if engine == "torch":
-        return create_extractor("torch", model=model, top_k=top_k, device=values["device"], fp16=precision == "fp16",
-                                weights=values["weights_path"] or None, cuda_graph=True,
-                                compile=torch_compile_enabled(values, log))
-    explicit = values["engine_path"] if engine == "tensorrt" else values["onnx_path"]
-    if not explicit and not (height and width):
-        raise AlikedError(f"The {engine} engine is built for one image size: set image_height and image_width, "
-                          f"or {'engine_path' if engine == 'tensorrt' else 'onnx_path'}.")
-    from aliked_ros.engines import cache
-
-    options = dict(directory=values["cache_dir"] or None, weights=values["weights_path"] or None, log=log)
-    if engine == "tensorrt":
-        path = explicit or cache.cached_tensorrt_plan(model, height, width, top_k, precision, **options)
-        return create_extractor("tensorrt", engine_path=path, log=log)
-    if engine == "onnxruntime":
-        path = explicit or cache.cached_onnx(model, height, width, top_k, precision, **options)
-        providers = {"cpu": "cpu", "auto": "auto"}.get(values["device"], "cuda")
-        return create_extractor("onnxruntime", onnx_path=path, providers=providers)
-    raise AlikedError(f"Unknown engine {engine!r}.")
+    """The node's extractor (see :func:`extractor_config`), made by the one factory; what "auto" means here and
+    what the engine cache does are said through ``log``."""
+    return create_extractor(extractor_config(values, image_size), log=log or _logger.info)

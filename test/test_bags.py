@@ -246,7 +246,7 @@ def reference():
     """`extract`'s extractor for the NETWORK settings: what every Keypoints message must hold."""
     from aliked_ros.engines import create_extractor
 
-    extractor = create_extractor("torch", model="aliked-t16", top_k=200, device="cpu", allow_download=False)
+    extractor = create_extractor("torch", model="aliked-t16", top_k=200, device="cpu")
     return lambda image, threshold=0.0: extractor.extract(image).above(threshold)
 
 

@@ -15,7 +15,8 @@ from aliked_ros.cli import main
 from aliked_ros.comparison import (MatchStatistics, markdown_table, match_features, mutual_nearest_points,
                                    table_row)
 from aliked_ros.errors import AlikedError
-from aliked_ros.tools.compare import parse_spec, select_frames
+from aliked_ros.tools.compare import select_frames
+from aliked_ros.tools.compare_specs import parse_spec
 
 # --- the math on synthetic features with known answers -------------------------------------------------------------
 
@@ -204,7 +205,7 @@ def test_comparison_math_needs_neither_torch_nor_ros():
     ("torch:precision=fp16,cuda_graph=true,compile=true",
      "torch", {"precision": "fp16", "cuda_graph": True, "compile": True}),
     ("onnxruntime:onnx_path=x.onnx,providers=cpu", "onnxruntime", {"onnx_path": "x.onnx", "providers": "cpu"}),
-    ("onnxruntime:dir/x.onnx,threads=2", "onnxruntime", {"onnx_path": "dir/x.onnx", "threads": 2}),
+    ("onnxruntime:dir/x.onnx,device=cuda", "onnxruntime", {"onnx_path": "dir/x.onnx", "device": "cuda"}),
     ("x.onnx", "onnxruntime", {"onnx_path": "x.onnx"}),
     ("tensorrt:engine_path=x.engine", "tensorrt", {"engine_path": "x.engine"}),
     ("/data/x.plan", "tensorrt", {"engine_path": "/data/x.plan"}),

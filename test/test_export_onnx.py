@@ -368,7 +368,8 @@ def test_engine_providers(exported):
         resolve_providers("gpu")
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         with pytest.raises(AlikedError, match="no CUDAExecutionProvider.*'cpu' provider"):
-            create_extractor("onnxruntime", onnx_path=exported("aliked-t16", 480, 640).path, providers="cuda")
+            create_extractor("onnxruntime", onnx_path=exported("aliked-t16", 480, 640).path,
+                             onnxruntime_providers="cuda")
 
 
 def test_engine_drops_empty_slots(tmp_path, load_pretrained):

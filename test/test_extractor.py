@@ -12,7 +12,7 @@ from aliked_ros.features import Features
 
 @pytest.fixture(scope="module")
 def extractor():
-    return create_extractor("torch", model="aliked-t16", top_k=500, device="cpu", allow_download=False)
+    return create_extractor("torch", model="aliked-t16", top_k=500, device="cpu")
 
 
 def check_contract(features: Features, height: int, width: int, descriptor_size: int, top_k: int):
@@ -43,8 +43,7 @@ def test_grayscale_equals_its_three_channel_copy(extractor, gray_frame):
 def test_padding_moves_no_keypoint(extractor, rgb_frame):
     """Crops that need padding to a multiple of 32 find the same keypoints, shifted by the crop offset."""
     # The reference keeps more keypoints than the crops: a crop's top 500 reach further down the frame's ranking.
-    reference = create_extractor("torch", model="aliked-t16", top_k=3000, device="cpu",
-                                 allow_download=False).extract(rgb_frame)
+    reference = create_extractor("torch", model="aliked-t16", top_k=3000, device="cpu").extract(rgb_frame)
     for top, left, height, width in [(0, 0, 470, 490), (7, 9, 455, 401)]:
         crop = rgb_frame[top:top + height, left:left + width]
         features = extractor.extract(crop)
@@ -59,7 +58,7 @@ def test_padding_moves_no_keypoint(extractor, rgb_frame):
 
 def test_threshold_mode(rgb_frame):
     extractor = create_extractor("torch", model="aliked-t16", top_k=-1, score_threshold=0.3, max_keypoints=300,
-                                 device="cpu", allow_download=False)
+                                 device="cpu")
     features = extractor.extract(rgb_frame)
     assert 0 < len(features) <= 300 and np.all(features.scores > 0.3)
     assert np.all(np.diff(features.scores) <= 0)
@@ -78,8 +77,8 @@ def test_fp16_agrees_with_fp32(rgb_frame):
     crop = rgb_frame[100:228, 200:392]
     results = {}
     for fp16 in (False, True):
-        engine = create_extractor("torch", model="aliked-t16", top_k=200, device="cpu", fp16=fp16,
-                                  allow_download=False)
+        engine = create_extractor("torch", model="aliked-t16", top_k=200, device="cpu",
+                                  precision="fp16" if fp16 else "fp32")
         assert engine.precision == ("fp16" if fp16 else "fp32")
         results[fp16] = engine.extract(crop)
     full, half = results[False], results[True]
@@ -92,9 +91,9 @@ def test_fp16_agrees_with_fp32(rgb_frame):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
 @pytest.mark.parametrize("fp16", [False, True])
 def test_cuda_agrees_with_cpu(rgb_frame, fp16):
-    cpu = create_extractor("torch", model="aliked-n16rot", top_k=1000, device="cpu", allow_download=False)
-    gpu = create_extractor("torch", model="aliked-n16rot", top_k=1000, device="cuda", fp16=fp16,
-                           allow_download=False)
+    cpu = create_extractor("torch", model="aliked-n16rot", top_k=1000, device="cpu")
+    gpu = create_extractor("torch", model="aliked-n16rot", top_k=1000, device="cuda",
+                           precision="fp16" if fp16 else "fp32", cuda_graph=False)  # eager on both
     reference, result = cpu.extract(rgb_frame), gpu.extract(rgb_frame)
     matches = match_features(reference, result, max_distance=0.5)  # mutual nearest keypoints
     assert matches.matched / len(reference) >= (0.99 if not fp16 else 0.95)
@@ -146,7 +145,7 @@ def test_bad_options_are_refused():
     with pytest.raises(AlikedError, match="Unknown engine"):
         create_extractor("openvino")
     # A K above the pixel count of an image is clamped to it: every maximum there is, no error.
-    extractor = create_extractor("torch", model="aliked-t16", top_k=5000, device="cpu", allow_download=False)
+    extractor = create_extractor("torch", model="aliked-t16", top_k=5000, device="cpu")
     features = extractor.extract(np.random.default_rng(0).integers(0, 256, (40, 40), dtype=np.uint8))
     assert 0 < len(features) < 40 * 40
 
@@ -155,8 +154,9 @@ def test_bad_options_are_refused():
 @pytest.mark.parametrize("fp16", [False, True])
 def test_cuda_graph_path_equals_eager(rgb_frame, gray_frame, fp16):
     """The captured graph gives what eager mode gives, frame after frame (a stale replay would repeat a frame)."""
-    options = dict(model="aliked-n16rot", top_k=1000, device="cuda", fp16=fp16, allow_download=False)
-    eager = create_extractor("torch", **options)
+    options = dict(model="aliked-n16rot", top_k=1000, device="cuda", precision="fp16" if fp16 else "fp32",
+                   compile=False)
+    eager = create_extractor("torch", cuda_graph=False, **options)
     graph = create_extractor("torch", cuda_graph=True, **options)
     assert graph.cuda_graph
     flipped = np.ascontiguousarray(rgb_frame[:, ::-1])
@@ -174,9 +174,9 @@ def test_cuda_graph_path_equals_eager(rgb_frame, gray_frame, fp16):
 def test_compiled_fast_path_keeps_the_precision_bounds(rgb_frame, gray_frame):
     """torch.compile + CUDA graph + float16 against float32 eager: the issue's bounds, ≥ 99 % of keypoints mutually
     matched within 1 px and median descriptor cosine ≥ 0.999."""
-    options = dict(model="aliked-t16", top_k=1000, device="cuda", allow_download=False)
-    reference = create_extractor("torch", **options)
-    fast = create_extractor("torch", fp16=True, cuda_graph=True, compile=True, **options)
+    options = dict(model="aliked-t16", top_k=1000, device="cuda")
+    reference = create_extractor("torch", precision="fp32", cuda_graph=False, **options)
+    fast = create_extractor("torch", precision="fp16", cuda_graph=True, compile=True, **options)
     for image in (rgb_frame, gray_frame, rgb_frame):
         expected, result = reference.extract(image), fast.extract(image)
         matches = match_features(expected, result, max_distance=1.0)

@@ -363,7 +363,7 @@ def test_the_api_validates_like_the_command_line(rgb_frame):
 
     for options, error_type in ((dict(score_threshold="0.5"), TypeError), (dict(top_k=2.5), TypeError),
                                 (dict(top_k=0), ValueError), (dict(score_threshold=float("nan")), ValueError),
-                                (dict(score_threshold=2.0), ValueError), (dict(fp16="yes"), TypeError),
+                                (dict(score_threshold=2.0), ValueError), (dict(compile="yes"), TypeError),
                                 (dict(device="gpu"), ValueError), (dict(model="aliked-x"), ValueError)):
         with pytest.raises(error_type) as info:
             create_extractor("torch", **{"model": "aliked-t16", **options})

@@ -187,7 +187,7 @@ def test_frame_processor_thresholds_and_copies_the_header(rgb):
 def test_frame_processor_with_the_network(rgb_frame):
     from aliked_ros.engines import create_extractor
 
-    extractor = create_extractor("torch", model="aliked-t16", top_k=300, device="cpu", allow_download=False)
+    extractor = create_extractor("torch", model="aliked-t16", top_k=300, device="cpu")
     processor = FrameProcessor(extractor, Keypoints)
     ok, encoded = cv2.imencode(".png", rgb_frame[:, :, ::-1])
     message = processor.process(CompressedImage(header=HEADER, format="png", data=encoded.reshape(-1))).message
@@ -202,13 +202,12 @@ def test_node_parameters_give_the_cpu_an_uncompiled_fp32_torch_engine():
 
     logs = []
     values = parameters.resolve({"engine": "torch", "device": "cpu", "model": "aliked-t16", "top_k": 300})
-    assert values["precision"] == "fp16" and values["torch_compile"]  # the defaults, which the CPU cannot use
+    assert values["precision"] == "auto" and values["torch_compile"]  # the defaults: fp32 and no graph on the CPU
     extractor = extractor_from_parameters(values, log=logs.append)
     assert (extractor.precision, extractor.cuda_graph, extractor.compiled) == ("fp32", False, False)
-    # The precision is decided before the loading line, which states what runs (was "(top_k 300, fp16)").
-    assert logs[:2] == ["precision fp16 asked for on the CPU, where it is slower: running fp32",
-                        "Loading the torch engine for aliked-t16 (top_k 300, fp32)"], logs
-    assert not any("fp16)" in line for line in logs)
+    # The loading line states what runs (it once said "(top_k 300, fp16)" and then ran fp32).
+    assert logs[0] == "Loading the torch engine for aliked-t16 (top_k 300, fp32)", logs
+    assert not any("fp16" in line for line in logs)
 
 
 def test_node_parameters_give_cuda_the_compiled_graph():

@@ -317,7 +317,7 @@ def test_kitti_fp16_features_give_the_same_motion(kitti_features):
     from aliked_ros.engines import create_extractor
     from aliked_ros.imaging import read_image
 
-    extractor = create_extractor("torch", model="aliked-t16", top_k=1000, device="cpu", fp16=True)
+    extractor = create_extractor("torch", model="aliked-t16", top_k=1000, device="cpu", precision="fp16")
     half = [extractor.extract(read_image(path)) for path in dataset_frames("kitti")[:3]]
     rows = vo.compare_evaluations(vo.evaluate(kitti_features[:3], vo.KITTI_00_CAMERA_MATRIX),
                                   vo.evaluate(half, vo.KITTI_00_CAMERA_MATRIX))

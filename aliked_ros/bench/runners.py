@@ -35,25 +35,16 @@ def open_runner(row: PlannedRow, model: str, top_k: int, images: ImageSet, *, ca
         return Runner(reference, lambda result: len(result[1]), lambda result: None, row.device,
                       f"kornia ALIKED, {mode[spec.compile_mode]}, {model}, fp32, {row.device}, top-k {top_k}",
                       torch_memory=row.device.startswith("cuda"))
-    from aliked_ros.engines import create_extractor
+    from aliked_ros.engines import ExtractorConfig, create_extractor
 
+    # A row is an override of the one configuration; static engines come from the engine cache for the set's size.
+    config = ExtractorConfig(engine=spec.runtime, model=model, top_k=top_k, precision=spec.precision,
+                             score_threshold=0.0, weights_path=str(weights or ""), cache_dir=str(cache_dir or ""),
+                             image_height=images.height, image_width=images.width)
     if spec.runtime == "torch":
-        extractor = create_extractor("torch", model=model, top_k=top_k, device=row.device,
-                                     fp16=spec.precision == "fp16", cuda_graph=spec.cuda_graph,
-                                     compile=spec.compile_mode is not None, weights=weights)
+        config = config.replace(device=row.device, cuda_graph=spec.cuda_graph, compile=spec.compile_mode is not None)
     elif spec.runtime == "onnxruntime":
-        from aliked_ros.engines.cache import cached_onnx
-
-        path = cached_onnx(model, images.height, images.width, top_k, spec.precision, directory=cache_dir,
-                           weights=weights, log=log)
-        extractor = create_extractor("onnxruntime", onnx_path=path, providers=row.provider)
-    elif spec.runtime == "tensorrt":
-        from aliked_ros.engines.cache import cached_tensorrt_plan
-
-        path = cached_tensorrt_plan(model, images.height, images.width, top_k, spec.precision, directory=cache_dir,
-                                    weights=weights, log=log)
-        extractor = create_extractor("tensorrt", engine_path=path, log=log)
-    else:  # pragma: no cover - the specs name only these runtimes
-        raise ValueError(spec.runtime)
+        config = config.replace(onnxruntime_providers=row.provider)
+    extractor = create_extractor(config, log=log)
     return Runner(extractor.extract, len, lambda features: features, extractor.device, extractor.describe(),
                   torch_memory=spec.runtime == "torch" and row.device.startswith("cuda"), close=extractor.close)

@@ -18,9 +18,10 @@ class Extractor(abc.ABC):
         - :meth:`extract` takes RGB uint8 ``(H, W, 3)`` or grayscale uint8 ``(H, W)``; anything else raises
           AlikedError with what to do. The result follows the Features convention: keypoints in pixels of that
           image, scores high → low, L2-normalised float32 descriptors.
-        - In top-k mode (``top_k > 0``) an engine returns at most ``top_k`` features: the slots of a static engine
-          that hold no maximum (score 0) are dropped, and no other threshold is applied; the caller thresholds
-          with :meth:`Features.above`. Threshold mode (``top_k`` = -1) is the torch engine's alone.
+        - In top-k mode (``top_k > 0``) an engine returns at most ``top_k`` features, those scoring above
+          ``score_threshold`` (0 keeps every maximum; the slots of a static engine that hold none score 0 and are
+          dropped). The node keeps it at 0 and thresholds each frame itself, since its threshold changes at run
+          time. Threshold mode (``top_k`` = -1) is the torch engine's alone.
         - ``engine``, ``model``, ``device`` and ``precision`` describe the extractor for logs and diagnostics.
         - ``image_size`` is the (height, width) a static engine was built for (other sizes are refused), or None.
     """
@@ -31,11 +32,12 @@ class Extractor(abc.ABC):
     device: str
     precision: str
     descriptor_size: int
+    score_threshold: float = 0.0
     image_size: tuple[int, int] | None = None  # (height, width) of a static engine; None: any size
 
     def extract(self, image: np.ndarray) -> Features:
-        rgb = as_rgb(image)
-        return self._extract(rgb)
+        features = self._extract(as_rgb(image))
+        return features.above(self.score_threshold) if self.top_k > 0 else features
 
     @abc.abstractmethod
     def _extract(self, rgb: np.ndarray) -> Features:

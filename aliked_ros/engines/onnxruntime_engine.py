@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aliked_ros import validation
 from aliked_ros.dependencies import missing_package
 from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
@@ -113,8 +114,9 @@ class OnnxRuntimeExtractor(Extractor):
     engine = "onnxruntime"
 
     def __init__(self, onnx_path: str | os.PathLike, providers: str = "cpu", *, device_id: int = 0,
-                 threads: int = 0, tensorrt_cache: str | os.PathLike | None = None):
+                 threads: int = 0, tensorrt_cache: str | os.PathLike | None = None, score_threshold: float = 0.0):
         runtime = _require_onnxruntime()
+        self.score_threshold = validation.score_threshold(score_threshold)
         self.onnx_path = Path(onnx_path)
         self.metadata = read_session_metadata(self.onnx_path)
         provider_list = resolve_providers(providers, device_id, tensorrt_cache)

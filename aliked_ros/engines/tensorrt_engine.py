@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from aliked_ros.engines.base import Extractor
+from aliked_ros import validation
 from aliked_ros.cuda_runtime import PinnedBuffer, check, cudart, current_gpu, tensorrt_logger
+from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
 from aliked_ros.export.engine_info import check_runs_here, load_tensorrt, read_sidecar
 from aliked_ros.export.metadata import INPUT_NAME, OUTPUT_NAMES
@@ -86,8 +87,9 @@ class TensorRTExtractor(Extractor):
 
     engine = "tensorrt"
 
-    def __init__(self, engine_path: str | os.PathLike, *, log=None):
+    def __init__(self, engine_path: str | os.PathLike, *, log=None, score_threshold: float = 0.0):
         trt = load_tensorrt("The tensorrt engine")
+        self.score_threshold = validation.score_threshold(score_threshold)
         self.engine_path = Path(engine_path)
         self._held: list[tuple[str, Callable[[], None]]] = []  # what to release, in the order it was acquired
         self._buffers: dict[str, PinnedBuffer] = {}

@@ -8,13 +8,13 @@ import numpy as np
 import torch
 
 from aliked_ros import validation
+from aliked_ros.config import DEFAULT_MAX_KEYPOINTS
 from aliked_ros.devices import has_triton, resolve_device
 from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 from aliked_ros.model.aliked import load_aliked, uint8_to_network_input
 
-DEFAULT_MAX_KEYPOINTS = 20000  # threshold mode's cap, as the original's n_limit
 GRAPH_WARMUP_RUNS = 3  # eager runs of a frame before its CUDA graph is captured
 
 
@@ -28,8 +28,8 @@ class TorchExtractor(Extractor):
           0), at most ``max_keypoints`` of them.
         - Every argument is checked by :mod:`aliked_ros.validation` (a wrong type is a TypeError, a value out of
           range a ValueError; both AlikedErrors).
-        - ``fp16`` runs the network in float16 (CUDA; on the CPU it works but is slow); detection and descriptor
-          sampling stay float32.
+        - ``precision="fp16"`` runs the network in float16 (CUDA; on the CPU it works but is slow); detection and
+          descriptor sampling stay float32.
         - Images of any size at least 32×32 work; each size is computed as it comes.
         - ``cuda_graph`` (CUDA, top-k mode): the fast path. For each image size, the whole frame — the upload
           of the uint8 image from pinned host memory, conversion, network, detection, descriptors and the download
@@ -43,7 +43,7 @@ class TorchExtractor(Extractor):
 
     engine = "torch"
 
-    def __init__(self, model: str = "aliked-n16rot", top_k: int = 1000, *, device: str = "auto", fp16: bool = False,
+    def __init__(self, model: str = "aliked-n16rot", top_k: int = 1000, *, device: str = "auto", precision: str = "fp32",
                  score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
                  weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False,
                  compile: bool = False):
@@ -51,14 +51,14 @@ class TorchExtractor(Extractor):
         top_k = validation.top_k(top_k)
         score_threshold = validation.score_threshold(score_threshold)
         max_keypoints = validation.max_keypoints(max_keypoints)
-        for name, value in (("fp16", fp16), ("cuda_graph", cuda_graph), ("compile", compile),
-                            ("allow_download", allow_download)):
+        precision = validation.precision(precision)
+        for name, value in (("cuda_graph", cuda_graph), ("compile", compile), ("allow_download", allow_download)):
             validation.flag(value, name)
         self.torch_device = resolve_device(validation.device(device))
         if compile and cuda_graph and self.torch_device.type == "cuda" and not has_triton():
             raise AlikedError("compile=True needs Triton on CUDA (torch.compile's GPU code generator), which this "
                               "PyTorch lacks; run with compile=False (the CUDA graph alone).")
-        self.dtype = torch.float16 if fp16 else torch.float32
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.aliked = load_aliked(model, max(top_k, 1), weights, allow_download=allow_download)
         self.aliked.network.fold_batch_norm()  # inference only: one pass over the activations less per layer
         self.aliked.to(self.torch_device, self.dtype)
@@ -67,7 +67,7 @@ class TorchExtractor(Extractor):
         self.score_threshold = score_threshold
         self.max_keypoints = max_keypoints
         self.device = str(self.torch_device)
-        self.precision = "fp16" if fp16 else "fp32"
+        self.precision = precision
         self.descriptor_size = self.aliked.descriptor_size
         self.cuda_graph = cuda_graph and self.torch_device.type == "cuda" and top_k > 0
         self._graphs: dict[tuple[int, int], CapturedExtraction] = {}

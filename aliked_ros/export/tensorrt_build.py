@@ -7,7 +7,7 @@ Written against NVIDIA's documentation:
 - The Builder reference (…/_static/python-api/infer/Core/Builder.html, 10.x and 11.0.0):
   ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` is opt-in on 10.x and deprecated but still accepted on 11.0,
   where every network is strongly typed; ``BuilderFlag.FP16`` is gone in 11. So we always build strongly typed and
-  never set a precision flag: the precision is the ONNX file's (``export-onnx --fp16``), on both versions alike.
+  never set a precision flag: the precision is the ONNX file's (``export-onnx --precision fp16``), on both versions alike.
 - ``IParserError`` (…/python-api/parsers/Onnx/pyOnnx.html): ``desc()``, ``node()``, and on 10.x ``node_name()`` and
   ``node_operator()``, read where present.
 - ``IProgressMonitor`` (10.x, 11.x) for the progress of a build that takes minutes.

@@ -2,10 +2,14 @@
 
 An extractor is named by a spec, ``ENGINE[:KEY=VALUE,...]``:
 
-- ``torch[:model=M,top_k=K,device=D,precision=fp32|fp16,weights=FILE,cuda_graph=true,compile=true,
-  score_threshold=T,max_keypoints=N]`` (``compile`` with ``cuda_graph``: the compiled fast path)
-- ``onnxruntime:onnx_path=FILE[,providers=cpu|cuda|tensorrt|auto,threads=N,device_id=I]``
-- ``tensorrt:engine_path=FILE``
+- ``torch[:model=M,top_k=K,device=D,precision=auto|fp32|fp16,weights=FILE,cuda_graph=true|false,
+  compile=true|false,score_threshold=T,max_keypoints=N]`` (on CUDA the CUDA graph and, with ``compile``, the compiled
+  fast path, as the node runs it, unless ``cuda_graph=false``)
+- ``onnxruntime:onnx_path=FILE[,providers=cpu|cuda|tensorrt|auto,device=D,score_threshold=T]``
+- ``tensorrt:engine_path=FILE[,score_threshold=T]``
+
+The keys are fields of :class:`aliked_ros.config.ExtractorConfig` (``weights`` is ``weights_path``, ``providers``
+``onnxruntime_providers``), parsed by the field's type and checked by its rules.
 
 Shorthands: the engine may be left out for torch (``precision=fp16`` is ``torch:precision=fp16``); for onnxruntime
 and tensorrt the path may be given bare (``onnxruntime:x.onnx``), and a bare ``FILE.onnx`` or
@@ -26,109 +30,24 @@ import argparse
 import contextlib
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from aliked_ros import outputs, validation
 from aliked_ros.comparison import MatchStatistics, markdown_table, match_features, table_row
+from aliked_ros.config import ExtractorConfig
 from aliked_ros.errors import AlikedError
 from aliked_ros.imaging import as_rgb, list_images, read_image
-from aliked_ros import outputs
 from aliked_ros.tools.common import add_overwrite_option, output_path
+from aliked_ros.tools.compare_specs import parse_spec, spec_config, spec_paths
 
-DEFAULT_A = "torch:precision=fp32"
-DEFAULT_B = "torch:precision=fp16"
+DEFAULT_A = "torch:precision=fp32,cuda_graph=false"  # the reference: fp32, eager
+DEFAULT_B = "torch:precision=fp16"  # as the node runs fp16 (on CUDA: the compiled CUDA graph)
 DEFAULT_MATCH_RADIUS = 1.0
-DEFAULT_TOP_K = 1000
 REPORT_TITLE = "## aliked-ros compare"
 REPORT_OUTPUT = outputs.OutputKind("a report written by aliked-ros compare", outputs.text_starting_with(REPORT_TITLE))
-
-_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-
-
-def _boolean(text: str) -> bool:
-    try:
-        return _BOOLEANS[text.lower()]
-    except KeyError:
-        raise ValueError("expected true or false") from None
-
-
-def _precision(text: str) -> str:
-    if text not in ("fp32", "fp16"):
-        raise ValueError("expected fp32 or fp16")
-    return text
-
-
-# Per engine: each key a spec may set, with its parser; the first key a bare value stands for (None: none).
-SPEC_KEYS = {
-    "torch": ({"model": str, "top_k": int, "device": str, "precision": _precision, "weights": str,
-               "cuda_graph": _boolean, "compile": _boolean, "score_threshold": float,
-               "max_keypoints": int}, None),
-    "onnxruntime": ({"onnx_path": str, "providers": str, "threads": int, "device_id": int}, "onnx_path"),
-    "tensorrt": ({"engine_path": str}, "engine_path"),
-}
-REQUIRED_KEYS = {"onnxruntime": ("onnx_path",), "tensorrt": ("engine_path",)}
-_SUFFIX_ENGINES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt"}
-
-
-@dataclass(frozen=True)
-class ExtractorSpec:
-    """An extractor named on the command line: the engine and the options its spec sets."""
-
-    engine: str
-    options: dict = field(default_factory=dict)
-    text: str = ""
-
-
-def parse_spec(text: str, flag: str = "spec") -> ExtractorSpec:
-    """``ENGINE[:KEY=VALUE,...]`` (see the module docstring) → ExtractorSpec; AlikedError naming what is wrong."""
-    def fail(problem: str) -> AlikedError:
-        return AlikedError(f"{flag} {text!r}: {problem}. Write ENGINE[:KEY=VALUE,...], e.g. torch:precision=fp16 "
-                           "or onnxruntime:onnx_path=model.onnx.")
-
-    stripped = text.strip()
-    if not stripped:
-        raise fail("empty")
-    head, colon, rest = stripped.partition(":")
-    suffix = Path(stripped).suffix.lower()
-    if head in SPEC_KEYS:
-        engine, items_text = head, rest if colon else ""
-    elif "=" not in stripped and suffix in _SUFFIX_ENGINES:  # a bare FILE.onnx or FILE.engine
-        engine, items_text = _SUFFIX_ENGINES[suffix], stripped
-    elif "=" in head:  # options alone: the torch engine
-        engine, items_text = "torch", stripped
-    else:
-        raise fail(f"unknown engine {head!r} (engines: {', '.join(SPEC_KEYS)})")
-    keys, bare_key = SPEC_KEYS[engine]
-    options: dict = {}
-    items = [item.strip() for item in items_text.split(",")] if items_text.strip() else []
-    for position, item in enumerate(items):
-        if not item:
-            raise fail("an empty option (two commas in a row?)")
-        key, equals, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not equals:
-            if position == 0 and bare_key is not None:
-                key, value = bare_key, item
-            else:
-                raise fail(f"{item!r} is not KEY=VALUE")
-        if key not in keys:
-            raise fail(f"unknown option {key!r} for the {engine} engine (options: {', '.join(keys)})")
-        if key in options:
-            raise fail(f"{key} is given twice")
-        if not value:
-            raise fail(f"{key} has no value")
-        try:
-            options[key] = keys[key](value)
-        except ValueError as error:
-            expected = {int: "expected an integer", float: "expected a number"}.get(keys[key], str(error))
-            raise fail(f"{key}={value} is not valid ({expected})") from None
-    missing = [key for key in REQUIRED_KEYS.get(engine, ()) if key not in options]
-    if missing:
-        raise fail(f"the {engine} engine needs {', '.join(missing)}")
-    return ExtractorSpec(engine, options, text)
-
 
 def _parse_size(text: str) -> tuple[int, int]:
     """'WxH' → (height, width)."""
@@ -150,9 +69,9 @@ def add_parser(subparsers) -> None:
                     "images pooled: keypoint counts, matches (and % of the larger count), distance of matched "
                     "keypoints, absolute score difference and descriptor cosine at matched keypoints. "
                     "SPEC is ENGINE[:KEY=VALUE,...] with the keys of torch: model, top_k, device, precision "
-                    "(fp32 or fp16), weights, cuda_graph, compile, score_threshold, max_keypoints; "
-                    "of onnxruntime: onnx_path (required), providers, threads, device_id; of tensorrt: engine_path "
-                    "(required). Options alone (precision=fp16) mean torch; a bare FILE.onnx or FILE.engine means "
+                    "(auto, fp32 or fp16), weights, cuda_graph, compile, score_threshold, max_keypoints; "
+                    "of onnxruntime: onnx_path (required), providers, device, score_threshold; of tensorrt: "
+                    "engine_path (required), score_threshold. Options alone (precision=fp16) mean torch; a bare FILE.onnx or FILE.engine means "
                     "that engine with that file. "
                     "Images a fixed-size engine does not take are skipped with a note (or use --resize).")
     parser.add_argument("images", nargs="*",
@@ -162,13 +81,15 @@ def add_parser(subparsers) -> None:
                         help=f"extractor A, the reference (default {DEFAULT_A})")
     parser.add_argument("--b", dest="spec_b", default=DEFAULT_B, metavar="SPEC",
                         help=f"extractor B (default {DEFAULT_B})")
+    defaults = ExtractorConfig()
     parser.add_argument("--model", default=None,
                         help="model of torch specs that do not name one (default: the other side's exported file's, "
-                             "else aliked-n16rot)")
+                             f"else {defaults.model})")
     parser.add_argument("--top-k", type=int, default=None,
                         help=f"top_k of torch specs that do not set it (default: the other side's exported file's, "
-                             f"else {DEFAULT_TOP_K})")
-    parser.add_argument("--device", default=None, help="device of torch specs that do not set it (default auto)")
+                             f"else {defaults.top_k})")
+    parser.add_argument("--device", default=None,
+                        help=f"device of torch specs that do not set it (default {defaults.device})")
     parser.add_argument("--weights", default=None, help="a .pth file for torch specs that do not set weights")
     parser.add_argument("--match-radius", type=float, default=DEFAULT_MATCH_RADIUS,
                         help=f"largest distance in pixels of a matched pair (default {DEFAULT_MATCH_RADIUS})")
@@ -222,43 +143,6 @@ def select_frames(inputs: list[str], max_images: int | None) -> list[Frame]:
 
 
 # --- extractors ---------------------------------------------------------------------------------------------------
-
-def spec_paths(spec: ExtractorSpec) -> list[str]:
-    """The files an extractor spec reads (weights, ONNX file, engine)."""
-    return [spec.options[key] for key in ("weights", "onnx_path", "engine_path") if key in spec.options]
-
-
-def fixed_model_and_top_k(spec: ExtractorSpec) -> tuple[str, int] | None:
-    """What an exported file was made for, read without opening a session; None for torch."""
-    if spec.engine == "onnxruntime":
-        from aliked_ros.engines.onnxruntime_engine import read_session_metadata
-
-        metadata = read_session_metadata(spec.options["onnx_path"])
-        return metadata.model, metadata.top_k
-    if spec.engine == "tensorrt":
-        from aliked_ros.export.engine_info import read_sidecar
-
-        metadata = read_sidecar(spec.options["engine_path"]).onnx
-        return metadata.model, metadata.top_k
-    return None
-
-
-def extractor_options(spec: ExtractorSpec, args: argparse.Namespace, other: ExtractorSpec) -> dict:
-    """The constructor arguments of ``spec``'s extractor, defaults filled in (see the module docstring)."""
-    options = dict(spec.options)
-    if spec.engine != "torch":
-        return options
-    inherited = fixed_model_and_top_k(other) if ("model" not in options or "top_k" not in options) else None
-    from aliked_ros.model.configs import DEFAULT_MODEL
-
-    options.setdefault("model", args.model or (inherited[0] if inherited else DEFAULT_MODEL))
-    options.setdefault("top_k", args.top_k if args.top_k is not None else inherited[1] if inherited else DEFAULT_TOP_K)
-    options.setdefault("device", args.device or "auto")
-    if args.weights is not None:
-        options.setdefault("weights", args.weights)
-    options["fp16"] = options.pop("precision", "fp32") == "fp16"
-    return options
-
 
 def describe(extractor) -> str:
     path = getattr(extractor, "onnx_path", None) or getattr(extractor, "engine_path", None)
@@ -337,8 +221,9 @@ def run(args: argparse.Namespace) -> int:
         raise AlikedError(f"--homography must be a number of warps, at least 0, not {args.homography}.")
     if not args.match_radius > 0:
         raise AlikedError(f"--match-radius must be a positive number of pixels, not {args.match_radius}.")
-    if args.top_k is not None and (args.top_k == 0 or args.top_k < -1):
-        raise AlikedError(f"--top-k must be positive or -1 (threshold mode), not {args.top_k}.")
+    if args.top_k is not None:
+        validation.top_k(args.top_k, "--top-k")
+    config_a, config_b = spec_config(spec_a, args, spec_b), spec_config(spec_b, args, spec_a)
     resize = _parse_size(args.resize) if args.resize else None
     inputs = [*args.images, args.weights, *spec_paths(spec_a), *spec_paths(spec_b)]
     output = output_path(args.output, "--output", REPORT_OUTPUT, args.overwrite, inputs)
@@ -347,10 +232,8 @@ def run(args: argparse.Namespace) -> int:
     from aliked_ros.engines import create_extractor
 
     with contextlib.ExitStack() as stack:
-        options_a = extractor_options(spec_a, args, spec_b)
-        options_b = extractor_options(spec_b, args, spec_a)
-        extractor_a = stack.enter_context(create_extractor(spec_a.engine, **options_a))
-        extractor_b = stack.enter_context(create_extractor(spec_b.engine, **options_b))
+        extractor_a = stack.enter_context(create_extractor(config_a, log=log))
+        extractor_b = stack.enter_context(create_extractor(config_b, log=log))
         description_a, description_b = describe(extractor_a), describe(extractor_b)
         log(f"A: {description_a}")
         log(f"B: {description_b}")

@@ -11,7 +11,7 @@ from aliked_ros import outputs
 from aliked_ros.errors import InvalidValueError
 from aliked_ros.imaging import read_image
 from aliked_ros.sample_data import dataset_frames, registry_frames
-from aliked_ros.tools.common import add_model_options, add_overwrite_option, create_torch_extractor
+from aliked_ros.tools.common import add_model_options, add_overwrite_option, config_from_args
 
 
 def add_parser(subparsers) -> None:
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.frames < 1:
         raise InvalidValueError(f"--frames must be at least 1, not {args.frames}.")
+    config = config_from_args(args)  # its errors before any file is read
     paths = sample_paths(args.frames)
     inputs = [args.weights, *(files[0].parent for files in paths.values())]
     sequences = load_sequences(paths, args.frames)
@@ -52,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     for name in sequences:  # checked before the network loads (README, "Outputs and failures")
         outputs.check_output(output / f"{name}.png", PICTURE_OUTPUT, flag="--output", overwrite=args.overwrite,
                              inputs=inputs, create_parents=True)
-    extractor = create_torch_extractor(args)
+    from aliked_ros.engines import create_extractor
+
+    extractor = create_extractor(config)
     output.mkdir(parents=True, exist_ok=True)
     print(extractor.describe())
     for name, images in sequences.items():
@@ -63,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
             start = time.perf_counter()
             features = extractor.extract(image)
             timings.append((time.perf_counter() - start) * 1000)
-            counts.append(len(features.above(args.score_threshold)))
+            counts.append(len(features))
         picture = output / f"{name}.png"
-        write_image(picture, draw_keypoints(images[-1], features.above(args.score_threshold)))
+        write_image(picture, draw_keypoints(images[-1], features))
         print(f"{name}: {width}x{height}, {len(images)} frames, median {statistics.median(timings):.1f} ms/frame "
               f"(host to host, after warm-up), {statistics.median(counts):.0f} keypoints → {picture}")
     return 0

@@ -9,7 +9,8 @@ import time
 from aliked_ros import outputs
 from aliked_ros.dependencies import require
 from aliked_ros.export.metadata import DEFORM_MODES, ONNX_OUTPUT
-from aliked_ros.model.configs import DEFAULT_MODEL, MODEL_CONFIGS
+from aliked_ros.config import ExtractorConfig
+from aliked_ros.model.configs import MODEL_CONFIGS
 
 
 def add_parser(subparsers) -> None:
@@ -19,14 +20,15 @@ def add_parser(subparsers) -> None:
                     "`keypoints` float32 (K, 2) pixels, `scores` float32 (K,) and `descriptors` float32 (K, D). "
                     "The graph is checked (onnx.checker, shape inference) and compared with PyTorch through "
                     "onnxruntime on a real frame before it is written; a failed check writes nothing.")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"ALIKED variant: {', '.join(MODEL_CONFIGS)} (default {DEFAULT_MODEL})")
+    default_model = ExtractorConfig().model
+    parser.add_argument("--model", default=default_model,
+                        help=f"ALIKED variant: {', '.join(MODEL_CONFIGS)} (default {default_model})")
     parser.add_argument("--height", type=int, required=True, help="image height in pixels (fixed in the graph)")
     parser.add_argument("--width", type=int, required=True, help="image width in pixels (fixed in the graph)")
     parser.add_argument("--top-k", type=int, required=True,
                         help="keypoints per image, K (fixed in the graph; at most 3840, TensorRT's TopK limit)")
-    parser.add_argument("--fp16", action="store_true",
-                        help="float16 arithmetic inside the graph (input stays uint8, outputs float32)")
+    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                        help="arithmetic inside the graph (default fp32; input stays uint8, outputs float32)")
     parser.add_argument("--deform", choices=DEFORM_MODES, default=DEFORM_MODES[0],
                         help="deformable convolutions as ONNX DeformConv nodes (default; TensorRT >= 10.1, "
                              "recent onnxruntime) or as plain gathers and matrix products")
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     def progress(stage: str) -> None:
         print(f"[{time.perf_counter() - start:6.1f} s] {stage}", file=sys.stderr, flush=True)
 
-    result = export_onnx(output, args.model, args.height, args.width, args.top_k, fp16=args.fp16,
+    result = export_onnx(output, args.model, args.height, args.width, args.top_k, fp16=args.precision == "fp16",
                          deform=args.deform, weights=args.weights, parity_image=args.parity_image,
                          progress=progress)
     print(f"{result.path}: {result.metadata.describe()}")

@@ -11,8 +11,7 @@ from aliked_ros import outputs
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import FEATURES_OUTPUT
 from aliked_ros.imaging import as_rgb, list_images, read_image
-from aliked_ros.tools.common import (add_model_options, add_overwrite_option, create_torch_extractor,
-                                    validate_model_options)
+from aliked_ros.tools.common import add_model_options, add_overwrite_option, config_from_args
 from aliked_ros.visualize import PICTURE_OUTPUT
 
 
@@ -58,12 +57,14 @@ def check_outputs(paths: list[Path], output: Path, viz: bool, overwrite: bool,
 
 def run(args: argparse.Namespace) -> int:
     # Everything a user can get wrong is checked before the engine loads and before the first file is written.
-    validate_model_options(args)
+    config = config_from_args(args)
     paths = list_images(args.images)
     output = Path(args.output)
-    inputs = [*map(Path, args.images), *([Path(args.weights)] if args.weights else [])]
+    inputs = [*map(Path, args.images), args.weights, args.onnx_path, args.engine_path]
     planned = check_outputs(paths, output, args.viz, args.overwrite, inputs)
-    extractor = create_torch_extractor(args)
+    from aliked_ros.engines import create_extractor
+
+    extractor = create_extractor(config, log=lambda text: print(text, file=sys.stderr))
     output.mkdir(parents=True, exist_ok=True)
     print(f"{extractor.describe()}: {len(paths)} image(s) → {output}", file=sys.stderr)
     failed: list[str] = []
@@ -79,16 +80,14 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         features = extractor.extract(rgb)
         elapsed_ms = (time.perf_counter() - start) * 1000
-        if args.top_k > 0:
-            features = features.above(args.score_threshold)
         features.save_npz(features_file)
         if picture is not None:
             from aliked_ros.visualize import draw_keypoints, write_image
 
             write_image(picture, draw_keypoints(image, features))
         height, width = rgb.shape[:2]
-        note = (f" (top-k {args.top_k} is more than its {height * width} pixels: all maxima kept)"
-                if args.top_k > height * width else "")
+        note = (f" (top-k {config.top_k} is more than its {height * width} pixels: all maxima kept)"
+                if config.top_k > height * width else "")
         print(f"{prefix}: {len(features)} keypoints, {elapsed_ms:.1f} ms{note}", file=sys.stderr)
     if failed:
         raise AlikedError(f"{len(failed)} of {len(paths)} images could not be processed ({', '.join(failed[:5])}"

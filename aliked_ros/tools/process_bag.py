@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aliked_ros import bags, parameters
+from aliked_ros import bags, config, parameters
 from aliked_ros.bag_writer import BagWriter
 from aliked_ros.errors import AlikedError
 from aliked_ros.latency import LatencyMonitor
@@ -41,7 +41,8 @@ def add_parser(subparsers) -> None:
                         help="parameter engine: auto (tensorrt where installed, else onnxruntime with an ONNX file, "
                              "else torch), tensorrt, onnxruntime or torch")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (parameter device)")
-    parser.add_argument("--precision", default=None, choices=("fp16", "fp32"), help="parameter precision")
+    parser.add_argument("--precision", default=None, choices=config.PRECISIONS,
+                        help="parameter precision (auto: fp16 on a GPU, fp32 on the CPU)")
     parser.add_argument("--top-k", type=int, default=None, help="keypoints per image (parameter top_k)")
     parser.add_argument("--score-threshold", type=float, default=None, help="parameter score_threshold")
     parser.add_argument("--weights", default=None, help="ALIKED .pth weights (parameter weights_path)")

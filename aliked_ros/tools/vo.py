@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aliked_ros import bags, datasets, outputs, parameters, vo
+from aliked_ros import bags, config, datasets, outputs, parameters, vo
 from aliked_ros.vo import Camera, camera_from_camera_info
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
@@ -89,7 +89,8 @@ def add_parser(subparsers) -> None:
     network.add_argument("--engine", default=None, choices=parameters.ENGINE_CHOICES,
                          help="parameter engine: auto, tensorrt, onnxruntime or torch")
     network.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (parameter device)")
-    network.add_argument("--precision", default=None, choices=("fp16", "fp32"), help="parameter precision")
+    network.add_argument("--precision", default=None, choices=config.PRECISIONS,
+                         help="parameter precision (auto: fp16 on a GPU, fp32 on the CPU)")
     network.add_argument("--top-k", type=int, default=None, help="keypoints per image (parameter top_k)")
     network.add_argument("--score-threshold", type=float, default=None, help="parameter score_threshold")
     network.add_argument("--weights", default=None, help="ALIKED .pth weights (parameter weights_path)")
@@ -330,17 +331,15 @@ def compare_fp16(values: dict, images: list[tuple[float, np.ndarray]], camera: C
     """Extract ``images`` with the torch engine in fp32 and fp16, print both evaluations and their differences;
     returns the fp32 features."""
     from aliked_ros.engines import create_extractor
-    from aliked_ros.processing import torch_compile_enabled
+    from aliked_ros.processing import extractor_config
 
     evaluations = {}
     features32: list[Features] = []
-    # fp16 as the node runs it on CUDA: one CUDA graph per image size, compiled where torch_compile says so
-    fast_path = dict(cuda_graph=True, compile=torch_compile_enabled(values, log))
     for precision in ("fp32", "fp16"):
-        fp16 = precision == "fp16"
-        extractor = create_extractor("torch", model=values["model"], top_k=values["top_k"], device=values["device"],
-                                     fp16=fp16, weights=values["weights_path"] or None, **(fast_path if fp16 else {}))
-        if fp16 and extractor.device == "cpu":
+        # fp32 eager, the reference; fp16 as the node runs it (on CUDA its compiled CUDA graph)
+        config = extractor_config(values).replace(engine="torch", precision=precision)
+        extractor = create_extractor(config.replace(cuda_graph=False) if precision == "fp32" else config, log=log)
+        if precision == "fp16" and extractor.device == "cpu":
             log("fp16 on the CPU is emulated and several times slower than fp32")
         log(f"{extractor.describe()}: extracting {len(images)} frames")
         try:
