@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 from aliked_ros.resources import package_file
 
+M = TypeVar("M")  # a Keypoints class: rclpy's (aliked_ros.msg) or rosbags' dataclass
 KEYPOINTS_MSGTYPE = "aliked_ros/msg/Keypoints"
 
 
@@ -24,7 +26,7 @@ def keypoints_definition_path() -> Path:
     return package_file("msg", "Keypoints.msg")
 
 
-def register_keypoints_type(typestore) -> type:
+def register_keypoints_type(typestore: Any) -> type:
     """Add aliked_ros/msg/Keypoints to a rosbags typestore (once) and return its message class."""
     from rosbags.typesys import get_types_from_msg
 
@@ -33,11 +35,11 @@ def register_keypoints_type(typestore) -> type:
     return typestore.types[KEYPOINTS_MSGTYPE]
 
 
-def _is_rclpy_class(message_class) -> bool:
+def _is_rclpy_class(message_class: type) -> bool:
     return hasattr(message_class, "get_fields_and_field_types")
 
 
-def build_keypoints_message(message_class, header, features: Features, model: str):
+def build_keypoints_message(message_class: type[M], header: Any, features: Features, model: str) -> M:
     """A Keypoints message of ``message_class`` (rclpy's or rosbags') holding ``features``; ``header`` is used as
     it is (the source image's)."""
     keypoints = np.ascontiguousarray(features.keypoints, dtype=np.float32).reshape(-1)
@@ -58,7 +60,7 @@ def build_keypoints_message(message_class, header, features: Features, model: st
     )
 
 
-def features_from_message(message) -> Features:
+def features_from_message(message: Any) -> Features:
     """The Features a Keypoints message holds (rclpy's or rosbags'), with a sentence where its arrays disagree."""
     scores = np.asarray(message.scores, dtype=np.float32)
     count = len(scores)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aliked_ros import validation
 from aliked_ros.config import ExtractorConfig, Log
@@ -16,7 +18,7 @@ from aliked_ros.messages import build_keypoints_message
 _logger = logging.getLogger(__name__)
 
 
-def stamp_seconds(stamp) -> float:
+def stamp_seconds(stamp: Any) -> float:
     """A builtin_interfaces/Time (rclpy's or rosbags') in seconds."""
     return stamp.sec + stamp.nanosec * 1e-9
 
@@ -40,7 +42,7 @@ class FrameProcessor:
         - Errors a user can cause (encoding, size) raise AlikedError; the caller decides whether to go on.
     """
 
-    def __init__(self, extractor: Extractor, message_class, score_threshold: float = 0.0):
+    def __init__(self, extractor: Extractor, message_class: type, score_threshold: float = 0.0):
         self.extractor = extractor
         self.message_class = message_class
         self._score_threshold = validation.score_threshold(score_threshold)
@@ -53,14 +55,14 @@ class FrameProcessor:
     def score_threshold(self, value: float) -> None:
         self._score_threshold = validation.score_threshold(value)
 
-    def process(self, image_message) -> ProcessedFrame:
+    def process(self, image_message: Any) -> ProcessedFrame:
         image = message_to_image(image_message)
         features = self.extractor.extract(image).above(self._score_threshold)
         message = build_keypoints_message(self.message_class, image_message.header, features, self.extractor.model)
         return ProcessedFrame(message, features, image)
 
 
-def extractor_config(values: dict, image_size: tuple[int, int] | None = None) -> ExtractorConfig:
+def extractor_config(values: Mapping[str, Any], image_size: tuple[int, int] | None = None) -> ExtractorConfig:
     """The extractor the node's parameters (``aliked_ros.parameters.resolve``) describe, for ``image_size`` where
     given (else ``image_height`` × ``image_width``). Its score_threshold is 0: the :class:`FrameProcessor` thresholds
     each frame, since the node's threshold changes at run time."""
@@ -68,12 +70,12 @@ def extractor_config(values: dict, image_size: tuple[int, int] | None = None) ->
     return ExtractorConfig.from_parameters(values, score_threshold=0.0, **size)
 
 
-def needs_image_size(values: dict) -> bool:
+def needs_image_size(values: Mapping[str, Any]) -> bool:
     """Whether the engine must know the image size before it is made (a static engine from the cache)."""
     return extractor_config(values).needs_image_size()
 
 
-def extractor_from_parameters(values: dict, log: Log | None = None,
+def extractor_from_parameters(values: Mapping[str, Any], log: Log | None = None,
                               image_size: tuple[int, int] | None = None) -> Extractor:
     """The node's extractor (see :func:`extractor_config`), made by the one factory; what "auto" means here and
     what the engine cache does are said through ``log``."""

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import re
 from pathlib import Path
 
+from aliked_ros.config import Log
 from aliked_ros.model.weights import cache_dir
+
+_logger = logging.getLogger(__name__)
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 # Every module whose code shapes the exported graph (the network, detection, sampling, the exporter itself).
@@ -65,7 +69,8 @@ def onnx_stem(model: str, height: int, width: int, top_k: int, precision: str,
 
 def cached_onnx(model: str, height: int, width: int, top_k: int, precision: str, *,
                 directory: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
-                log=print) -> Path:
+                log: Log | None = None) -> Path:
+    log = log or _logger.info
     path = cache_root(directory) / f"{onnx_stem(model, height, width, top_k, precision, weights)}.onnx"
     if path.is_file():
         log(f"Using the cached ONNX file {path}")
@@ -96,7 +101,8 @@ def timing_cache_path(directory: str | os.PathLike | None, tensorrt_version: str
 
 def cached_tensorrt_plan(model: str, height: int, width: int, top_k: int, precision: str, *,
                          directory: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
-                         log=print) -> Path:
+                         log: Log | None = None) -> Path:
+    log = log or _logger.info
     from aliked_ros.cuda_runtime import current_gpu
     from aliked_ros.export.engine_info import load_tensorrt, plan_is_current
 

@@ -13,6 +13,7 @@ live in ROS-free code that is tested everywhere, and this class's own test runs 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +72,8 @@ def release_in_reverse(held: list[tuple[str, Callable[[], None]]]) -> list[str]:
     return problems
 
 
+_logger = logging.getLogger(__name__)
+
 class TensorRTExtractor(Extractor):
     """A TensorRT plan built by ``aliked-ros build-engine``.
 
@@ -98,7 +101,7 @@ class TensorRTExtractor(Extractor):
         gpu_name, compute_capability = current_gpu()
         self.warnings = check_runs_here(info, self.engine_path, trt.__version__, gpu_name, compute_capability)
         for warning in self.warnings:
-            (log or print)(warning)
+            (log or _logger.warning)(warning)
         metadata = info.onnx
         self.model, self.top_k, self.precision = metadata.model, metadata.top_k, metadata.precision
         self.descriptor_size = metadata.descriptor_size

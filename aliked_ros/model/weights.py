@@ -19,7 +19,6 @@ import hashlib
 import importlib.util
 import os
 import sys
-import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -67,29 +66,25 @@ def packaged_weights_dir() -> Path | None:
 def download(url: str, md5: str, destination: Path, progress: bool = True) -> None:
     """Download ``url`` to ``destination`` if its MD5 is ``md5``; a complete, checked file or none is left."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+    # Checked before it takes its name: a failed or corrupt download leaves nothing in the cache.
+    with outputs.atomic_path(destination) as temporary:
+        with open(temporary, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0)
             done = 0
             while chunk := response.read(1 << 16):
                 out.write(chunk)
                 done += len(chunk)
                 if progress and total:
-                    print(f"\rdownloading {destination.name}: {100 * done // total}%", end="", flush=True, file=sys.stderr)
+                    print(f"\rdownloading {destination.name}: {100 * done // total}%", end="", flush=True,
+                          file=sys.stderr)
         if progress:
             print(file=sys.stderr)
-        actual = md5sum(Path(temporary))
+        actual = md5sum(temporary)
         if actual != md5:
             raise AlikedError(
                 f"The download of {url} has MD5 {actual}, not the published {md5}; "
                 "try again, or fetch the file by hand and pass its path."
             )
-        os.chmod(temporary, outputs.new_file_mode())  # mkstemp's file is private; a cache file is not
-        os.replace(temporary, destination)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def find_weights_file(filename: str, md5: str, url: str, what: str, path: str | os.PathLike | None = None, *,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aliked_ros.matching import MutualNearestNeighbours, as_features
+from aliked_ros.tables import markdown_table
 from aliked_ros.vo.relative_pose import RelativePose, VOOptions, estimate_relative_pose
 from aliked_ros.vo.rotations import rotation_angle_deg, rotation_difference_deg, vector_angle_deg
 
@@ -132,36 +133,37 @@ def describe_summary(evaluation: Evaluation) -> str:
             f"{s['triplets']} triplets; translation coplanarity median {s['median_triplet_coplanarity_deg']:.3f} deg.")
 
 
-PAIR_HEADER = ("| pair | matches | inliers | inlier ratio | in front | parallax px | rotation deg "
-               "| camera motion (x, y, z) | note |")
-TRIPLET_HEADER = "| triplet | rotation error deg (R_ac vs R_bc R_ab) | translation coplanarity error deg |"
+PAIR_COLUMNS = ("pair", "matches", "inliers", "inlier ratio", "in front", "parallax px", "rotation deg",
+                "camera motion (x, y, z)", "note")
+TRIPLET_COLUMNS = ("triplet", "rotation error deg (R_ac vs R_bc R_ab)", "translation coplanarity error deg")
 
 
 def format_evaluation(evaluation: Evaluation, title: str = "") -> str:
     """The evaluation as markdown: one row per pair, one per triplet, and the summary."""
     lines = [f"### {title}", ""] if title else []
-    lines += [PAIR_HEADER, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    pairs = []
     for row in evaluation.pairs:
         pose = row.pose
         motion = ", ".join(f"{v:+.3f}" for v in pose.camera_translation) if pose.valid else "-"
-        lines.append(f"| {row.first}-{row.second} | {pose.match_count} | {pose.inliers} | {pose.inlier_ratio:.2f} | "
-                     f"{pose.in_front} | {pose.parallax_px:.1f} | {rotation_angle_deg(pose.rotation):.3f} | "
-                     f"{motion} | {pose.reason} |")
+        pairs.append([f"{row.first}-{row.second}", str(pose.match_count), str(pose.inliers),
+                      f"{pose.inlier_ratio:.2f}", str(pose.in_front), f"{pose.parallax_px:.1f}",
+                      f"{rotation_angle_deg(pose.rotation):.3f}", motion, pose.reason])
+    lines.append(markdown_table(PAIR_COLUMNS, pairs, align_numbers=True))
     if evaluation.triplets:
-        lines += ["", TRIPLET_HEADER, "| --- | ---: | ---: |"]
-        lines += [f"| {row.a}-{row.b}-{row.c} | {row.rotation_error_deg:.3f} | {row.coplanarity_error_deg:.3f} |"
-                  for row in evaluation.triplets]
+        triplets = [[f"{row.a}-{row.b}-{row.c}", f"{row.rotation_error_deg:.3f}", f"{row.coplanarity_error_deg:.3f}"]
+                    for row in evaluation.triplets]
+        lines += ["", markdown_table(TRIPLET_COLUMNS, triplets, align_numbers=True)]
     lines += ["", describe_summary(evaluation)]
     return "\n".join(lines)
 
 
 def format_comparison(rows: list[PrecisionRow], names: tuple[str, str] = ("fp32", "fp16")) -> str:
     """Per-pair differences of two estimates as markdown, and their median and maximum."""
-    header = (f"| pair | inliers {names[0]} | inliers {names[1]} | rotation difference deg "
-              "| translation direction difference deg |")
-    lines = [header, "| --- | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {row.first}-{row.second} | {row.inliers[0]} | {row.inliers[1]} | "
-              f"{row.rotation_difference_deg:.4f} | {row.translation_difference_deg:.3f} |" for row in rows]
+    columns = ("pair", f"inliers {names[0]}", f"inliers {names[1]}", "rotation difference deg",
+               "translation direction difference deg")
+    lines = [markdown_table(columns, [[f"{row.first}-{row.second}", str(row.inliers[0]), str(row.inliers[1]),
+                                       f"{row.rotation_difference_deg:.4f}", f"{row.translation_difference_deg:.3f}"]
+                                      for row in rows], align_numbers=True)]
     if rows:
         rotation = [row.rotation_difference_deg for row in rows]
         translation = [row.translation_difference_deg for row in rows]
