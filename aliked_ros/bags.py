@@ -2,7 +2,7 @@
 sensor_msgs messages images-to-bag writes. Bags are written by :mod:`aliked_ros.bag_writer`.
 
 Convention:
-    - Written bags are ROS 2 bags (rosbag2 format 9, as ROS 2 Jazzy writes them), mcap by default (what
+    - Written bags are ROS 2 bags in rosbag2 format 8, which Humble and Jazzy both read, mcap by default (what
       ``ros2 bag record`` writes since Iron; sqlite3 on request), CDR-serialised with the ROS 2 Jazzy typestore plus
       aliked_ros/msg/Keypoints. Each topic's message definition is stored in the bag, so ROS 2 tools read them.
     - Read bags: a ROS 1 ``.bag`` file, or a ROS 2 bag directory (sqlite3 or mcap; its ``.mcap``/``.db3`` file stands
@@ -30,7 +30,10 @@ from aliked_ros.outputs import OutputKind
 
 STORAGES = ("mcap", "sqlite3")
 DEFAULT_STORAGE = "mcap"
-BAG_VERSION = 9  # rosbag2's format as ROS 2 Jazzy writes it
+# rosbag2's metadata format 8 (Iron's): Jazzy reads it, and so does Humble, whose reader takes each topic's
+# offered_qos_profiles as a string, which format 9 (Jazzy's) writes as a list: Humble's `ros2 bag info` and `play`
+# fail on a format 9 bag ("bad conversion").
+BAG_VERSION = 8
 IMAGE_MSGTYPE = "sensor_msgs/msg/Image"
 COMPRESSED_MSGTYPE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO_MSGTYPE = "sensor_msgs/msg/CameraInfo"

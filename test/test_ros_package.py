@@ -18,17 +18,19 @@ from aliked_ros.processing import FrameProcessor
 ROOT = Path(__file__).resolve().parents[1]
 catkin_pkg = pytest.importorskip("catkin_pkg.package", reason="needs catkin_pkg (pip install catkin_pkg)")
 
-# Python modules the node and the layers it uses import, and the package.xml key that provides each.
+# Python modules the node and the layers it uses import, and the package.xml key(s) that provide each (the engine's
+# keys are conditional on ROS_DISTRO and ALIKED_ROS_ENGINE: test_rosdep.py checks that they resolve).
 MODULE_KEYS = {
     "rclpy": "rclpy", "rcl_interfaces": "rcl_interfaces", "sensor_msgs": "sensor_msgs",
     "diagnostic_msgs": "diagnostic_msgs", "diagnostic_updater": "diagnostic_updater", "std_msgs": "std_msgs",
     "nav_msgs": "nav_msgs", "geometry_msgs": "geometry_msgs",
     "launch": "launch", "launch_ros": "launch_ros", "numpy": "python3-numpy", "cv2": "python3-opencv",
-    "yaml": "python3-yaml",
+    "yaml": "python3-yaml", "rosbags": "python3-rosbags-pip", "torch": ("python3-torch", "python3-pytorch-pip"),
+    "kornia": "python3-kornia-pip", "onnxruntime": "python3-onnxruntime-gpu-pip",
 }
-PIP_ONLY = {"rosbags", "apsw"}  # no rosdep key: `pip install rosbags rosbags-image` (apsw comes with rosbags)
-OPTIONAL_ENGINES = {"torch", "torchvision", "onnxruntime", "onnx", "tensorrt", "cuda", "kornia", "skimage", "pynvml",
-                    "triton"}  # triton: comes with CUDA builds of PyTorch (torch.compile)
+PIP_ONLY = {"apsw"}  # no rosdep key: rosbags-image (module rosbags.image), and apsw, which comes with rosbags
+OPTIONAL_ENGINES = {"torchvision", "onnx", "tensorrt", "cuda", "skimage", "pynvml",
+                    "triton"}  # no rosdep keys (README, "ROS 2"); triton comes with CUDA builds of PyTorch
 
 
 def imported_top_level(paths) -> set[str]:
@@ -50,15 +52,15 @@ def test_package_xml_is_valid_and_declares_what_the_node_imports():
                 + package.build_export_depends}
     assert "rosidl_default_generators" in declared and "rosidl_default_runtime" in declared
     assert "rosidl_interface_packages" in [group.name for group in package.member_of_groups]
-    python_files = list((ROOT / "aliked_ros").rglob("*.py")) + [ROOT / "launch" / "aliked.launch.py",
-                                                                 ROOT / "scripts" / "aliked_node",
-                                                                 ROOT / "scripts" / "vo_node"]
+    python_files = list((ROOT / "aliked_ros").rglob("*.py")) + list((ROOT / "launch").glob("*.launch.py")) + [
+        ROOT / "scripts" / "aliked_node", ROOT / "scripts" / "vo_node"]
     stdlib = set(__import__("sys").stdlib_module_names)
     third_party = imported_top_level(python_files) - stdlib - {"aliked_ros"}
     unknown = third_party - set(MODULE_KEYS) - PIP_ONLY - OPTIONAL_ENGINES
     assert not unknown, f"modules imported but neither declared nor listed as pip-only/optional: {unknown}"
     for module in third_party & set(MODULE_KEYS):
-        assert MODULE_KEYS[module] in declared, f"{module} is imported but {MODULE_KEYS[module]} is not declared"
+        keys = MODULE_KEYS[module] if isinstance(MODULE_KEYS[module], tuple) else (MODULE_KEYS[module],)
+        assert set(keys) <= declared, f"{module} is imported but not all of {keys} are declared"
 
 
 def test_keypoints_msg_parses_with_the_documented_fields():
@@ -86,6 +88,74 @@ def test_launch_file_compiles_and_builds_its_description():
     description = module.generate_launch_description()
     arguments = {argument.name for argument in description.get_launch_arguments()}
     assert arguments == {"params_file", "image_topic", "namespace", "model", "engine", "use_sim_time", "log_level"}
+
+
+def load_launch_file(name: str):
+    launch_file = ROOT / "launch" / name
+    py_compile.compile(str(launch_file), doraise=True)
+    pytest.importorskip("launch_ros", reason="the ROS 2 launch packages are not installed")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name.replace(".", "_"), launch_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_replay_launch_file_arguments_and_topics(tmp_path):
+    module = load_launch_file("replay.launch.py")
+    arguments = {argument.name for argument in module.generate_launch_description().get_launch_arguments()}
+    assert arguments == {"bag", "dataset", "vo", "rate", "image_topic", "params_file", "model", "engine",
+                         "debug_image", "log_level"}
+    from aliked_ros import datasets
+
+    # the topics images-to-bag writes are the ones the replay looks for
+    assert module.DATASETS["tum"][0] == datasets.TUM_TOPIC
+    assert set(module.DATASETS["kitti"]) == set(datasets.KITTI_TOPICS.values())
+    assert module.camera_info_topic(datasets.TUM_TOPIC) == "/camera/rgb/camera_info"
+    kitti_colour = {"/kitti/camera_color_left/image_raw": "sensor_msgs/msg/Image",
+                    "/kitti/camera_color_left/camera_info": "sensor_msgs/msg/CameraInfo"}
+    assert module.choose_image_topic("kitti", kitti_colour, "") == "/kitti/camera_color_left/image_raw"
+    assert module.choose_image_topic("kitti", {}, "") == "/kitti/camera_gray_left/image_raw"
+    assert module.choose_image_topic("tum", kitti_colour, "/mine") == "/mine"
+    with pytest.raises(RuntimeError, match="image_topic"):
+        module.choose_image_topic("tum", {"/a": "sensor_msgs/msg/Image", "/b": "sensor_msgs/msg/Image"}, "")
+    (tmp_path / "metadata.yaml").write_text(
+        "rosbag2_bagfile_information:\n  topics_with_message_count:\n  - message_count: 1\n    topic_metadata:\n"
+        "      name: /camera/rgb/image_color\n      type: sensor_msgs/msg/Image\n")
+    assert module.bag_topics(tmp_path) == {"/camera/rgb/image_color": "sensor_msgs/msg/Image"}
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_written_bags_have_the_metadata_humble_reads(storage, tmp_path):
+    """Humble's rosbag2 (MetadataIo) reads any version number but takes each topic's offered_qos_profiles as a
+    string, which rosbag2 format 9 (Jazzy's) writes as a list: Humble's `ros2 bag info` then fails with "bad
+    conversion". Format 8 keeps the string; Jazzy reads both. Checked by hand with both distributions' ros2 bag."""
+    import yaml
+
+    from aliked_ros import bags
+    from aliked_ros.bag_writer import BagWriter
+
+    assert bags.BAG_VERSION == 8
+    header = bags.make_header(1_000_000_123, "cam")
+    image = bags.image_message(np.zeros((4, 6, 3), np.uint8), header)
+    keypoints = FrameProcessor(EchoExtractor(), bags.message_class("aliked_ros/msg/Keypoints")).process(
+        Image(header=Header(stamp=Time(sec=1, nanosec=123), frame_id="cam"), height=4, width=6, encoding="rgb8",
+              is_bigendian=0, step=18, data=np.zeros(72, np.uint8))).message
+    with BagWriter(tmp_path / "bag", storage) as writer:
+        writer.write("/camera/image_raw", 1_000_000_123, image)
+        writer.write("/keypoints", 1_000_000_123, keypoints)
+    information = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert information["version"] == 8 and information["storage_identifier"] == storage
+    for field in ("duration", "starting_time", "message_count", "relative_file_paths", "compression_format",
+                  "compression_mode", "files"):  # what Humble's decoder requires of a version >= 5
+        assert field in information
+    topics = {entry["topic_metadata"]["name"]: entry["topic_metadata"]
+              for entry in information["topics_with_message_count"]}
+    assert set(topics) == {"/camera/image_raw", "/keypoints"}
+    for topic in topics.values():
+        assert isinstance(topic["offered_qos_profiles"], str) and topic["serialization_format"] == "cdr"
+    assert topics["/keypoints"]["type"] == "aliked_ros/msg/Keypoints"
 
 
 TYPES = get_typestore(Stores.ROS2_JAZZY)

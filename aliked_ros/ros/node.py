@@ -2,7 +2,9 @@
 
 Threads: the subscription callback only stores the newest image (an older one still waiting is counted as dropped);
 one worker thread loads the engine, runs it and publishes, so nothing blocks the executor and latency never piles
-up. Parameters are declared from ``aliked_ros.parameters`` with their defaults from config/aliked.yaml.
+up. Shutdown (``aliked_ros.ros.spinning``): on Ctrl-C, SIGTERM or SIGHUP the worker is stopped and joined before the
+node is destroyed and the context shut down, and it never publishes once the node is stopping. Parameters are
+declared from ``aliked_ros.parameters`` with their defaults from config/aliked.yaml.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from aliked_ros.errors import AlikedError
 from aliked_ros.latency import LatencyMonitor
 from aliked_ros.msg import Keypoints
 from aliked_ros.processing import FrameProcessor, extractor_from_parameters, needs_image_size
-from aliked_ros.signals import handle_termination
+from aliked_ros.ros import spinning
 from aliked_ros.visualize import draw_keypoints
 
 
@@ -57,6 +59,7 @@ class AlikedNode(Node):
         self._condition = threading.Condition()
         self._pending: tuple[object, float] | None = None
         self._stopping = False
+        self._publish_lock = threading.Lock()  # held by each publish of the worker and by stop(): none after it
         self._reported_errors: set[str] = set()
         self._engine_error: str | None = None
         self._last_debug_time = 0.0
@@ -78,7 +81,7 @@ class AlikedNode(Node):
         self.updater.add("latency", self._diagnose)
 
         self.worker = threading.Thread(target=self._work, name="aliked_worker", daemon=True)
-        self.worker.start()
+        self.worker.start()  # last: a node whose constructor fails has no worker
 
     # --- callbacks on the executor: short, never blocking ---------------------------------------------------------
 
@@ -150,7 +153,11 @@ class AlikedNode(Node):
                 extractor.warmup(height, width)
         except AlikedError as error:
             self._engine_error = str(error)
-            self.get_logger().error(f"The engine could not be loaded: {error}")
+            if not self._stopping:
+                self.get_logger().error(f"The engine could not be loaded: {error}")
+            return False
+        if self._stopping:  # stopped while loading (a long TensorRT build): nothing left to serve
+            extractor.close()
             return False
         with self._condition:
             old, self.processor = self.processor, FrameProcessor(extractor, Keypoints, self.values["score_threshold"])
@@ -219,8 +226,9 @@ class AlikedNode(Node):
             self._engine_error = f"{type(error).__name__}: {error}"
             self._report_once(f"The engine failed on an image: {self._engine_error}")
             return
-        self.keypoints_publisher.publish(result.message)
-        now = self.get_clock().now()
+        now = self._publish(self.keypoints_publisher, result.message)
+        if now is None:
+            return
         stamp = Time.from_msg(message.header.stamp, clock_type=now.clock_type)
         end_to_end = (now - stamp).nanoseconds * 1e-9 if stamp.nanoseconds > 0 else None
         with self._condition:
@@ -237,32 +245,47 @@ class AlikedNode(Node):
         self._last_debug_time = now
         picture = draw_keypoints(result.image, result.features)
         height, width = picture.shape[:2]
-        self.debug_publisher.publish(Image(header=message.header, height=height, width=width, encoding="bgr8",
-                                           is_bigendian=0, step=width * 3, data=np.ascontiguousarray(picture).tobytes()))
+        self._publish(self.debug_publisher, Image(
+            header=message.header, height=height, width=width, encoding="bgr8", is_bigendian=0, step=width * 3,
+            data=np.ascontiguousarray(picture).tobytes()))
 
-    def stop(self) -> None:
-        with self._condition:
+    def _publish(self, publisher, message) -> Time | None:
+        """Publish from the worker unless the node is stopping (or its context is gone); the node clock's time of
+        the publish, or None where nothing was published. stop() waits for a publish in progress."""
+        with self._publish_lock:
+            if self._stopping or not self.context.ok():
+                return None
+            publisher.publish(message)
+            return self.get_clock().now()
+
+    def stop(self, timeout: float = 4.0) -> None:
+        """Stop the worker and wait for it (at most ``timeout`` s: a frame in the engine, or an engine still loading);
+        call before destroy_node() and rclpy's shutdown. Nothing is published once this has begun."""
+        with self._publish_lock, self._condition:
             self._stopping = True
             self._condition.notify_all()
-        self.worker.join(timeout=5.0)
+        self.worker.join(timeout=timeout)
+        if self.worker.is_alive():  # still loading or in the engine: it closes what it has when it gets out
+            self.get_logger().warning(f"The worker did not stop within {timeout:g} s; exiting without it")
+            return
         if self.processor is not None:
             self.processor.extractor.close()
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)  # rclpy shuts the node down on SIGINT and SIGTERM
-    handle_termination(("SIGHUP",))  # a closed terminal: the same clean stop (Terminated is a KeyboardInterrupt)
+    spinning.init(args)  # Ctrl-C, SIGTERM, SIGHUP: KeyboardInterrupt here, not a context shut down under the worker
     node = None
     try:
         node = AlikedNode()
-        rclpy.spin(node)
+        spinning.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node is not None:
-            node.stop()
-            node.destroy_node()
-        rclpy.try_shutdown()
+        with spinning.signals_held_off():  # the worker first, then the node, then the context
+            if node is not None:
+                node.stop()
+                node.destroy_node()
+            rclpy.try_shutdown()
 
 
 if __name__ == "__main__":

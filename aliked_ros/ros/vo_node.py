@@ -25,7 +25,7 @@ from aliked_ros.errors import AlikedError
 from aliked_ros.matching import create_matcher
 from aliked_ros.messages import features_from_message
 from aliked_ros.msg import Keypoints
-from aliked_ros.signals import handle_termination
+from aliked_ros.ros import spinning
 
 
 def _pose_message(pose, target) -> None:
@@ -150,18 +150,18 @@ class VisualOdometryNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)  # rclpy shuts the node down on SIGINT and SIGTERM
-    handle_termination(("SIGHUP",))  # a closed terminal: the same clean stop (Terminated is a KeyboardInterrupt)
+    spinning.init(args)  # Ctrl-C, SIGTERM, SIGHUP: KeyboardInterrupt here, never a context shut down mid-callback
     node = None
     try:
         node = VisualOdometryNode()
-        rclpy.spin(node)
+        spinning.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        with spinning.signals_held_off():
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
 
 
 if __name__ == "__main__":
