@@ -36,8 +36,9 @@ class BagWriter:
           ``aliked_ros.partial: <reason>`` in the custom_data of its metadata.yaml; :attr:`message_count`,
           :attr:`counts` and :attr:`partial_reason` say what it holds. An exception before the first message
           removes what was created.
-        - Each write and the close run with SIGINT, SIGTERM and SIGHUP held back (:class:`aliked_ros.signals.SignalGate`): a signal
-          acts between two messages, never inside one, and never inside the close.
+        - Each write and the close run with SIGINT, SIGTERM and SIGHUP held back
+          (:class:`aliked_ros.signals.SignalGate`): a signal acts between two messages, never inside one, and never
+          inside the close.
         - Full disks: before each message the free space of the bag's file system must cover :meth:`_room` (the
           chunk rosbags may write next, then the summary and metadata.yaml), else the bag is closed with a
           DiskFullError. A file of that size is kept allocated in the bag directory; where a write fails all the

@@ -83,7 +83,7 @@ def is_features_file(path: str | os.PathLike) -> bool:
         return False
 
 
-FEATURES_OUTPUT = outputs.OutputKind("a features file (.npz) written by aliked-ros", lambda path: is_features_file(path))
+FEATURES_OUTPUT = outputs.OutputKind("a features file (.npz) written by aliked-ros", is_features_file)
 
 
 __all__ = ["FEATURES_OUTPUT", "Features", "is_features_file"]

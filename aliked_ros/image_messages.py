@@ -12,7 +12,6 @@ import sys
 import numpy as np
 
 from aliked_ros.errors import AlikedError
-from aliked_ros.imaging import decoded_to_rgb
 
 # Camera encodings taken from Image messages; depth and other non-camera encodings (32FC1, 16UC1 ...) are refused.
 SUPPORTED_ENCODINGS = (
@@ -23,18 +22,30 @@ SUPPORTED_ENCODINGS = (
 )
 
 
-def message_to_image(message) -> np.ndarray:
-    """A ``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage`` as RGB uint8 (H, W, 3) or grayscale (H, W).
+def message_to_pixels(message) -> tuple[np.ndarray, str]:
+    """A ``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage`` as the extractor's pixels in the camera's own
+    layout: grey ``(H, W)``, or colour ``(H, W, 3)`` with its channel order "rgb" or "bgr" (see
+    :mod:`aliked_ros.imaging`). Only what no engine takes is converted on the host: 16 bits to 8, an alpha channel
+    dropped, YUV 4:2:2 and Bayer mosaics demosaiced to RGB.
 
     Raises AlikedError for an unsupported encoding, a buffer shorter than its header says, or undecodable data.
     """
     if hasattr(message, "format"):  # CompressedImage: the format string names the codec, the data says it too
-        return decode_compressed(message.data, message.format)
-    return raw_image(message.encoding, message.height, message.width, message.step, message.is_bigendian,
-                     message.data)
+        return decode_compressed_pixels(message.data, message.format)
+    return raw_pixels(message.encoding, message.height, message.width, message.step, message.is_bigendian,
+                      message.data)
 
 
-def decode_compressed(data, image_format: str = "") -> np.ndarray:
+def message_to_image(message) -> np.ndarray:
+    """A ``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage`` as RGB uint8 (H, W, 3) or grayscale (H, W)."""
+    pixels, channel_order = message_to_pixels(message)
+    if pixels.ndim == 3 and channel_order == "bgr":
+        return np.ascontiguousarray(pixels[:, :, ::-1])
+    return pixels
+
+
+def decode_compressed_pixels(data, image_format: str = "") -> tuple[np.ndarray, str]:
+    """A JPEG or PNG as OpenCV decodes it, in OpenCV's channel order (BGR): grey or BGR uint8 pixels."""
     import cv2
 
     encoded = np.frombuffer(data, dtype=np.uint8)
@@ -44,13 +55,29 @@ def decode_compressed(data, image_format: str = "") -> np.ndarray:
             f"A CompressedImage ({image_format or 'no format given'}, {encoded.size} bytes) could not be decoded; "
             "JPEG and PNG are supported (compressedDepth is not)."
         )
-    return decoded_to_rgb(image, f"A CompressedImage ({image_format})")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)  # as for 16-bit files: the 8 most significant bits
+    elif image.dtype != np.uint8:
+        raise AlikedError(f"A CompressedImage ({image_format}) holds {image.dtype} pixels; 8 and 16 bits are read.")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = np.ascontiguousarray(image[:, :, :3])  # BGRA: the alpha channel is not the camera's
+    return image, "bgr"
 
 
-def raw_image(encoding: str, height: int, width: int, step: int, is_bigendian: bool, data) -> np.ndarray:
-    """The pixels of a ``sensor_msgs/Image`` as RGB or grayscale uint8, honouring ``step`` and byte order."""
+def decode_compressed(data, image_format: str = "") -> np.ndarray:
+    """A JPEG or PNG as RGB or grey uint8 pixels."""
+    pixels, channel_order = decode_compressed_pixels(data, image_format)
+    return np.ascontiguousarray(pixels[:, :, ::-1]) if pixels.ndim == 3 else pixels
+
+
+# Colour encodings an engine takes as they are (after 16 to 8 bits, and without alpha), with their channel order.
+DIRECT_COLOUR = {"rgb8": "rgb", "bgr8": "bgr", "rgba8": "rgb", "bgra8": "bgr"}
+
+
+def raw_pixels(encoding: str, height: int, width: int, step: int, is_bigendian: bool, data) -> tuple[np.ndarray, str]:
+    """The pixels of a ``sensor_msgs/Image`` in the layout :func:`message_to_pixels` gives, honouring ``step`` and
+    byte order."""
     from rosbags.image.image import Format, ImageFormatError, convert_color, to_cvtype
-
     if encoding not in SUPPORTED_ENCODINGS:
         raise AlikedError(
             f"Image encoding {encoding!r} is not supported; use one of {', '.join(SUPPORTED_ENCODINGS)} "
@@ -80,5 +107,15 @@ def raw_image(encoding: str, height: int, width: int, step: int, is_bigendian: b
         pixels = (pixels >> 8).astype(np.uint8)  # as for 16-bit files: the 8 most significant bits
         encoding = encoding.replace("16", "8")
     if colour_format == Format.GRAY:
-        return pixels
-    return np.ascontiguousarray(convert_color(pixels, encoding, "rgb8"))
+        return pixels, "rgb"
+    if encoding in DIRECT_COLOUR:
+        if pixels.shape[2] == 4:
+            pixels = np.ascontiguousarray(pixels[:, :, :3])
+        return pixels, DIRECT_COLOUR[encoding]
+    return np.ascontiguousarray(convert_color(pixels, encoding, "rgb8")), "rgb"
+
+
+def raw_image(encoding: str, height: int, width: int, step: int, is_bigendian: bool, data) -> np.ndarray:
+    """The pixels of a ``sensor_msgs/Image`` as RGB or grayscale uint8, honouring ``step`` and byte order."""
+    pixels, channel_order = raw_pixels(encoding, height, width, step, is_bigendian, data)
+    return np.ascontiguousarray(pixels[:, :, ::-1]) if pixels.ndim == 3 and channel_order == "bgr" else pixels

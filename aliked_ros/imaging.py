@@ -1,6 +1,11 @@
-"""The pixel-array contract of every extractor, and image files: contiguous RGB uint8 (H, W, 3) or grayscale
-(H, W), as :func:`as_rgb` checks it and :func:`read_image` reads it. Camera messages are decoded to the same layout by
-:mod:`aliked_ros.image_messages`.
+"""The pixel-array contract of every extractor, and image files.
+
+Convention:
+    - Pixels are uint8, grey ``(H, W)`` or colour ``(H, W, 3)`` in a channel order, ``"rgb"`` or ``"bgr"``: the camera's
+      own layout, so that no host copy is spent on a conversion an engine can do on its device. :func:`as_pixels`
+      checks them; :func:`as_rgb` makes them RGB on the host, for engines that need that.
+    - Image files are read as RGB or grey by :func:`read_image`; camera messages are decoded to pixels in their own
+      channel order by :mod:`aliked_ros.image_messages`.
 """
 
 from __future__ import annotations
@@ -16,11 +21,30 @@ from aliked_ros.model.configs import MIN_IMAGE_SIDE
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
 
 
-def as_rgb(image: np.ndarray) -> np.ndarray:
-    """A validated RGB uint8 ``(H, W, 3)`` view or copy of ``image`` (RGB, or grayscale ``(H, W)``/``(H, W, 1)``).
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+def as_rgb(image: np.ndarray, channel_order: str = "rgb") -> np.ndarray:
+    """A validated RGB uint8 ``(H, W, 3)`` view or copy of ``image`` (colour in ``channel_order``, or grayscale
+    ``(H, W)``/``(H, W, 1)``), made on the host.
 
     Raises AlikedError for another dtype, another number of channels, or an image smaller than the network takes.
     """
+    pixels, channel_order = as_pixels(image, channel_order)
+    if pixels.ndim == 2:
+        return np.repeat(pixels[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(pixels[:, :, ::-1]) if channel_order == "bgr" else pixels
+
+
+def as_pixels(image: np.ndarray, channel_order: str = "rgb") -> tuple[np.ndarray, str]:
+    """``image`` checked as the pixels an extractor takes: contiguous uint8 grey ``(H, W)`` (a ``(H, W, 1)`` image
+    becomes one) or colour ``(H, W, 3)`` with ``channel_order`` "rgb" or "bgr"; returned with that order, unchanged
+    otherwise (no copy where the array is contiguous already).
+
+    Raises AlikedError for another dtype, another number of channels, or an image smaller than the network takes.
+    """
+    if channel_order not in CHANNEL_ORDERS:
+        raise AlikedError(f"channel_order must be one of {', '.join(CHANNEL_ORDERS)}, not {channel_order!r}.")
     if not isinstance(image, np.ndarray):
         raise AlikedError(f"Expected the image as a numpy array, got {type(image).__name__}.")
     if image.dtype != np.uint8:
@@ -28,7 +52,7 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
+        pass
     elif image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] > 4:
         # (C, H, W), as torch and many loaders hold images: its last axis is a width, not a channel count.
         fix = "image[:3].transpose(1, 2, 0)" if image.shape[0] == 4 else "image.transpose(1, 2, 0)"
@@ -47,7 +71,7 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
         raise AlikedError(
             f"The image is {width}x{height} pixels; ALIKED needs at least {MIN_IMAGE_SIDE} pixels on each side."
         )
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(image), channel_order
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

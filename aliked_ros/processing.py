@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ from aliked_ros.config import ExtractorConfig, Log
 from aliked_ros.engines import create_extractor
 from aliked_ros.engines.base import Extractor
 from aliked_ros.features import Features
-from aliked_ros.image_messages import message_to_image
+from aliked_ros.image_messages import message_to_pixels
 from aliked_ros.messages import build_keypoints_message
 
 _logger = logging.getLogger(__name__)
@@ -27,7 +28,11 @@ def stamp_seconds(stamp: Any) -> float:
 class ProcessedFrame:
     message: object  # the Keypoints message
     features: Features
-    image: object  # the decoded frame (RGB or grayscale uint8), for a debug picture without decoding again
+    image: object  # the decoded pixels (grey, or colour in channel_order), for a debug picture without decoding again
+    channel_order: str = "rgb"
+
+
+STAGES = ("decode", "extract", "build")  # what FrameProcessor.process times when asked to
 
 
 class FrameProcessor:
@@ -35,7 +40,8 @@ class FrameProcessor:
 
     Convention:
         - Takes ``sensor_msgs/Image`` (any encoding of :data:`aliked_ros.image_messages.SUPPORTED_ENCODINGS`) or
-          ``sensor_msgs/CompressedImage`` (JPEG/PNG), rclpy's or rosbags' classes alike.
+          ``sensor_msgs/CompressedImage`` (JPEG/PNG), rclpy's or rosbags' classes alike, and hands the extractor
+          the camera's pixels in their own layout (grey, RGB or BGR): no host conversion an engine can do itself.
         - Returns a Keypoints message of ``message_class`` whose header is the image's, holding the extractor's
           features with a score strictly above ``score_threshold`` (sorted high → low), for the image's own size.
         - ``score_threshold`` may change between frames (the node's run-time parameter); it is validated.
@@ -55,11 +61,21 @@ class FrameProcessor:
     def score_threshold(self, value: float) -> None:
         self._score_threshold = validation.score_threshold(value)
 
-    def process(self, image_message: Any) -> ProcessedFrame:
-        image = message_to_image(image_message)
-        features = self.extractor.extract(image).above(self._score_threshold)
+    def process(self, image_message: Any, stage_seconds: dict[str, float] | None = None) -> ProcessedFrame:
+        """The Keypoints message of one image message; ``stage_seconds`` (if given) receives the seconds of each of
+        :data:`STAGES`: decoding the message to pixels in the camera's layout, extracting (the engine converts grey
+        and BGR where it runs), and thresholding + building the message."""
+        start = time.perf_counter()
+        pixels, channel_order = message_to_pixels(image_message)
+        decoded = time.perf_counter()
+        features = self.extractor.extract(pixels, channel_order)
+        extracted = time.perf_counter()
+        features = features.above(self._score_threshold)
         message = build_keypoints_message(self.message_class, image_message.header, features, self.extractor.model)
-        return ProcessedFrame(message, features, image)
+        if stage_seconds is not None:
+            stage_seconds.update(decode=decoded - start, extract=extracted - decoded,
+                                 build=time.perf_counter() - extracted)
+        return ProcessedFrame(message, features, pixels, channel_order)
 
 
 def extractor_config(values: Mapping[str, Any], image_size: tuple[int, int] | None = None) -> ExtractorConfig:

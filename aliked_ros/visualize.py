@@ -14,11 +14,15 @@ from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 
 
-def draw_keypoints(rgb: np.ndarray, features: Features, radius: int = 3) -> np.ndarray:
-    """A BGR copy of an RGB or grayscale image with the keypoints drawn, coloured by score (blue low, red high)."""
+def draw_keypoints(rgb: np.ndarray, features: Features, radius: int = 3, channel_order: str = "rgb") -> np.ndarray:
+    """A BGR copy of a colour (in ``channel_order``) or grayscale image with the keypoints drawn, coloured by score
+    (blue low, red high)."""
     import cv2
 
-    canvas = cv2.cvtColor(rgb, cv2.COLOR_GRAY2BGR if rgb.ndim == 2 else cv2.COLOR_RGB2BGR)
+    if rgb.ndim == 2:
+        canvas = cv2.cvtColor(rgb, cv2.COLOR_GRAY2BGR)
+    else:
+        canvas = rgb.copy() if channel_order == "bgr" else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     if len(features) == 0:
         return canvas
     scores = features.scores

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -411,3 +412,31 @@ def test_profile_option_adds_the_largest_operators_of_each_torch_row(crops, tmp_
     profile = json.loads(raw.read_text())["measurements"][0]["profile"]
     assert profile["frames"] == 2 and profile["top"] and profile["total_us_per_frame"] > 0
     assert "--profile 2" in json.loads(raw.read_text())["config"]["command"]
+
+
+def test_frame_path_option_times_every_encoding_beside_the_engine_row(crops, tmp_path, capsys):
+    """--frame-path: the node's path from a camera message of each encoding to the serialised Keypoints message,
+    with its stages, beside the engine's row (issue 16)."""
+    from aliked_ros.model.weights import resolve_weights
+
+    try:
+        resolve_weights("aliked-t16", allow_download=False)
+    except AlikedError as error:
+        pytest.skip(f"no aliked-t16 weights here: {error}")
+    grey = tmp_path / "grey"
+    grey.mkdir()
+    for path in sorted(Path(crops).iterdir()):
+        cv2.imwrite(str(grey / path.name), cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2GRAY))
+    raw = tmp_path / "bench.json"
+    assert main(["bench", "--models", "aliked-t16", "--top-k", "50", "--engines", "torch-fp32", "--reference", "none",
+                 "--device", "cpu", "--warmup", "1", "--repeats", "2", "--images", crops, str(grey), "--frame-path",
+                 "--json", str(raw)]) == 0
+    report = capsys.readouterr().out
+    frame_rows = [row for row in table_lines(report) if len(row) == 10 and row[0] == "torch fp32"]
+    assert [row[1] for row in frame_rows] == ["rgb8", "bgr8", "yuv422", "bayer_rggb8", "jpeg", "mono8"]
+    for row in frame_rows:
+        total, decode, extract, build, serialize = (float(row[index]) for index in (2, 4, 5, 6, 7))
+        assert 0 < decode and 0 < extract and 0 < build and 0 < serialize and extract < total
+    measurements = json.loads(raw.read_text())["measurements"]
+    assert [stats["encoding"] for stats in measurements[1]["frame_path"]] == ["mono8"]
+    assert json.loads(raw.read_text())["config"]["frame_path"] is True

@@ -125,7 +125,8 @@ def test_extract_overwrites_only_its_own_files(frames, tmp_path, capsys):
     assert run_cli("extract", frames / "000001.png", "-o", output, "--viz", *T16, "--top-k", "10", "--overwrite") == 0
     assert len(Features.load_npz(output / "000001.npz")) <= 10
     # Files of the same names that aliked-ros did not write are never replaced, --overwrite or not.
-    for name, content in (("000002.npz", b"my own numbers"), ("000002.png", cv2.imencode(".png", textured(8, 8, 0))[1])):
+    foreign_picture = cv2.imencode(".png", textured(8, 8, 0))[1]
+    for name, content in (("000002.npz", b"my own numbers"), ("000002.png", foreign_picture)):
         foreign = output / name
         foreign.write_bytes(bytes(content))
         assert run_cli("extract", frames / "000002.png", "-o", output, "--viz", *T16, "--top-k", "10",

@@ -32,8 +32,8 @@ def test_dataset_configs(name, size, topic):
 def test_overrides_are_validated_with_a_reason():
     assert parameters.resolve({"top_k": 2000, "device": "cuda:1"})["top_k"] == 2000
     cases = [({"model": "aliked-x"}, "Unknown model 'aliked-x'"), ({"top_k": 0}, "at least 1"),
-             ({"score_threshold": 1.0}, "between 0 and 0.999"), ({"top_k": 2.5}, "integer"), ({"publish_debug_image": "yes"},
-                                                                                      "true or false"),
+             ({"score_threshold": 1.0}, "between 0 and 0.999"), ({"top_k": 2.5}, "integer"),
+             ({"publish_debug_image": "yes"}, "true or false"),
              ({"qos_reliability": "sometimes"}, "best_effort"), ({"nonsense": 1}, "Unknown parameter")]
     for overrides, message in cases:
         with pytest.raises(AlikedError, match=message):

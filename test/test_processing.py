@@ -164,8 +164,8 @@ class FixedExtractor:
     def __init__(self):
         self.seen = []
 
-    def extract(self, image):
-        self.seen.append(image)
+    def extract(self, image, channel_order="rgb"):
+        self.seen.append((image, channel_order))
         height, width = image.shape[:2]
         features = make_features(50, 64)
         return Features(features.keypoints, features.scores, features.descriptors, height, width)
@@ -175,7 +175,8 @@ def test_frame_processor_thresholds_and_copies_the_header(rgb):
     extractor = FixedExtractor()
     processor = FrameProcessor(extractor, Keypoints, score_threshold=0.5)
     result = processor.process(image_message("bgr8", np.ascontiguousarray(rgb[:, :, ::-1])))
-    assert np.array_equal(extractor.seen[-1], rgb)
+    pixels, channel_order = extractor.seen[-1]  # the camera's BGR bytes, for the engine to reorder where it runs
+    assert channel_order == "bgr" and np.array_equal(pixels[:, :, ::-1], rgb)
     assert result.message.header is HEADER
     assert np.all(result.features.scores > 0.5) and len(result.message.scores) == len(result.features)
     processor.score_threshold = 0.9

@@ -173,7 +173,7 @@ class EchoExtractor:
 
     model = "aliked-t16"
 
-    def extract(self, image):
+    def extract(self, image, channel_order="rgb"):
         height, width = image.shape[:2]
         keypoints = np.array([[width - 1, height - 1], [0, 0]], np.float32)
         descriptors = np.eye(2, 64, dtype=np.float32)

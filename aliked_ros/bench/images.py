@@ -1,4 +1,5 @@
-"""The image sets the bench times its rows on: frames of one size, made RGB once, before any timing."""
+"""The image sets the bench times its rows on: frames of one size, made RGB once, before any timing (and kept as the
+camera gave them, grey or RGB, for the frame path)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class ImageSet:
     name: str
     frames: tuple[np.ndarray, ...]
     source: str
+    camera_frames: tuple[np.ndarray, ...] = ()  # as the files hold them: grey (H, W) or RGB; the frame path's input
 
     @property
     def height(self) -> int:
@@ -39,6 +41,8 @@ def image_set(name: str, images: Sequence[tuple[str, np.ndarray]], source: str) 
     if not images:
         raise AlikedError(f"The image set {name} ({source}) holds no image.")
     frames = [np.array(as_rgb(image), copy=True) for _, image in images]  # RGB once, before any timing
+    camera_frames = tuple(np.array(image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image, copy=True)
+                          for _, image in images)
     sizes: dict[tuple[int, int], list[str]] = {}
     for (image_name, _), frame in zip(images, frames):
         sizes.setdefault(frame.shape[:2], []).append(image_name)
@@ -47,7 +51,7 @@ def image_set(name: str, images: Sequence[tuple[str, np.ndarray]], source: str) 
                            for (h, w), names in sizes.items())
         raise AlikedError(f"The images of {source} have {len(sizes)} sizes ({listed}); a benchmark set needs one "
                           "size: put each size in its own directory.")
-    return ImageSet(name, tuple(frames), source)
+    return ImageSet(name, tuple(frames), source, camera_frames)
 
 
 def directory_image_set(directory: str | os.PathLike) -> ImageSet:

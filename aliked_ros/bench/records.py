@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from aliked_ros.bench.frame_path import FramePathStats
 from aliked_ros.bench.profiler import Profile
 from aliked_ros.bench.specs import Skipped
 from aliked_ros.bench.timing import LatencyStats
@@ -36,6 +37,7 @@ class Measurement:
     torch_peak_allocated_mib: float | None = None  # since the row's start: construction, capture, warm-up, timing
     torch_timed_peak_allocated_mib: float | None = None  # over the timed frames alone: the steady state
     message_build_ms: float | None = None
+    frame_path: list[FramePathStats] = field(default_factory=list)  # --frame-path: message in → message out
     setup_s: float | None = None  # construction (export or engine build included where it happened)
     warmup_s: float | None = None  # the warm-up calls (torch.compile's compilation happens here)
     profile: Profile | None = None  # with --profile, for rows that torch runs

@@ -125,6 +125,11 @@ def format_report(result: BenchResult) -> str:
                      "for rows whose memory torch allocates.")
     lines.append(f"- Message ms: median time to build one Keypoints message from the row's last features, "
                  f"message class {result.message_class}.")
+    if config.get("frame_path"):
+        lines.append("- Frame path (--frame-path): what the node does per frame, FrameProcessor.process from a camera "
+                     "message of each encoding (made from the frames before timing; rosbags' classes) to the built "
+                     f"Keypoints message ({result.message_class}), then its CDR serialisation; medians per stage and "
+                     "of each frame's total, ms; the engine's row (RGB frames prepared) and the difference beside it.")
     references = list(dict.fromkeys(m.label for m in result.measurements if m.kind == "reference"))
     groups: dict[tuple, list[Measurement]] = {}
     for measurement in result.measurements:
@@ -136,6 +141,8 @@ def format_report(result: BenchResult) -> str:
         title = f"### {model}, K {top_k}, {set_name} {first.width}×{first.height}"
         lines += ["", title + (f" ({frames} frames)" if frames else ""), "",
                   group_table(group, references, gpu)]
+        if any(measurement.frame_path for measurement in group):
+            lines += ["", frame_path_table(group)]
         for measurement in group:
             if measurement.profile is not None:
                 lines += profile_table(measurement)
@@ -172,6 +179,23 @@ def result_to_json(result: BenchResult) -> dict:
         record = asdict(measurement)
         record["ratios"] = {label: ratio for label, ratio in reference_ratios(measurement, result.measurements)}
         measurements.append(record)
-    return {"tool": JSON_TOOL, "machine": result.machine, "config": result.config, "message_class": result.message_class,
+    return {"tool": JSON_TOOL, "machine": result.machine, "config": result.config,
+            "message_class": result.message_class,
             "measurements": measurements, "skipped": [asdict(item) for item in result.skipped],
             "notes": result.notes, "interrupted": result.interrupted}
+
+
+def frame_path_table(group: Sequence[Measurement]) -> str:
+    """Per engine row and encoding: the frame path's total and stages beside the row's engine-only median."""
+    rows = []
+    for measurement in group:
+        for stats in measurement.frame_path:
+            engine = measurement.latency.median_ms if measurement.latency else None
+            stage = stats.stage_ms
+            rows.append([measurement.label, stats.encoding, _ms(stats.total_ms), _ms(stats.p95_ms),
+                         _ms(stage.get("decode")), _ms(stage.get("extract")), _ms(stage.get("build")),
+                         _ms(stage.get("serialize")), _ms(engine),
+                         "n/a" if engine is None else f"{stats.total_ms - engine:+.3f}"])
+    return markdown_table(("row", "encoding", "frame path ms", "p95 ms", "decode", "extract", "build", "serialize",
+                           "engine row ms", "frame path − engine row"), rows)
+

@@ -43,6 +43,7 @@ class BenchConfig:
     cache_dir: str | os.PathLike | None = None  # exported ONNX files and TensorRT plans
     command: str = ""  # the command line, for the report
     profile_frames: int = 0  # frames profiled per row after the timed ones (0: none)
+    frame_path: bool = False  # also time each engine row's frame path, message in → message out, per encoding
 
 
 def row_counts(row: PlannedRow, config: BenchConfig) -> tuple[int, int]:
@@ -112,7 +113,8 @@ def run_benchmark(config: BenchConfig, message_builder: MessageBuilder | None = 
                 notes.append(f"GPU memory by NVML: n/a ({probe.missing}).")
             probe.close()
     config_record = {key: getattr(config, key) for key in ("models", "top_ks", "device", "warmup", "repeats",
-                                                            "onnxruntime_provider", "command", "profile_frames")}
+                                                            "onnxruntime_provider", "command", "profile_frames",
+                                                            "frame_path")}
     config_record["cache_dir"] = None if config.cache_dir is None else str(config.cache_dir)
     config_record["engines"] = [spec.name for spec in config.engines]
     config_record["references"] = [spec.name for spec in config.references]
@@ -170,6 +172,11 @@ def measure_row(row: PlannedRow, model: str, top_k: int, images: ImageSet, confi
         features = runner.features(last_result)
         if features is not None:
             measurement.message_build_ms = time_message_build(builder, features, model, max(repeats, 10))
+        if config.frame_path and runner.extractor is not None:
+            from aliked_ros.bench.frame_path import measure_frame_path
+
+            measurement.frame_path = measure_frame_path(runner.extractor, images.camera_frames or images.frames,
+                                                        builder.message_class, warmup, repeats)
         if counters is not None:
             measurement.notes += _compile_notes(counters)
     except (KeyboardInterrupt, SystemExit):

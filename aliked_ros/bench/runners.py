@@ -24,6 +24,7 @@ class Runner:
     description: str
     torch_memory: bool  # whether torch's allocator holds its device memory
     close: Callable[[], None] = lambda: None
+    extractor: object = None  # an engine row's Extractor (the frame path runs through it); None for a reference
 
 
 def open_runner(row: PlannedRow, model: str, top_k: int, images: ImageSet, *, cache_dir=None, weights=None,
@@ -47,4 +48,5 @@ def open_runner(row: PlannedRow, model: str, top_k: int, images: ImageSet, *, ca
         config = config.replace(onnxruntime_providers=row.provider)
     extractor = create_extractor(config, log=log)
     return Runner(extractor.extract, len, lambda features: features, extractor.device, extractor.describe(),
-                  torch_memory=spec.runtime == "torch" and row.device.startswith("cuda"), close=extractor.close)
+                  torch_memory=spec.runtime == "torch" and row.device.startswith("cuda"), close=extractor.close,
+                  extractor=extractor)

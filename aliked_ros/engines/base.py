@@ -8,16 +8,17 @@ import time
 import numpy as np
 
 from aliked_ros.features import Features
-from aliked_ros.imaging import as_rgb
+from aliked_ros.imaging import as_pixels, as_rgb
 
 
 class Extractor(abc.ABC):
     """Turns one image into :class:`~aliked_ros.features.Features`.
 
     Convention:
-        - :meth:`extract` takes RGB uint8 ``(H, W, 3)`` or grayscale uint8 ``(H, W)``; anything else raises
-          AlikedError with what to do. The result follows the Features convention: keypoints in pixels of that
-          image, scores high → low, L2-normalised float32 descriptors.
+        - :meth:`extract` takes uint8 pixels in the camera's layout: grey ``(H, W)`` or colour ``(H, W, 3)`` with
+          its channel order ("rgb", the default, or "bgr"); anything else raises AlikedError with what to do. The
+          result follows the Features convention: keypoints in pixels of that image, scores high → low,
+          L2-normalised float32 descriptors.
         - In top-k mode (``top_k > 0``) an engine returns at most ``top_k`` features, those scoring above
           ``score_threshold`` (0 keeps every maximum; the slots of a static engine that hold none score 0 and are
           dropped). The node keeps it at 0 and thresholds each frame itself, since its threshold changes at run
@@ -35,9 +36,17 @@ class Extractor(abc.ABC):
     score_threshold: float = 0.0
     image_size: tuple[int, int] | None = None  # (height, width) of a static engine; None: any size
 
-    def extract(self, image: np.ndarray) -> Features:
-        features = self._extract(as_rgb(image))
+    def extract(self, image: np.ndarray, channel_order: str = "rgb") -> Features:
+        """Features of the camera's pixels as they come: grey ``(H, W)``, or colour ``(H, W, 3)`` in
+        ``channel_order`` ("rgb" or "bgr"; see :mod:`aliked_ros.imaging`)."""
+        pixels, channel_order = as_pixels(image, channel_order)
+        features = self._extract_pixels(pixels, channel_order)
         return features.above(self.score_threshold) if self.top_k > 0 else features
+
+    def _extract_pixels(self, pixels: np.ndarray, channel_order: str) -> Features:
+        """Features of validated, contiguous pixels. This default makes them RGB on the host; an engine that can
+        convert on its device (the torch engine) overrides it and uploads the camera's bytes as they are."""
+        return self._extract(as_rgb(pixels, channel_order))
 
     @abc.abstractmethod
     def _extract(self, rgb: np.ndarray) -> Features:

@@ -13,7 +13,7 @@ from aliked_ros.devices import has_triton, resolve_device
 from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
-from aliked_ros.model.aliked import load_aliked, uint8_to_network_input
+from aliked_ros.model.aliked import load_aliked, pixels_to_network_input
 
 GRAPH_WARMUP_RUNS = 3  # eager runs of a frame before its CUDA graph is captured
 
@@ -43,8 +43,8 @@ class TorchExtractor(Extractor):
 
     engine = "torch"
 
-    def __init__(self, model: str = "aliked-n16rot", top_k: int = 1000, *, device: str = "auto", precision: str = "fp32",
-                 score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
+    def __init__(self, model: str = "aliked-n16rot", top_k: int = 1000, *, device: str = "auto",
+                 precision: str = "fp32", score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
                  weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False,
                  compile: bool = False):
         model = validation.model(model)
@@ -99,23 +99,29 @@ class TorchExtractor(Extractor):
             "gpu_memory_reserved_mib": torch.cuda.memory_reserved(self.torch_device) / mib,
         }
 
-    @torch.inference_mode()
     def _extract(self, rgb: np.ndarray) -> Features:
-        height, width = rgb.shape[:2]
+        return self._extract_pixels(rgb, "rgb")
+
+    @torch.inference_mode()
+    def _extract_pixels(self, pixels: np.ndarray, channel_order: str) -> Features:
+        """The camera's pixels as they come: grey frames are uploaded as one channel and made three, and BGR is
+        reordered, on the device (inside the CUDA graph on the fast path)."""
+        height, width = pixels.shape[:2]
         # A K above the pixel count of a small image asks for every maximum there is: clamp it (never an error).
         top_k = min(self.top_k, height * width)
         if self.cuda_graph:
-            captured = self._graphs.get((height, width))
+            layout = "grey" if pixels.ndim == 2 else channel_order
+            captured = self._graphs.get((height, width, layout))
             if captured is None:
-                captured = self._graphs[(height, width)] = CapturedExtraction(
-                    self._network_forward, self.torch_device, self.dtype, height, width, top_k)
-            keypoints, scores, descriptors = captured(rgb)
+                captured = self._graphs[(height, width, layout)] = CapturedExtraction(
+                    self._network_forward, self.torch_device, self.dtype, pixels.shape, channel_order, top_k)
+            keypoints, scores, descriptors = captured(pixels)
             valid = int(np.count_nonzero(scores > self.score_threshold))
             return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
         # torch.from_numpy wants a writeable array; message buffers are read-only views (a copy is cheap here).
-        host = torch.from_numpy(rgb) if rgb.flags.writeable else torch.tensor(rgb)
+        host = torch.from_numpy(pixels) if pixels.flags.writeable else torch.tensor(pixels)
         image = host.to(self.torch_device, non_blocking=True)
-        network_input = uint8_to_network_input(image, self.dtype)
+        network_input = pixels_to_network_input(image, channel_order, self.dtype)
         if self.top_k > 0:
             keypoints, scores, descriptors = self.aliked(network_input, top_k)
             # One host sync. The slots without a maximum score 0 and sort last; score_threshold (0 unless given)
@@ -135,13 +141,15 @@ class TorchExtractor(Extractor):
 
 
 class CapturedExtraction:
-    """One image size's extraction captured as a CUDA graph, with its pinned host buffers (see TorchExtractor)."""
+    """One image size and pixel layout's extraction captured as a CUDA graph, with its pinned host buffers (see
+    TorchExtractor): the host buffer has the camera's shape, grey (H, W) or colour (H, W, 3)."""
 
-    def __init__(self, network_forward, device: torch.device, dtype: torch.dtype, height: int, width: int,
-                 top_k: int):
-        self.host_image = torch.empty((height, width, 3), dtype=torch.uint8).pin_memory()
-        self.device_image = torch.empty((height, width, 3), dtype=torch.uint8, device=device)
+    def __init__(self, network_forward, device: torch.device, dtype: torch.dtype, shape: tuple[int, ...],
+                 channel_order: str, top_k: int):
+        self.host_image = torch.empty(shape, dtype=torch.uint8).pin_memory()
+        self.device_image = torch.empty(shape, dtype=torch.uint8, device=device)
         self.network_forward, self.dtype, self.top_k = network_forward, dtype, top_k
+        self.channel_order = channel_order
         self.stream = torch.cuda.Stream(device)
         self.host_image.numpy()[...] = 128
         with torch.inference_mode(), torch.cuda.stream(self.stream):
@@ -160,11 +168,11 @@ class CapturedExtraction:
 
     def _frame(self):
         self.device_image.copy_(self.host_image, non_blocking=True)
-        network_input = uint8_to_network_input(self.device_image, self.dtype)
+        network_input = pixels_to_network_input(self.device_image, self.channel_order, self.dtype)
         return tuple(output.float() for output in self.network_forward(network_input, self.top_k))
 
-    def __call__(self, rgb: np.ndarray):
-        np.copyto(self.host_image.numpy(), rgb)
+    def __call__(self, pixels: np.ndarray):
+        np.copyto(self.host_image.numpy(), pixels)
         with torch.cuda.stream(self.stream):  # replay() launches on the current stream: make it ours
             self.graph.replay()
         self.stream.synchronize()

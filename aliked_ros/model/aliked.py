@@ -19,6 +19,18 @@ def uint8_to_network_input(image: Tensor, dtype: torch.dtype = torch.float32) ->
     return (image.permute(2, 0, 1).unsqueeze(0).to(dtype) / 255).to(dtype)
 
 
+def pixels_to_network_input(pixels: Tensor, channel_order: str = "rgb", dtype: torch.dtype = torch.float32) -> Tensor:
+    """Camera pixels where they are (the device), grey (H, W) or colour (H, W, 3) in ``channel_order`` → the network's
+    (1, 3, H, W) RGB input: grey is given as three equal channels and BGR is reordered here, on the device, so the
+    host copies and uploads the camera's own bytes only. The same numbers as converting on the host first, and the
+    same memory layout as an RGB frame's input, so that a compiled network takes every layout without recompiling."""
+    if pixels.dim() == 2:
+        pixels = pixels.unsqueeze(-1).expand(*pixels.shape, 3).contiguous()
+    elif channel_order == "bgr":
+        pixels = pixels.flip(-1)  # a contiguous copy, as the grey one
+    return uint8_to_network_input(pixels, dtype)
+
+
 class Aliked(nn.Module):
     """One ALIKED variant with its detector.
 

@@ -10,3 +10,10 @@ def keypoints_class():
     from aliked_ros.msg import Keypoints
 
     return Keypoints
+
+
+def serializer():
+    """rclpy's CDR serialisation of a message, as a publisher does it."""
+    from rclpy.serialization import serialize_message
+
+    return serialize_message

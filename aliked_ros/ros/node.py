@@ -243,7 +243,7 @@ class AlikedNode(Node):
         if now - self._last_debug_time < 1.0 / self.values["debug_image_rate"]:
             return
         self._last_debug_time = now
-        picture = draw_keypoints(result.image, result.features)
+        picture = draw_keypoints(result.image, result.features, channel_order=result.channel_order)
         height, width = picture.shape[:2]
         self._publish(self.debug_publisher, Image(
             header=message.header, height=height, width=width, encoding="bgr8", is_bigendian=0, step=width * 3,

@@ -58,6 +58,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--repeats", type=int, default=None,
                         help=f"timed frames per row (default {GPU_REPEATS} on CUDA, "
                              f"{CPU_REPEATS} on the CPU)")
+    parser.add_argument("--frame-path", action="store_true",
+                        help="also time each engine row's frame path as the node runs it: from a camera message of "
+                             "each encoding (mono8 for grey sets; rgb8, bgr8, yuv422, bayer_rggb8, JPEG for colour "
+                             "ones) to the built and serialised Keypoints message, with its stages")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after timing, run N more frames of each row that torch runs under torch.profiler and "
                              "add its largest entries to the report: GPU kernel time on CUDA (replayed CUDA graphs "
@@ -118,6 +122,8 @@ def command_line(args: argparse.Namespace) -> str:
                         ("--profile", args.profile or None)):
         if value is not None:
             parts += [flag, str(value)]
+    if args.frame_path:
+        parts.append("--frame-path")
     if args.onnxruntime_provider != "auto":
         parts += ["--onnxruntime-provider", args.onnxruntime_provider]
     if args.message_class != "auto":
@@ -143,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         command=command_line(args),
         profile_frames=args.profile,
+        frame_path=args.frame_path,
     )
     builder = message_builder(args.message_class)
     if args.images:

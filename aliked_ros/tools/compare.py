@@ -71,7 +71,8 @@ def add_parser(subparsers) -> None:
                     "SPEC is ENGINE[:KEY=VALUE,...] with the keys of torch: model, top_k, device, precision "
                     "(auto, fp32 or fp16), weights, cuda_graph, compile, score_threshold, max_keypoints; "
                     "of onnxruntime: onnx_path (required), providers, device, score_threshold; of tensorrt: "
-                    "engine_path (required), score_threshold. Options alone (precision=fp16) mean torch; a bare FILE.onnx or FILE.engine means "
+                    "engine_path (required), score_threshold. Options alone (precision=fp16) mean torch; a bare "
+                    "FILE.onnx or FILE.engine means "
                     "that engine with that file. "
                     "Images a fixed-size engine does not take are skipped with a note (or use --resize).")
     parser.add_argument("images", nargs="*",

@@ -19,7 +19,8 @@ def add_parser(subparsers) -> None:
         "demo", help="run ALIKED on sample frames: a picture and a latency line",
         description="Uses ../shared/data (TUM RGB and KITTI grayscale frames) when it is beside the checkout, "
                     "else scikit-image's sample images.")
-    parser.add_argument("--output", "-o", default="aliked_demo", help="directory for the pictures (default aliked_demo)")
+    parser.add_argument("--output", "-o", default="aliked_demo",
+                        help="directory for the pictures (default aliked_demo)")
     parser.add_argument("--frames", type=int, default=5, help="frames per sequence (default 5)")
     add_overwrite_option(parser, "the pictures")
     add_model_options(parser)

@@ -1,0 +1,131 @@
+"""The node's frame path on the camera's own encodings (issue 16): message in, Keypoints out, with the pixels handed to
+the engine in their own layout (grey, RGB, BGR) and converted on the engine's device, not on the host. The features
+must be those of the RGB path exactly where the arithmetic is the same (the CPU; fp32 CUDA)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from aliked_ros import bags
+from aliked_ros.engines import create_extractor
+from aliked_ros.image_messages import message_to_image, message_to_pixels
+from aliked_ros.messages import KEYPOINTS_MSGTYPE
+from aliked_ros.processing import STAGES, FrameProcessor
+
+HEADER = bags.make_header(1_000_000_000, "camera")
+
+
+def image_message(pixels: np.ndarray, encoding: str):
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    height, width = pixels.shape[:2]
+    return bags.message_class(bags.IMAGE_MSGTYPE)(
+        header=HEADER, height=height, width=width, encoding=encoding, is_bigendian=0,
+        step=width * channels * pixels.dtype.itemsize, data=np.ascontiguousarray(pixels).view(np.uint8).reshape(-1))
+
+
+def uyvy(rgb: np.ndarray) -> np.ndarray:
+    """ROS's yuv422 (UYVY, BT.601 full range as OpenCV reads it) of an RGB frame: U Y0 V Y1 per pixel pair."""
+    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)
+    packed = np.empty((rgb.shape[0], rgb.shape[1] * 2), np.uint8)
+    packed[:, 1::2] = yuv[:, :, 0]
+    packed[:, 0::4] = yuv[:, 0::2, 1]
+    packed[:, 2::4] = yuv[:, 0::2, 2]
+    return packed.reshape(rgb.shape[0], rgb.shape[1], 2)
+
+
+def bayer_rggb(rgb: np.ndarray) -> np.ndarray:
+    mosaic = np.empty(rgb.shape[:2], np.uint8)
+    mosaic[0::2, 0::2] = rgb[0::2, 0::2, 0]
+    mosaic[0::2, 1::2] = rgb[0::2, 1::2, 1]
+    mosaic[1::2, 0::2] = rgb[1::2, 0::2, 1]
+    mosaic[1::2, 1::2] = rgb[1::2, 1::2, 2]
+    return mosaic
+
+
+def messages(rgb: np.ndarray, grey: np.ndarray) -> dict[str, object]:
+    """One message of each encoding a camera sends, from the shared frames."""
+    alpha = np.full(rgb.shape[:2] + (1,), 255, np.uint8)
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    compressed = bags.message_class(bags.COMPRESSED_MSGTYPE)(header=HEADER, format="jpeg",
+                                                              data=np.frombuffer(jpeg.tobytes(), np.uint8))
+    return {
+        "mono8": image_message(grey, "mono8"),
+        "mono16": image_message(grey.astype(np.uint16) << 8, "mono16"),
+        "rgb8": image_message(rgb, "rgb8"),
+        "bgr8": image_message(rgb[:, :, ::-1], "bgr8"),
+        "rgba8": image_message(np.concatenate([rgb, alpha], axis=2), "rgba8"),
+        "bgra8": image_message(np.concatenate([rgb[:, :, ::-1], alpha], axis=2), "bgra8"),
+        "yuv422": image_message(uyvy(rgb), "yuv422"),
+        "bayer_rggb8": image_message(bayer_rggb(rgb), "bayer_rggb8"),
+        "jpeg": compressed,
+    }
+
+
+@pytest.fixture(scope="module")
+def camera_messages(rgb_frame, gray_frame):
+    return messages(np.ascontiguousarray(rgb_frame[:240, :320]), np.ascontiguousarray(gray_frame[:200, :400]))
+
+
+def test_the_engine_gets_the_camera_layout(camera_messages):
+    """Grey stays one channel and BGR stays BGR: the host does not convert what the engine can."""
+    layouts = {name: (pixels.ndim, order) for name, (pixels, order) in
+               ((name, message_to_pixels(message)) for name, message in camera_messages.items())}
+    assert layouts["mono8"][0] == 2 and layouts["mono16"][0] == 2
+    assert layouts["rgb8"] == (3, "rgb") and layouts["rgba8"] == (3, "rgb")
+    assert layouts["bgr8"] == (3, "bgr") and layouts["bgra8"] == (3, "bgr") and layouts["jpeg"] == (3, "bgr")
+    assert layouts["yuv422"] == (3, "rgb") and layouts["bayer_rggb8"] == (3, "rgb")  # demosaiced on the host
+
+
+@pytest.mark.parametrize("encoding", ["mono8", "mono16", "rgb8", "bgr8", "rgba8", "bgra8", "yuv422",
+                                      "bayer_rggb8", "jpeg"])
+def test_every_encoding_gives_the_features_of_the_rgb_path(encoding, camera_messages):
+    extractor = create_extractor("torch", model="aliked-t16", top_k=300, device="cpu")
+    processor = FrameProcessor(extractor, bags.message_class(KEYPOINTS_MSGTYPE), score_threshold=0.05)
+    message = camera_messages[encoding]
+    stages = {}
+    result = processor.process(message, stages)
+    expected = extractor.extract(message_to_image(message)).above(0.05)  # RGB (or grey) made on the host
+    assert 0 < len(result.features) == len(expected)
+    for name in ("keypoints", "scores", "descriptors"):
+        assert np.array_equal(getattr(result.features, name), getattr(expected, name)), name
+    assert set(stages) == set(STAGES) and all(seconds >= 0 for seconds in stages.values())
+
+
+def test_static_engines_take_every_layout_through_the_host(camera_messages):
+    """Engines without their own conversion (onnxruntime, TensorRT) get RGB made on the host from any layout."""
+    from aliked_ros.engines.base import Extractor
+    from aliked_ros.features import Features
+
+    seen = []
+
+    class Recording(Extractor):
+        engine, model, top_k, device, precision, descriptor_size = "test", "aliked-t16", 10, "cpu", "fp32", 64
+
+        def _extract(self, rgb):
+            seen.append(rgb)
+            return Features(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros((0, 64), np.float32),
+                            *rgb.shape[:2])
+
+    for encoding in ("mono8", "bgr8", "rgb8"):
+        Recording().extract(*message_to_pixels(camera_messages[encoding]))
+    grey, bgr, rgb = seen
+    assert grey.shape[2] == 3 and np.array_equal(grey[:, :, 0], grey[:, :, 2])
+    assert np.array_equal(bgr, rgb)  # the BGR message, reordered on the host
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
+@pytest.mark.parametrize("encoding", ["mono8", "bgr8"])
+def test_cuda_graph_converts_on_the_device(encoding, camera_messages):
+    """The fast path's graphs take grey and BGR bytes and convert inside the graph: in fp32 the features are the RGB
+    path's exactly, and RGB and grey frames of one size share the compiled network (only a new capture)."""
+    extractor = create_extractor("torch", model="aliked-t16", top_k=300, device="cuda", precision="fp32",
+                                 compile=False)
+    pixels, order = message_to_pixels(camera_messages[encoding])
+    converted = extractor.extract(pixels, order)
+    reference = extractor.extract(message_to_image(camera_messages[encoding]))
+    assert len(converted) == len(reference) > 0
+    assert np.array_equal(converted.keypoints, reference.keypoints)
+    assert np.allclose(converted.descriptors, reference.descriptors, atol=1e-6)
