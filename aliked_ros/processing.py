@@ -28,7 +28,8 @@ def stamp_seconds(stamp: Any) -> float:
 class ProcessedFrame:
     message: object  # the Keypoints message
     features: Features
-    image: object  # the decoded pixels (grey, or colour in channel_order), for a debug picture without decoding again
+    image: object  # the decoded pixels (grey, or colour in channel_order) for a debug picture; None where the engine
+    # decoded the frame on its device
     channel_order: str = "rgb"
 
 
@@ -66,9 +67,14 @@ class FrameProcessor:
         :data:`STAGES`: decoding the message to pixels in the camera's layout, extracting (the engine converts grey
         and BGR where it runs), and thresholding + building the message."""
         start = time.perf_counter()
-        pixels, channel_order = message_to_pixels(image_message)
-        decoded = time.perf_counter()
-        features = self.extractor.extract(pixels, channel_order)
+        if self._decoded_by_engine(image_message):  # nvJPEG: only the compressed bytes leave the host
+            pixels, channel_order = None, "rgb"
+            decoded = time.perf_counter()
+            features = self.extractor.extract_jpeg(image_message.data)
+        else:
+            pixels, channel_order = message_to_pixels(image_message)
+            decoded = time.perf_counter()
+            features = self.extractor.extract(pixels, channel_order)
         extracted = time.perf_counter()
         features = features.above(self._score_threshold)
         message = build_keypoints_message(self.message_class, image_message.header, features, self.extractor.model)
@@ -76,6 +82,11 @@ class FrameProcessor:
             stage_seconds.update(decode=decoded - start, extract=extracted - decoded,
                                  build=time.perf_counter() - extracted)
         return ProcessedFrame(message, features, pixels, channel_order)
+
+    def _decoded_by_engine(self, image_message: Any) -> bool:
+        """A JPEG CompressedImage, and an engine that decodes JPEG on its device."""
+        return (hasattr(image_message, "format") and self.extractor.decodes_jpeg
+                and bytes(image_message.data[:3]) == b"\xff\xd8\xff")
 
 
 def extractor_config(values: Mapping[str, Any], image_size: tuple[int, int] | None = None) -> ExtractorConfig:

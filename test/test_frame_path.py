@@ -129,3 +129,49 @@ def test_cuda_graph_converts_on_the_device(encoding, camera_messages):
     assert len(converted) == len(reference) > 0
     assert np.array_equal(converted.keypoints, reference.keypoints)
     assert np.allclose(converted.descriptors, reference.descriptors, atol=1e-6)
+
+
+def test_a_jpeg_goes_to_an_engine_that_decodes_it(camera_messages):
+    """Where the engine decodes JPEG on its device (nvJPEG), the processor hands it the compressed bytes and decodes
+    nothing on the host; PNG and engines without the decoder go through the host's decoder."""
+    from aliked_ros.features import Features
+
+    calls = []
+
+    class DeviceDecoding:
+        model, decodes_jpeg = "aliked-t16", True
+
+        def extract_jpeg(self, data):
+            calls.append(("jpeg", bytes(data[:3])))
+            return Features(np.zeros((1, 2), np.float32), np.ones(1, np.float32), np.ones((1, 64), np.float32), 1, 1)
+
+        def extract(self, pixels, channel_order="rgb"):
+            calls.append(("pixels", pixels.shape))
+            return Features(np.zeros((1, 2), np.float32), np.ones(1, np.float32), np.ones((1, 64), np.float32),
+                            *pixels.shape[:2])
+
+    processor = FrameProcessor(DeviceDecoding(), bags.message_class(KEYPOINTS_MSGTYPE))
+    result = processor.process(camera_messages["jpeg"])
+    assert calls == [("jpeg", b"\xff\xd8\xff")] and result.image is None
+    ok, png = cv2.imencode(".png", np.zeros((40, 48, 3), np.uint8))
+    compressed_png = bags.message_class(bags.COMPRESSED_MSGTYPE)(header=HEADER, format="png",
+                                                                  data=np.frombuffer(png.tobytes(), np.uint8))
+    processor.process(compressed_png)
+    assert calls[-1] == ("pixels", (40, 48, 3))
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
+def test_nvjpeg_on_the_device_gives_the_host_decoders_features(camera_messages):
+    """nvJPEG and libjpeg may round a few pixels differently: the features agree within the compare bounds."""
+    from aliked_ros.comparison import match_features
+
+    extractor = create_extractor("torch", model="aliked-t16", top_k=300, device="cuda", precision="fp32",
+                                 compile=False)
+    if not extractor.decodes_jpeg:
+        pytest.skip("this PyTorch has no CUDA JPEG decoder (torchvision)")
+    message = camera_messages["jpeg"]
+    on_device = FrameProcessor(extractor, bags.message_class(KEYPOINTS_MSGTYPE)).process(message)
+    on_host = extractor.extract(message_to_image(message))
+    assert on_device.image is None and len(on_device.features) > 0
+    statistics = match_features(on_device.features, on_host, 1.0).statistics()
+    assert statistics.matched_fraction >= 0.95 and statistics.cosine_median >= 0.999

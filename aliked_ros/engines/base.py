@@ -35,6 +35,11 @@ class Extractor(abc.ABC):
     descriptor_size: int
     score_threshold: float = 0.0
     image_size: tuple[int, int] | None = None  # (height, width) of a static engine; None: any size
+    decodes_jpeg: bool = False  # whether extract_jpeg decodes on the engine's device (the torch engine on CUDA)
+
+    def extract_jpeg(self, data) -> Features:
+        """Features of JPEG bytes decoded on the engine's device, where :attr:`decodes_jpeg` says it can."""
+        raise NotImplementedError(f"The {self.engine} engine decodes no JPEG itself; decode on the host.")
 
     def extract(self, image: np.ndarray, channel_order: str = "rgb") -> Features:
         """Features of the camera's pixels as they come: grey ``(H, W)``, or colour ``(H, W, 3)`` in

@@ -14,6 +14,7 @@ from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 from aliked_ros.model.aliked import load_aliked, pixels_to_network_input
+from aliked_ros.model.configs import MIN_IMAGE_SIDE
 
 GRAPH_WARMUP_RUNS = 3  # eager runs of a frame before its CUDA graph is captured
 
@@ -70,7 +71,8 @@ class TorchExtractor(Extractor):
         self.precision = precision
         self.descriptor_size = self.aliked.descriptor_size
         self.cuda_graph = cuda_graph and self.torch_device.type == "cuda" and top_k > 0
-        self._graphs: dict[tuple[int, int], CapturedExtraction] = {}
+        self._graphs: dict[tuple[int, int, str], CapturedExtraction] = {}
+        self._jpeg_decoder = None  # decided on first use (see decodes_jpeg)
         self.compiled = compile and self.cuda_graph
         if self.cuda_graph:
             # The tensor deformable convolution, in the warm-up runs too: it is capture-safe (torchvision's is not),
@@ -101,6 +103,44 @@ class TorchExtractor(Extractor):
 
     def _extract(self, rgb: np.ndarray) -> Features:
         return self._extract_pixels(rgb, "rgb")
+
+    @property
+    def decodes_jpeg(self) -> bool:
+        """Whether JPEG bytes are decoded on this engine's device (nvJPEG, through torchvision, on CUDA)."""
+        if self._jpeg_decoder is None:
+            self._jpeg_decoder = False
+            if self.torch_device.type == "cuda" and self.top_k > 0:
+                try:
+                    from torchvision.io import ImageReadMode, decode_jpeg
+                except Exception:  # absent, or built for another torch (its operators fail to register)
+                    return False
+                self._jpeg_decoder = lambda data: decode_jpeg(data, mode=ImageReadMode.RGB, device=self.torch_device)
+        return bool(self._jpeg_decoder)
+
+    @torch.inference_mode()
+    def extract_jpeg(self, data) -> Features:
+        """Features of a JPEG (``sensor_msgs/CompressedImage`` data), decoded on the device by nvJPEG straight into
+        the frame the CUDA graph reads: the host copies the compressed bytes only. Needs :attr:`decodes_jpeg`."""
+        if not self.decodes_jpeg:
+            raise AlikedError("This engine decodes JPEG on the host only (nvJPEG needs CUDA and torchvision).")
+        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        try:
+            image = self._jpeg_decoder(encoded).permute(1, 2, 0)  # (H, W, 3) RGB on the device
+        except RuntimeError as error:
+            raise AlikedError(f"A CompressedImage ({len(encoded)} bytes) is not a JPEG nvJPEG decodes "
+                              f"({str(error).strip().splitlines()[0][:200]}).") from None
+        height, width = image.shape[:2]
+        if min(height, width) < MIN_IMAGE_SIDE:
+            raise AlikedError(f"The image is {width}x{height} pixels; ALIKED needs at least {MIN_IMAGE_SIDE} "
+                              "pixels on each side.")
+        captured = self._graphs.get((height, width, "device-rgb"))
+        if captured is None:
+            captured = self._graphs[(height, width, "device-rgb")] = CapturedExtraction(
+                self._network_forward, self.torch_device, self.dtype, (height, width, 3), "rgb",
+                min(self.top_k, height * width), upload=False)
+        keypoints, scores, descriptors = captured.from_device(image)
+        valid = int(np.count_nonzero(scores > self.score_threshold))
+        return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
 
     @torch.inference_mode()
     def _extract_pixels(self, pixels: np.ndarray, channel_order: str) -> Features:
@@ -145,13 +185,15 @@ class CapturedExtraction:
     TorchExtractor): the host buffer has the camera's shape, grey (H, W) or colour (H, W, 3)."""
 
     def __init__(self, network_forward, device: torch.device, dtype: torch.dtype, shape: tuple[int, ...],
-                 channel_order: str, top_k: int):
+                 channel_order: str, top_k: int, upload: bool = True):
+        # upload=False: the frame is put on the device by the caller (a JPEG decoded there), not copied from the host.
         self.host_image = torch.empty(shape, dtype=torch.uint8).pin_memory()
         self.device_image = torch.empty(shape, dtype=torch.uint8, device=device)
         self.network_forward, self.dtype, self.top_k = network_forward, dtype, top_k
-        self.channel_order = channel_order
+        self.channel_order, self.upload = channel_order, upload
         self.stream = torch.cuda.Stream(device)
         self.host_image.numpy()[...] = 128
+        self.device_image.fill_(128)
         with torch.inference_mode(), torch.cuda.stream(self.stream):
             # Kernel selection (cudnn.benchmark) and lazy initialisation, outside the graph.
             for _ in range(GRAPH_WARMUP_RUNS):
@@ -167,13 +209,24 @@ class CapturedExtraction:
         self.host_views = tuple(host.numpy() for host in self.host_outputs)
 
     def _frame(self):
-        self.device_image.copy_(self.host_image, non_blocking=True)
+        if self.upload:
+            self.device_image.copy_(self.host_image, non_blocking=True)
         network_input = pixels_to_network_input(self.device_image, self.channel_order, self.dtype)
         return tuple(output.float() for output in self.network_forward(network_input, self.top_k))
 
     def __call__(self, pixels: np.ndarray):
         np.copyto(self.host_image.numpy(), pixels)
         with torch.cuda.stream(self.stream):  # replay() launches on the current stream: make it ours
+            self.graph.replay()
+        self.stream.synchronize()
+        return self.host_views
+
+    def from_device(self, image: torch.Tensor):
+        """Replay on a frame already on the device (made on the current stream): copied into the graph's input on
+        the graph's stream, after the current stream's work."""
+        self.stream.wait_stream(torch.cuda.current_stream(image.device))
+        with torch.cuda.stream(self.stream):
+            self.device_image.copy_(image)
             self.graph.replay()
         self.stream.synchronize()
         return self.host_views

@@ -243,7 +243,12 @@ class AlikedNode(Node):
         if now - self._last_debug_time < 1.0 / self.values["debug_image_rate"]:
             return
         self._last_debug_time = now
-        picture = draw_keypoints(result.image, result.features, channel_order=result.channel_order)
+        pixels, channel_order = result.image, result.channel_order
+        if pixels is None:  # decoded on the engine's device (nvJPEG): decoded again here, at the debug image's rate
+            from aliked_ros.image_messages import message_to_pixels
+
+            pixels, channel_order = message_to_pixels(message)
+        picture = draw_keypoints(pixels, result.features, channel_order=channel_order)
         height, width = picture.shape[:2]
         self._publish(self.debug_publisher, Image(
             header=message.header, height=height, width=width, encoding="bgr8", is_bigendian=0, step=width * 3,
