@@ -21,6 +21,7 @@ from aliked_ros.resources import package_file
 
 ENGINES = ("auto", "torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16")  # auto: fp16 where the network runs on a GPU, fp32 on the CPU
+INPUT_FORMATS = ("auto", "rgb", "bgr", "gray")  # a static engine's input; auto: the camera's, from its first image
 STATIC_ENGINES = ("tensorrt", "onnxruntime")  # fixed image size and K, from an exported file
 ONNXRUNTIME_PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 DEFAULT_MAX_KEYPOINTS = 20000  # threshold mode's cap, as the original ALIKED's n_limit
@@ -65,7 +66,8 @@ def yaml_defaults() -> Mapping[str, object]:
 PARAMETER_OF = {"model": "model", "engine": "engine", "device": "device", "precision": "precision",
                 "top_k": "top_k", "score_threshold": "score_threshold", "compile": "torch_compile",
                 "weights_path": "weights_path", "onnx_path": "onnx_path", "engine_path": "engine_path",
-                "cache_dir": "cache_dir", "image_height": "image_height", "image_width": "image_width"}
+                "cache_dir": "cache_dir", "image_height": "image_height", "image_width": "image_width",
+                "input_format": "input_format"}
 
 
 # --- the configuration -------------------------------------------------------------------------------------------
@@ -104,6 +106,7 @@ CHECKS: dict[str, Callable] = {
     "max_keypoints": validation.max_keypoints, "compile": validation.flag, "cuda_graph": _optional_flag,
     "weights_path": _path_text, "onnx_path": _path_text, "engine_path": _path_text, "cache_dir": _path_text,
     "image_height": _size, "image_width": _size, "onnxruntime_providers": _choice(ONNXRUNTIME_PROVIDERS),
+    "input_format": _choice(INPUT_FORMATS),
 }
 
 
@@ -145,6 +148,7 @@ class ExtractorConfig:
     image_height: int | None = None
     image_width: int | None = None
     onnxruntime_providers: str = "auto"
+    input_format: str | None = None  # a static engine's input layout: rgb, bgr, gray, or auto (the camera's)
 
     def __post_init__(self):
         defaults = yaml_defaults()
@@ -188,6 +192,13 @@ class ExtractorConfig:
         explicit = self.engine_path if engine == "tensorrt" else self.onnx_path
         return engine in STATIC_ENGINES and not explicit and not (self.image_height and self.image_width)
 
+    def needs_first_image(self) -> bool:
+        """Whether the engine is made from the first image: a static engine from the cache whose size, or whose input
+        format (``auto``: the camera's layout), only the camera can tell."""
+        engine = self.resolved_engine()
+        explicit = self.engine_path if engine == "tensorrt" else self.onnx_path
+        return self.needs_image_size() or (engine in STATIC_ENGINES and not explicit and self.input_format == "auto")
+
     def runs_on_gpu(self, engine: str) -> bool:
         """Whether ``engine`` runs the network on a GPU with these settings (imports only that engine's runtime)."""
         if engine == "tensorrt":
@@ -215,7 +226,8 @@ class ExtractorConfig:
         if precision == "auto":
             precision = "fp16" if on_gpu else "fp32"
         if engine != "torch":
-            return dataclasses.replace(self, engine=engine, precision=precision)
+            input_format = "rgb" if self.input_format == "auto" else self.input_format
+            return dataclasses.replace(self, engine=engine, precision=precision, input_format=input_format)
         from aliked_ros.devices import has_triton
 
         cuda_graph = on_gpu and self.top_k > 0 and self.cuda_graph is not False

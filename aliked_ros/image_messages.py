@@ -119,3 +119,16 @@ def raw_image(encoding: str, height: int, width: int, step: int, is_bigendian: b
     """The pixels of a ``sensor_msgs/Image`` as RGB or grayscale uint8, honouring ``step`` and byte order."""
     pixels, channel_order = raw_pixels(encoding, height, width, step, is_bigendian, data)
     return np.ascontiguousarray(pixels[:, :, ::-1]) if pixels.ndim == 3 and channel_order == "bgr" else pixels
+
+
+def input_format_of(message) -> str:
+    """The input format of a static engine that takes this camera's pixels as they come (see
+    :func:`message_to_pixels`): "gray" for mono encodings, "bgr" for BGR ones and compressed images (decoded as
+    BGR), "rgb" for the rest (RGB, and what is demosaiced or converted to RGB)."""
+    if hasattr(message, "format"):
+        return "bgr"
+    encoding = message.encoding
+    if encoding.startswith("mono"):
+        return "gray"
+    return "bgr" if encoding.startswith("bgr") else "rgb"
+

@@ -73,6 +73,8 @@ SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("weights_path", str, "ALIKED .pth weights; empty = search"),
     ParameterSpec("onnx_path", str, "prebuilt ONNX file; empty = engine cache"),
     ParameterSpec("engine_path", str, "prebuilt TensorRT plan; empty = engine cache"),
+    ParameterSpec("input_format", str, "a cached static engine's input: auto (the camera's), rgb, bgr or gray",
+                  choices=config.INPUT_FORMATS, check=config.CHECKS["input_format"]),
     ParameterSpec("cache_dir", str, "engine cache directory; empty = default"),
     ParameterSpec("input_transport", str, "raw (sensor_msgs/Image) or compressed (CompressedImage)",
                   choices=("raw", "compressed")),

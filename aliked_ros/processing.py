@@ -13,7 +13,7 @@ from aliked_ros.config import ExtractorConfig, Log
 from aliked_ros.engines import create_extractor
 from aliked_ros.engines.base import Extractor
 from aliked_ros.features import Features
-from aliked_ros.image_messages import message_to_pixels
+from aliked_ros.image_messages import input_format_of, message_to_pixels
 from aliked_ros.messages import build_keypoints_message
 
 _logger = logging.getLogger(__name__)
@@ -89,12 +89,16 @@ class FrameProcessor:
                 and bytes(image_message.data[:3]) == b"\xff\xd8\xff")
 
 
-def extractor_config(values: Mapping[str, Any], image_size: tuple[int, int] | None = None) -> ExtractorConfig:
+def extractor_config(values: Mapping[str, Any], image_size: tuple[int, int] | None = None,
+                     first_image: Any = None) -> ExtractorConfig:
     """The extractor the node's parameters (``aliked_ros.parameters.resolve``) describe, for ``image_size`` where
-    given (else ``image_height`` × ``image_width``). Its score_threshold is 0: the :class:`FrameProcessor` thresholds
-    each frame, since the node's threshold changes at run time."""
-    size = dict(image_height=image_size[0], image_width=image_size[1]) if image_size else {}
-    return ExtractorConfig.from_parameters(values, score_threshold=0.0, **size)
+    given (else ``image_height`` × ``image_width``), and for the layout of ``first_image`` (a camera message) where
+    ``input_format`` is auto. Its score_threshold is 0: the :class:`FrameProcessor` thresholds each frame, since the
+    node's threshold changes at run time."""
+    overrides: dict[str, Any] = dict(image_height=image_size[0], image_width=image_size[1]) if image_size else {}
+    if first_image is not None and values.get("input_format", "auto") == "auto":
+        overrides["input_format"] = input_format_of(first_image)
+    return ExtractorConfig.from_parameters(values, score_threshold=0.0, **overrides)
 
 
 def needs_image_size(values: Mapping[str, Any]) -> bool:
@@ -102,8 +106,13 @@ def needs_image_size(values: Mapping[str, Any]) -> bool:
     return extractor_config(values).needs_image_size()
 
 
+def needs_first_image(values: Mapping[str, Any]) -> bool:
+    """Whether the engine is made from the first image: its size, or its layout (input_format auto), are needed."""
+    return extractor_config(values).needs_first_image()
+
+
 def extractor_from_parameters(values: Mapping[str, Any], log: Log | None = None,
-                              image_size: tuple[int, int] | None = None) -> Extractor:
+                              image_size: tuple[int, int] | None = None, first_image: Any = None) -> Extractor:
     """The node's extractor (see :func:`extractor_config`), made by the one factory; what "auto" means here and
     what the engine cache does are said through ``log``."""
-    return create_extractor(extractor_config(values, image_size), log=log or _logger.info)
+    return create_extractor(extractor_config(values, image_size, first_image), log=log or _logger.info)

@@ -261,7 +261,7 @@ def test_metadata_round_trip(exported):
     assert (metadata.precision, metadata.descriptor_size, metadata.deform) == ("fp32", 128, "deformconv")
     props = {prop.key for prop in onnx.load(result.path).metadata_props}
     assert props == {"model", "top_k", "height", "width", "precision", "descriptor_size", "deform",
-                     "aliked_ros_version"}
+                     "aliked_ros_version", "input_format"}
 
 
 # --- the command line ---------------------------------------------------------------------------------------------

@@ -161,8 +161,10 @@ def test_a_jpeg_goes_to_an_engine_that_decodes_it(camera_messages):
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
-def test_nvjpeg_on_the_device_gives_the_host_decoders_features(camera_messages):
-    """nvJPEG and libjpeg may round a few pixels differently: the features agree within the compare bounds."""
+def test_nvjpeg_on_the_device_differs_from_libjpeg_less_than_the_jpeg_from_its_frame(camera_messages, rgb_frame):
+    """Two JPEG decoders (nvJPEG, OpenCV's libjpeg) upsample chroma and round differently, so a JPEG's features are
+    defined up to its decoder. That difference must stay well under what the compression itself moves: the features
+    of nvJPEG's decoding agree with libjpeg's more than libjpeg's agree with the frame before compression."""
     from aliked_ros.comparison import match_features
 
     extractor = create_extractor("torch", model="aliked-t16", top_k=300, device="cuda", precision="fp32",
@@ -172,6 +174,9 @@ def test_nvjpeg_on_the_device_gives_the_host_decoders_features(camera_messages):
     message = camera_messages["jpeg"]
     on_device = FrameProcessor(extractor, bags.message_class(KEYPOINTS_MSGTYPE)).process(message)
     on_host = extractor.extract(message_to_image(message))
+    original = extractor.extract(np.ascontiguousarray(rgb_frame[:240, :320]))
     assert on_device.image is None and len(on_device.features) > 0
-    statistics = match_features(on_device.features, on_host, 1.0).statistics()
-    assert statistics.matched_fraction >= 0.95 and statistics.cosine_median >= 0.999
+    decoders = match_features(on_device.features, on_host, 1.0).statistics()
+    compression = match_features(original, on_host, 1.0).statistics()
+    assert decoders.matched_fraction > compression.matched_fraction
+    assert decoders.cosine_median > compression.cosine_median

@@ -68,7 +68,8 @@ def static_engine_file(config: ExtractorConfig, log: Log) -> str:
 
     find = cache.cached_tensorrt_plan if tensorrt else cache.cached_onnx
     return str(find(config.model, config.image_height, config.image_width, config.top_k, config.precision,
-                    directory=config.cache_dir or None, weights=config.weights_path or None, log=log))
+                    directory=config.cache_dir or None, weights=config.weights_path or None, log=log,
+                    input_format=config.input_format))
 
 
 def onnxruntime_providers(config: ExtractorConfig) -> str:

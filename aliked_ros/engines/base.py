@@ -36,6 +36,7 @@ class Extractor(abc.ABC):
     score_threshold: float = 0.0
     image_size: tuple[int, int] | None = None  # (height, width) of a static engine; None: any size
     decodes_jpeg: bool = False  # whether extract_jpeg decodes on the engine's device (the torch engine on CUDA)
+    input_format: str = "rgb"  # a static engine's input layout (rgb, bgr or gray); the torch engine takes any
 
     def extract_jpeg(self, data) -> Features:
         """Features of JPEG bytes decoded on the engine's device, where :attr:`decodes_jpeg` says it can."""
@@ -60,10 +61,12 @@ class Extractor(abc.ABC):
     def warmup(self, height: int, width: int, iterations: int = 3) -> float:
         """Run ``iterations`` extractions on a synthetic image of the given size; the seconds the last one took.
 
-        Kernels are chosen, memory is allocated and caches are filled here, not on the first camera frame.
+        Kernels are chosen, memory is allocated and caches are filled here, not on the first camera frame. The image
+        has the layout of :attr:`input_format` (a static engine's input; RGB where the engine takes any).
         """
         rng = np.random.default_rng(0)
-        image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        shape = (height, width) if self.input_format == "gray" else (height, width, 3)
+        image = rng.integers(0, 256, size=shape, dtype=np.uint8)
         elapsed = 0.0
         for _ in range(max(1, iterations)):
             start = time.perf_counter()

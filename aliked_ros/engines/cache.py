@@ -63,15 +63,16 @@ def cache_root(directory: str | os.PathLike | None = None) -> Path:
 
 
 def onnx_stem(model: str, height: int, width: int, top_k: int, precision: str,
-              weights: str | os.PathLike | None = None) -> str:
-    return f"{model}_{width}x{height}_k{top_k}_{precision}_g{graph_revision()}{weights_tag(weights)}"
+              weights: str | os.PathLike | None = None, input_format: str = "rgb") -> str:
+    layout = "" if input_format == "rgb" else f"_{input_format}"  # rgb files keep the names they always had
+    return f"{model}_{width}x{height}_k{top_k}_{precision}{layout}_g{graph_revision()}{weights_tag(weights)}"
 
 
 def cached_onnx(model: str, height: int, width: int, top_k: int, precision: str, *,
                 directory: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
-                log: Log | None = None) -> Path:
+                log: Log | None = None, input_format: str = "rgb") -> Path:
     log = log or _logger.info
-    path = cache_root(directory) / f"{onnx_stem(model, height, width, top_k, precision, weights)}.onnx"
+    path = cache_root(directory) / f"{onnx_stem(model, height, width, top_k, precision, weights, input_format)}.onnx"
     if path.is_file():
         log(f"Using the cached ONNX file {path}")
         return path
@@ -80,7 +81,7 @@ def cached_onnx(model: str, height: int, width: int, top_k: int, precision: str,
     log(f"Exporting {path.name} (a minute or so; once per model, size, K and precision)")
     path.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(path, model, height, width, top_k, fp16=precision == "fp16", weights=weights,
-                progress=lambda stage: log(f"  export: {stage}"))
+                progress=lambda stage: log(f"  export: {stage}"), input_format=input_format)
     return path
 
 
@@ -101,7 +102,7 @@ def timing_cache_path(directory: str | os.PathLike | None, tensorrt_version: str
 
 def cached_tensorrt_plan(model: str, height: int, width: int, top_k: int, precision: str, *,
                          directory: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
-                         log: Log | None = None) -> Path:
+                         log: Log | None = None, input_format: str = "rgb") -> Path:
     log = log or _logger.info
     from aliked_ros.cuda_runtime import current_gpu
     from aliked_ros.export.engine_info import load_tensorrt, plan_is_current
@@ -109,12 +110,13 @@ def cached_tensorrt_plan(model: str, height: int, width: int, top_k: int, precis
     trt = load_tensorrt("The tensorrt engine", "deformconv")  # the cache exports DeformConv: refuse before exporting
 
     gpu_name, capability = current_gpu()
-    stem = onnx_stem(model, height, width, top_k, precision, weights)
+    stem = onnx_stem(model, height, width, top_k, precision, weights, input_format)
     path = cache_root(directory) / f"{stem}_{tensorrt_tag(trt.__version__, capability, gpu_name)}.engine"
     if plan_is_current(path, precision):
         log(f"Using the cached TensorRT engine {path}")
         return path
-    onnx_path = cached_onnx(model, height, width, top_k, precision, directory=directory, weights=weights, log=log)
+    onnx_path = cached_onnx(model, height, width, top_k, precision, directory=directory, weights=weights, log=log,
+                            input_format=input_format)
     from aliked_ros.export.tensorrt_build import build_engine
 
     log(f"Building {path.name} (minutes; once per GPU and TensorRT version)")

@@ -12,7 +12,7 @@ from aliked_ros import validation
 from aliked_ros.dependencies import missing_package
 from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
-from aliked_ros.export.metadata import EXPORT_HINT, INPUT_NAME, OUTPUT_NAMES, OnnxMetadata
+from aliked_ros.export.metadata import EXPORT_HINT, INPUT_NAME, OUTPUT_NAMES, OnnxMetadata, pixels_for_input
 from aliked_ros.features import Features
 
 try:
@@ -86,7 +86,7 @@ def read_session_metadata(onnx_path: str | os.PathLike) -> OnnxMetadata:
     metadata = OnnxMetadata.from_props(session.get_modelmeta().custom_metadata_map, path)
     inputs = [(value.name, value.type, list(value.shape)) for value in session.get_inputs()]
     outputs = [(value.name, value.type, list(value.shape)) for value in session.get_outputs()]
-    expected_inputs = [(INPUT_NAME, "tensor(uint8)", [metadata.height, metadata.width, 3])]
+    expected_inputs = [(INPUT_NAME, "tensor(uint8)", list(metadata.input_shape))]
     expected_outputs = [(name, "tensor(float)", list(metadata.output_shapes[name])) for name in OUTPUT_NAMES]
     if inputs != expected_inputs or outputs != expected_outputs:
         raise AlikedError(f"{path} says it is an aliked-ros export ({metadata.describe()}) but its inputs or "
@@ -135,6 +135,7 @@ class OnnxRuntimeExtractor(Extractor):
         if providers != "auto" and primary != wanted:
             raise AlikedError(f"onnxruntime could not start {wanted} (it runs on {primary}); check the CUDA/TensorRT "
                               "installation, or use the 'cpu' provider.")
+        self.input_format = self.metadata.input_format
         self.model = self.metadata.model
         self.top_k = self.metadata.top_k
         self.precision = self.metadata.precision
@@ -147,14 +148,19 @@ class OnnxRuntimeExtractor(Extractor):
             self.device += " (tensorrt)"
 
     def _extract(self, rgb: np.ndarray) -> Features:
-        height, width = rgb.shape[:2]
+        return self._extract_pixels(rgb, "rgb")
+
+    def _extract_pixels(self, pixels: np.ndarray, channel_order: str) -> Features:
+        """The camera's pixels, converted on the host only where the graph's input format differs."""
+        height, width = pixels.shape[:2]
         if (height, width) != (self.height, self.width):
             raise AlikedError(
                 f"The image is {width}x{height} but {self.onnx_path.name} was exported for "
                 f"{self.width}x{self.height}; export a graph for this size (aliked-ros export-onnx --height {height} "
                 f"--width {width}) or resize the images before extraction."
             )
-        keypoints, scores, descriptors = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: rgb})
+        graph_input = pixels_for_input(pixels, channel_order, self.input_format, self.onnx_path.name)
+        keypoints, scores, descriptors = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: graph_input})
         valid = int(np.count_nonzero(scores > 0))  # scores are sorted, so the kept slots are a prefix
         return Features(keypoints[:valid], scores[:valid], descriptors[:valid], height, width)
 

@@ -25,7 +25,7 @@ from aliked_ros.cuda_runtime import PinnedBuffer, check, cudart, current_gpu, te
 from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
 from aliked_ros.export.engine_info import check_runs_here, load_tensorrt, read_sidecar
-from aliked_ros.export.metadata import INPUT_NAME, OUTPUT_NAMES
+from aliked_ros.export.metadata import INPUT_NAME, OUTPUT_NAMES, pixels_for_input
 from aliked_ros.features import Features
 
 
@@ -105,6 +105,7 @@ class TensorRTExtractor(Extractor):
         metadata = info.onnx
         self.model, self.top_k, self.precision = metadata.model, metadata.top_k, metadata.precision
         self.descriptor_size = metadata.descriptor_size
+        self.input_format = metadata.input_format
         self.image_size = (metadata.height, metadata.width)
         self.device = f"{gpu_name} (sm {compute_capability})"
         try:
@@ -140,7 +141,7 @@ class TensorRTExtractor(Extractor):
         if self._hold("TensorRT engine", "_engine", self._runtime.deserialize_cuda_engine(plan)) is None:
             raise AlikedError(f"TensorRT could not load {self.engine_path}: the file is truncated or corrupt; "
                               f"{REBUILD}.")
-        expected = {INPUT_NAME: ((*self.image_size, 3), np.uint8),
+        expected = {INPUT_NAME: (metadata.input_shape, np.uint8),
                     **{name: (shape, np.float32) for name, shape in metadata.output_shapes.items()}}
         actual = {}
         for index in range(self._engine.num_io_tensors):
@@ -161,11 +162,16 @@ class TensorRTExtractor(Extractor):
                                  name, self.engine_path)
 
     def _extract(self, rgb: np.ndarray) -> Features:
-        if rgb.shape[:2] != self.image_size:
+        return self._extract_pixels(rgb, "rgb")
+
+    def _extract_pixels(self, pixels: np.ndarray, channel_order: str) -> Features:
+        """The camera's pixels, converted on the host only where the plan's input format differs."""
+        if pixels.shape[:2] != self.image_size:
             height, width = self.image_size
             raise AlikedError(f"The engine {self.engine_path.name} takes {width}x{height} images, and this one is "
-                              f"{rgb.shape[1]}x{rgb.shape[0]}: build an engine for this size (the engine cache "
+                              f"{pixels.shape[1]}x{pixels.shape[0]}: build an engine for this size (the engine cache "
                               "does so when image_height/image_width are 0 or match the camera).")
+        rgb = pixels_for_input(pixels, channel_order, self.input_format, self.engine_path.name)
         if self._context is None:
             raise AlikedError(f"The engine {self.engine_path.name} was closed; create a new one.")
         image = self._buffers[INPUT_NAME]

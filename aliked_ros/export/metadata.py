@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
+
 from aliked_ros.errors import AlikedError
 from aliked_ros.outputs import OutputKind
 
@@ -19,6 +21,7 @@ INPUT_NAME = "image"
 OUTPUT_NAMES = ("keypoints", "scores", "descriptors")
 PRECISIONS = ("fp32", "fp16")
 DEFORM_MODES = ("deformconv", "plain")  # ONNX DeformConv nodes, or gathers and matrix products
+INPUT_FORMATS = ("rgb", "bgr", "gray")  # the graph's input: the camera's layout
 EXPORT_HINT = "export one with `aliked-ros export-onnx`"
 # TensorRT's TopK takes k <= 3840 (TensorRT 10 operator reference, TopK: "k must obey k<=d, k<=3840",
 # https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/operators/TopK.html), so no export has more.
@@ -30,7 +33,9 @@ class OnnxMetadata:
     """The fixed shape and provenance of one exported graph.
 
     Convention:
-        - Input ``image``: uint8 ``(height, width, 3)`` RGB. Outputs ``keypoints`` float32 ``(top_k, 2)`` pixels,
+        - Input ``image``: uint8 as ``input_format`` says: ``(height, width, 3)`` RGB ("rgb") or BGR ("bgr"), or
+          ``(height, width)`` grey ("gray", replicated to three channels inside the graph); the camera's own layout,
+          so a robot uploads its bytes as they are. Files written before the field existed are "rgb". Outputs ``keypoints`` float32 ``(top_k, 2)`` pixels,
           ``scores`` float32 ``(top_k,)`` high → low (0 in slots without a maximum), ``descriptors`` float32
           ``(top_k, descriptor_size)``.
         - ``precision`` is the dtype of the network's arithmetic inside the graph ('fp32' or 'fp16'); the inputs and
@@ -45,6 +50,7 @@ class OnnxMetadata:
     descriptor_size: int
     deform: str
     aliked_ros_version: str
+    input_format: str = "rgb"
 
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` entries (ONNX stores strings only)."""
@@ -53,7 +59,7 @@ class OnnxMetadata:
     @classmethod
     def from_props(cls, props: Mapping[str, str], source: str | os.PathLike) -> "OnnxMetadata":
         """Parse ``metadata_props``; AlikedError unless they describe a graph that aliked-ros exports."""
-        missing = [field.name for field in fields(cls) if field.name not in props]
+        missing = [field.name for field in fields(cls) if field.name not in props and field.name != "input_format"]
         if missing:
             raise AlikedError(
                 f"{source} was not exported by aliked-ros (its ONNX metadata lacks {', '.join(missing)}); "
@@ -69,13 +75,19 @@ class OnnxMetadata:
                 descriptor_size=int(props["descriptor_size"]),
                 deform=props["deform"],
                 aliked_ros_version=props["aliked_ros_version"],
+                input_format=props.get("input_format", "rgb"),
             )
         except ValueError:
             raise AlikedError(f"{source} has unreadable aliked-ros metadata; {EXPORT_HINT}.") from None
         if (metadata.precision not in PRECISIONS or metadata.deform not in DEFORM_MODES
+                or metadata.input_format not in INPUT_FORMATS
                 or min(metadata.top_k, metadata.height, metadata.width, metadata.descriptor_size) < 1):
             raise AlikedError(f"{source} has aliked-ros metadata with values we never write; {EXPORT_HINT}.")
         return metadata
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.height, self.width) if self.input_format == "gray" else (self.height, self.width, 3)
 
     @property
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -87,7 +99,7 @@ class OnnxMetadata:
 
     def describe(self) -> str:
         return (f"{self.model}, {self.width}x{self.height}, top-k {self.top_k}, {self.precision}, "
-                f"deform {self.deform}")
+                f"deform {self.deform}" + ("" if self.input_format == "rgb" else f", {self.input_format} input"))
 
 
 def _tensor_signature(value_info) -> tuple[int, tuple]:
@@ -116,7 +128,7 @@ def read_onnx_metadata(path: str | os.PathLike) -> OnnxMetadata:
     metadata = OnnxMetadata.from_props({prop.key: prop.value for prop in model.metadata_props}, path)
 
     # The metadata must describe this very graph: a file edited by hand or renamed from another export is refused.
-    expected_inputs = {INPUT_NAME: (onnx.TensorProto.UINT8, (metadata.height, metadata.width, 3))}
+    expected_inputs = {INPUT_NAME: (onnx.TensorProto.UINT8, metadata.input_shape)}
     expected_outputs = {name: (onnx.TensorProto.FLOAT, shape) for name, shape in metadata.output_shapes.items()}
     initializers = {initializer.name for initializer in model.graph.initializer}
     inputs = {value.name: _tensor_signature(value) for value in model.graph.input if value.name not in initializers}
@@ -140,4 +152,20 @@ def is_aliked_onnx(path: str | os.PathLike) -> bool:
 
 
 ONNX_OUTPUT = OutputKind("an ONNX file written by aliked-ros", is_aliked_onnx)
+
+
+def pixels_for_input(pixels: np.ndarray, channel_order: str, input_format: str, source: str) -> np.ndarray:
+    """Camera pixels (grey, or colour in ``channel_order``) as a graph of ``input_format`` takes them, converted on
+    the host only where they differ: grey into an RGB or BGR graph is replicated, RGB and BGR are reordered. Colour
+    into a grey graph is refused: made grey, the frame would give other features than the colour frame."""
+    if input_format == "gray":
+        if pixels.ndim != 2:
+            raise AlikedError(f"{source} was exported for grey frames and this frame is colour; export one for the "
+                              "camera's layout (aliked-ros export-onnx --input-format rgb or bgr).")
+        return pixels
+    if pixels.ndim == 2:
+        return np.repeat(pixels[:, :, None], 3, axis=2)
+    if channel_order == input_format:
+        return pixels
+    return np.ascontiguousarray(pixels[:, :, ::-1])
 

@@ -61,7 +61,7 @@ from aliked_ros import __version__, outputs
 from aliked_ros.comparison import match_features
 from aliked_ros.dependencies import require
 from aliked_ros.errors import AlikedError
-from aliked_ros.export.metadata import (DEFORM_MODES, INPUT_NAME, OUTPUT_NAMES, TENSORRT_TOPK_LIMIT,
+from aliked_ros.export.metadata import (DEFORM_MODES, INPUT_FORMATS, INPUT_NAME, OUTPUT_NAMES, TENSORRT_TOPK_LIMIT,
                                         OnnxMetadata, read_onnx_metadata)
 from aliked_ros.export.onnx_graph import fold_constants
 from aliked_ros.imaging import as_rgb
@@ -130,20 +130,28 @@ class _DeformConvNodeConv2d(DeformableConv2d):
 
 
 class Uint8Aliked(nn.Module):
-    """The module that is traced: uint8 ``(H, W, 3)`` RGB in, :class:`Aliked`'s top-k outputs out."""
+    """The module that is traced: uint8 camera pixels in (``(H, W, 3)`` RGB or BGR, or ``(H, W)`` grey, as
+    ``input_format`` says), :class:`Aliked`'s top-k outputs out."""
 
-    def __init__(self, aliked: Aliked, dtype: torch.dtype):
+    def __init__(self, aliked: Aliked, dtype: torch.dtype, input_format: str = "rgb"):
         super().__init__()
         self.aliked = aliked
         self.dtype = dtype
+        self.input_format = input_format
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        # Cast before the layout change: TensorRT takes UINT8 only as a network input or output (and into a Cast),
-        # not into Transpose. Casting first gives the same values as casting after.
-        return self.aliked(uint8_to_network_input(image.to(self.dtype), self.dtype))
+        # Cast first: TensorRT takes UINT8 only as a network input or output (and into a Cast), not into Transpose,
+        # Expand or Gather. Casting first gives the same values as casting after.
+        pixels = image.to(self.dtype)
+        if self.input_format == "gray":
+            pixels = pixels.unsqueeze(-1).expand(*pixels.shape, 3)
+        elif self.input_format == "bgr":
+            pixels = pixels[:, :, [2, 1, 0]]  # a Gather with constant indices: every runtime has it
+        return self.aliked(uint8_to_network_input(pixels, self.dtype))
 
 
-def build_export_module(aliked: Aliked, *, fp16: bool = False, deform: str = "deformconv") -> Uint8Aliked:
+def build_export_module(aliked: Aliked, *, fp16: bool = False, deform: str = "deformconv",
+                        input_format: str = "rgb") -> Uint8Aliked:
     """A copy of ``aliked`` prepared for tracing; ``aliked`` itself is left as it was."""
     if deform not in DEFORM_MODES:
         raise AlikedError(f"Unknown deform mode {deform!r}: choose one of {', '.join(DEFORM_MODES)}.")
@@ -156,7 +164,7 @@ def build_export_module(aliked: Aliked, *, fp16: bool = False, deform: str = "de
     else:
         network_copy.network.set_deform_implementation("tensor")  # never torchvision's op, whatever is installed
     dtype = torch.float16 if fp16 else torch.float32
-    return Uint8Aliked(network_copy.to(dtype), dtype).eval()
+    return Uint8Aliked(network_copy.to(dtype), dtype, input_format).eval()
 
 
 @contextlib.contextmanager
@@ -180,7 +188,7 @@ def _torchscript_exporter() -> dict:
 
 
 def trace_to_onnx(module: Uint8Aliked, rgb: np.ndarray):
-    """Trace ``module`` on one uint8 RGB frame (its size becomes the graph's).
+    """Trace ``module`` on one uint8 frame in its input format (its size becomes the graph's).
 
     Returns the constant-folded onnx.ModelProto (without metadata) and the module's own outputs on that frame,
     as float32 numpy arrays: the tracer runs the module once, and those are its results.
@@ -302,8 +310,8 @@ def compare_features(reference: Triple, candidate: Triple, precision: str,
     )
 
 
-def run_onnxruntime_cpu(onnx_path: str | os.PathLike, rgb: np.ndarray) -> Triple:
-    """The graph's three outputs for one frame, through onnxruntime's CPU provider."""
+def run_onnxruntime_cpu(onnx_path: str | os.PathLike, pixels: np.ndarray) -> Triple:
+    """The graph's three outputs for one frame (in the graph's input format), through onnxruntime's CPU provider."""
     onnxruntime = require("onnxruntime", "The export's parity check")
     try:
         session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -314,7 +322,7 @@ def run_onnxruntime_cpu(onnx_path: str | os.PathLike, rgb: np.ndarray) -> Triple
             f"onnxruntime {onnxruntime.__version__} has no CPU kernel for DeformConv, so the export cannot be "
             "checked; upgrade onnxruntime (1.32 has it), or export with --deform plain."
         ) from None
-    keypoints, scores, descriptors = session.run(list(OUTPUT_NAMES), {INPUT_NAME: rgb})
+    keypoints, scores, descriptors = session.run(list(OUTPUT_NAMES), {INPUT_NAME: pixels})
     return keypoints, scores, descriptors
 
 
@@ -327,14 +335,15 @@ def run_torch(aliked: Aliked, rgb: np.ndarray) -> Triple:
 
 
 def check_parity(onnx_path: str | os.PathLike, reference: Aliked | Triple, rgb: np.ndarray,
-                 precision: str) -> ParityReport:
+                 precision: str, input_format: str = "rgb") -> ParityReport:
     """The exported file (onnxruntime, CPU) against the float32 PyTorch model on ``rgb``; AlikedError if they differ.
 
-    ``reference`` is the float32 :class:`Aliked`, or its outputs on ``rgb`` already computed.
+    ``reference`` is the float32 :class:`Aliked`, or its outputs on ``rgb`` already computed; the file gets the
+    same frame in its ``input_format`` (for "gray", ``rgb`` must be a grey frame's three equal channels).
     """
     if isinstance(reference, Aliked):
         reference = run_torch(reference, rgb)
-    candidate = run_onnxruntime_cpu(onnx_path, rgb)
+    candidate = run_onnxruntime_cpu(onnx_path, frame_in_format(rgb, input_format))
     return compare_features(reference, candidate, precision, "onnxruntime (CPU)").require()
 
 
@@ -369,6 +378,22 @@ def parity_frame(height: int, width: int, path: str | os.PathLike | None = None)
     return name, rgb
 
 
+def frame_in_format(rgb: np.ndarray, input_format: str) -> np.ndarray:
+    """An RGB frame as a graph of ``input_format`` takes it: itself, reordered to BGR, or its first channel (grey
+    frames are given as three equal channels, see :func:`grey_parity_frame`)."""
+    if input_format == "gray":
+        return np.ascontiguousarray(rgb[:, :, 0])
+    return np.ascontiguousarray(rgb[:, :, ::-1]) if input_format == "bgr" else rgb
+
+
+def grey_parity_frame(rgb: np.ndarray) -> np.ndarray:
+    """The parity frame of a grey graph: the frame made grey (OpenCV's weights), as three equal channels."""
+    import cv2
+
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
 # --- the whole export ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -383,7 +408,7 @@ class ExportResult:
 def export_onnx(output: str | os.PathLike, model: str, height: int, width: int, top_k: int, *, fp16: bool = False,
                 deform: str = "deformconv", weights: str | os.PathLike | None = None,
                 parity_image: str | os.PathLike | None = None, allow_download: bool = True,
-                progress: ProgressCallback | None = None) -> ExportResult:
+                progress: ProgressCallback | None = None, input_format: str = "rgb") -> ExportResult:
     """Export, check and write one graph; ``output`` appears only once every check has passed.
 
     Stages: load the weights; run the float32 PyTorch model on the parity frame (the reference); trace the export
@@ -394,6 +419,8 @@ def export_onnx(output: str | os.PathLike, model: str, height: int, width: int, 
     reference; rename it to ``output``. Raises AlikedError with what to do.
     """
     validate_export_options(model, height, width, top_k, deform)
+    if input_format not in INPUT_FORMATS:
+        raise AlikedError(f"Unknown input format {input_format!r}: choose one of {', '.join(INPUT_FORMATS)}.")
     onnx = require("onnx", "Export")
 
     say = progress or (lambda stage: None)
@@ -403,17 +430,22 @@ def export_onnx(output: str | os.PathLike, model: str, height: int, width: int, 
     say(f"loading {model} weights")
     aliked = load_aliked(model, top_k, weights, allow_download=allow_download)
     metadata = OnnxMetadata(model=model, top_k=top_k, height=height, width=width, precision=precision,
-                            descriptor_size=aliked.descriptor_size, deform=deform, aliked_ros_version=__version__)
+                            descriptor_size=aliked.descriptor_size, deform=deform, aliked_ros_version=__version__,
+                            input_format=input_format)
     frame_name, rgb = parity_frame(height, width, parity_image)
+    if input_format == "gray":
+        rgb, frame_name = grey_parity_frame(rgb), f"{frame_name}, made grey"
     say(f"running the PyTorch fp32 reference on {frame_name}")
     reference = run_torch(aliked, rgb)
 
     say(f"tracing to ONNX (opset {OPSET}, {precision}, deform {deform}, {width}x{height}, top-k {top_k})")
-    graph, traced = trace_to_onnx(build_export_module(aliked, fp16=fp16, deform=deform), rgb)
+    module = build_export_module(aliked, fp16=fp16, deform=deform, input_format=input_format)
+    graph, traced = trace_to_onnx(module, frame_in_format(rgb, input_format))
     traced_report = compare_features(reference, traced, precision, f"traced module (PyTorch {precision})").require()
     say(f"parity: {traced_report.summary()}")
     graph.graph.name = f"aliked_ros_{model.replace('-', '_')}"
-    graph.doc_string = f"aliked-ros {__version__}: {metadata.describe()}; uint8 RGB (H, W, 3) in."
+    layout = {"rgb": "RGB (H, W, 3)", "bgr": "BGR (H, W, 3)", "gray": "grey (H, W)"}[input_format]
+    graph.doc_string = f"aliked-ros {__version__}: {metadata.describe()}; uint8 {layout} in."
     onnx.helper.set_model_props(graph, metadata.to_props())
 
     say("checking the graph (onnx.checker, shape inference)")
@@ -425,7 +457,7 @@ def export_onnx(output: str | os.PathLike, model: str, height: int, width: int, 
         onnx.save(graph, str(temporary))
         read_onnx_metadata(temporary)  # what every reader will do: the metadata agrees with the graph
         say("comparing the written graph with PyTorch through onnxruntime (CPU)")
-        report = check_parity(temporary, reference, rgb, precision)
+        report = check_parity(temporary, reference, rgb, precision, input_format)
         say(f"parity: {report.summary()}")
     say(f"wrote {output}")
     return ExportResult(output, metadata, report, traced_report, frame_name)

@@ -27,7 +27,7 @@ from aliked_ros import parameters
 from aliked_ros.errors import AlikedError
 from aliked_ros.latency import LatencyMonitor
 from aliked_ros.msg import Keypoints
-from aliked_ros.processing import FrameProcessor, extractor_from_parameters, needs_image_size
+from aliked_ros.processing import FrameProcessor, extractor_from_parameters, needs_first_image, needs_image_size
 from aliked_ros.ros import spinning
 from aliked_ros.visualize import draw_keypoints
 
@@ -144,9 +144,10 @@ class AlikedNode(Node):
             self._reported_errors.add(text)
             self.get_logger().error(text)
 
-    def _load_engine(self, image_size: tuple[int, int] | None = None) -> bool:
+    def _load_engine(self, image_size: tuple[int, int] | None = None, first_image=None) -> bool:
         try:
-            extractor = extractor_from_parameters(self.values, log=self.get_logger().info, image_size=image_size)
+            extractor = extractor_from_parameters(self.values, log=self.get_logger().info, image_size=image_size,
+                                                  first_image=first_image)
             height, width = extractor.image_size or image_size or (self.values["image_height"],
                                                                    self.values["image_width"])
             if height and width:
@@ -181,11 +182,11 @@ class AlikedNode(Node):
 
     def _work(self) -> None:
         first = None
-        if needs_image_size(self.values):
-            self.get_logger().info("Waiting for the first image to build the engine for its size "
-                                   "(set image_height and image_width to build it at start-up)")
+        if needs_first_image(self.values):
+            self.get_logger().info("Waiting for the first image to build the engine for its size and layout "
+                                   "(set image_height, image_width and input_format to build it at start-up)")
             first = self._next_image()
-            if first is None or not self._load_engine(self._raw_size(first[0])):
+            if first is None or not self._load_engine(self._raw_size(first[0]), first[0]):
                 return
         elif not self._load_engine():
             return

@@ -8,7 +8,7 @@ import time
 
 from aliked_ros import outputs
 from aliked_ros.dependencies import require
-from aliked_ros.export.metadata import DEFORM_MODES, ONNX_OUTPUT
+from aliked_ros.export.metadata import DEFORM_MODES, INPUT_FORMATS, ONNX_OUTPUT
 from aliked_ros.config import ExtractorConfig
 from aliked_ros.model.configs import MODEL_CONFIGS
 
@@ -29,6 +29,10 @@ def add_parser(subparsers) -> None:
                         help="keypoints per image, K (fixed in the graph; at most 3840, TensorRT's TopK limit)")
     parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                         help="arithmetic inside the graph (default fp32; input stays uint8, outputs float32)")
+    parser.add_argument("--input-format", choices=INPUT_FORMATS, default="rgb",
+                        help="the graph's input, the camera's layout: rgb or bgr (H, W, 3), or gray (H, W), made three "
+                             "channels inside the graph, so a robot uploads its camera's bytes as they are (default "
+                             "rgb)")
     parser.add_argument("--deform", choices=DEFORM_MODES, default=DEFORM_MODES[0],
                         help="deformable convolutions as ONNX DeformConv nodes (default; TensorRT >= 10.1, "
                              "recent onnxruntime) or as plain gathers and matrix products")
@@ -58,6 +62,6 @@ def run(args: argparse.Namespace) -> int:
 
     result = export_onnx(output, args.model, args.height, args.width, args.top_k, fp16=args.precision == "fp16",
                          deform=args.deform, weights=args.weights, parity_image=args.parity_image,
-                         progress=progress)
+                         progress=progress, input_format=args.input_format)
     print(f"{result.path}: {result.metadata.describe()}")
     return 0

@@ -12,9 +12,10 @@ from pathlib import Path
 from aliked_ros import bags, config, parameters
 from aliked_ros.bag_writer import BagWriter
 from aliked_ros.errors import AlikedError
+from aliked_ros.image_messages import message_to_image
 from aliked_ros.latency import LatencyMonitor
 from aliked_ros.messages import KEYPOINTS_MSGTYPE
-from aliked_ros.processing import FrameProcessor, extractor_from_parameters
+from aliked_ros.processing import FrameProcessor, extractor_from_parameters, needs_first_image
 from aliked_ros.progress import Progress
 
 DEFAULT_OUTPUT_TOPIC = "/keypoints"  # where aliked_node publishes when launched without a namespace
@@ -111,10 +112,16 @@ def log(text: str) -> None:
     print(f"process-bag: {text}", file=sys.stderr)
 
 
-def load_processor(values: dict, warmup: int) -> FrameProcessor:
-    """The node's engine and processor for the resolved parameters, warmed up as the node does."""
-    extractor = extractor_from_parameters(values, log=log)
-    height, width = values["image_height"], values["image_width"]
+def load_processor(values: dict, warmup: int, first_image=None) -> FrameProcessor:
+    """The node's engine and processor for the resolved parameters, warmed up as the node does; a static engine from
+    the cache is made for ``first_image``'s size and layout where the parameters leave them open, as the node
+    waits for its first image to do."""
+    size = None
+    if first_image is not None and not (values["image_height"] and values["image_width"]):
+        size = message_to_image(first_image).shape[:2] if hasattr(first_image, "format") else \
+            (int(first_image.height), int(first_image.width))
+    extractor = extractor_from_parameters(values, log=log, image_size=size, first_image=first_image)
+    height, width = size or (values["image_height"], values["image_width"])
     if height and width and warmup > 0:
         log(f"warming up for {width}x{height}")
         try:
@@ -146,7 +153,10 @@ def run(args: argparse.Namespace) -> int:
         topic = bags.select_image_topic(reader, args.topic)
         total = min(bags.message_count(reader, topic), args.max_frames or sys.maxsize)
         output = bags.check_output(args.output, args.overwrite, inputs=run_inputs(args))
-        processor = load_processor(values, args.warmup)
+        first_image = None
+        if needs_first_image(values):  # a static engine made for the bag's own images
+            first_image = next((message for _, message in bags.read_messages(reader, topic, source)), None)
+        processor = load_processor(values, args.warmup, first_image)
         monitor = LatencyMonitor(values["latency_window"])
         log(f"{processor.extractor.describe()}: {total} images of {topic} → {args.output_topic} in {output} "
             f"({args.storage})")
