@@ -15,7 +15,6 @@ import time
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
-from diagnostic_updater import Updater
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -29,6 +28,7 @@ from aliked_ros.latency import LatencyMonitor
 from aliked_ros.msg import Keypoints
 from aliked_ros.processing import FrameProcessor, extractor_from_parameters, needs_first_image, needs_image_size
 from aliked_ros.ros import spinning
+from aliked_ros.ros.diagnostics import wall_clock_updater
 from aliked_ros.visualize import draw_keypoints
 
 
@@ -76,7 +76,7 @@ class AlikedNode(Node):
         self.subscription = self.create_subscription(
             CompressedImage if compressed else Image, "image", self._on_image, image_qos)
 
-        self.updater = Updater(self, period=self.values["diagnostics_period"])
+        self.updater = wall_clock_updater(self, self.values["diagnostics_period"])
         self.updater.setHardwareID("aliked_ros (engine loading)")
         self.updater.add("latency", self._diagnose)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
-from diagnostic_updater import Updater
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -26,6 +25,7 @@ from aliked_ros.matching import create_matcher
 from aliked_ros.messages import features_from_message
 from aliked_ros.msg import Keypoints
 from aliked_ros.ros import spinning
+from aliked_ros.ros.diagnostics import wall_clock_updater
 
 
 def _pose_message(pose, target) -> None:
@@ -78,7 +78,7 @@ class VisualOdometryNode(Node):
         self.path = Path()
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data)
         self.create_subscription(Keypoints, "keypoints", self._on_keypoints, 10)
-        self.updater = Updater(self, period=value("diagnostics_period"))
+        self.updater = wall_clock_updater(self, value("diagnostics_period"))
         self.updater.setHardwareID(f"aliked_ros vo_node ({value('matcher')})")
         self.updater.add("visual odometry", self._diagnose)
 
