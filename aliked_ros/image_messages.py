@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 from aliked_ros.errors import AlikedError
+from aliked_ros.imaging import YUV422_ORDERS, to_rgb
 
 # Camera encodings taken from Image messages; depth and other non-camera encodings (32FC1, 16UC1 ...) are refused.
 SUPPORTED_ENCODINGS = (
@@ -25,8 +26,8 @@ SUPPORTED_ENCODINGS = (
 def message_to_pixels(message) -> tuple[np.ndarray, str]:
     """A ``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage`` as the extractor's pixels in the camera's own
     layout: grey ``(H, W)``, or colour ``(H, W, 3)`` with its channel order "rgb" or "bgr" (see
-    :mod:`aliked_ros.imaging`). Only what no engine takes is converted on the host: 16 bits to 8, an alpha channel
-    dropped, YUV 4:2:2 and Bayer mosaics demosaiced to RGB.
+    :mod:`aliked_ros.imaging`), YUV 4:2:2 and Bayer mosaics raw. Only what no engine takes is converted on the host:
+    16 bits to 8, an alpha channel dropped (and YUV or Bayer frames with odd sides, made RGB).
 
     Raises AlikedError for an unsupported encoding, a buffer shorter than its header says, or undecodable data.
     """
@@ -39,9 +40,9 @@ def message_to_pixels(message) -> tuple[np.ndarray, str]:
 def message_to_image(message) -> np.ndarray:
     """A ``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage`` as RGB uint8 (H, W, 3) or grayscale (H, W)."""
     pixels, channel_order = message_to_pixels(message)
-    if pixels.ndim == 3 and channel_order == "bgr":
-        return np.ascontiguousarray(pixels[:, :, ::-1])
-    return pixels
+    if pixels.ndim == 2 and channel_order == "rgb":
+        return pixels
+    return to_rgb(pixels, channel_order)
 
 
 def decode_compressed_pixels(data, image_format: str = "") -> tuple[np.ndarray, str]:
@@ -72,6 +73,10 @@ def decode_compressed(data, image_format: str = "") -> np.ndarray:
 
 # Colour encodings an engine takes as they are (after 16 to 8 bits, and without alpha), with their channel order.
 DIRECT_COLOUR = {"rgb8": "rgb", "bgr8": "bgr", "rgba8": "rgb", "bgra8": "bgr"}
+# YUV 4:2:2 and Bayer encodings an engine takes raw (their layouts in aliked_ros.imaging); odd sides are converted here.
+RAW_LAYOUTS = {"yuv422": "uyvy", "uyvy": "uyvy", "yuyv": "yuyv", "yuv422_yuy2": "yuyv",
+               "bayer_rggb8": "bayer_rggb", "bayer_bggr8": "bayer_bggr", "bayer_gbrg8": "bayer_gbrg",
+               "bayer_grbg8": "bayer_grbg"}
 
 
 def raw_pixels(encoding: str, height: int, width: int, step: int, is_bigendian: bool, data) -> tuple[np.ndarray, str]:
@@ -112,13 +117,15 @@ def raw_pixels(encoding: str, height: int, width: int, step: int, is_bigendian: 
         if pixels.shape[2] == 4:
             pixels = np.ascontiguousarray(pixels[:, :, :3])
         return pixels, DIRECT_COLOUR[encoding]
+    if encoding in RAW_LAYOUTS and width % 2 == 0 and (height % 2 == 0 or RAW_LAYOUTS[encoding] in YUV422_ORDERS):
+        return pixels, RAW_LAYOUTS[encoding]  # the engine converts (on its device where it has one)
     return np.ascontiguousarray(convert_color(pixels, encoding, "rgb8")), "rgb"
 
 
 def raw_image(encoding: str, height: int, width: int, step: int, is_bigendian: bool, data) -> np.ndarray:
     """The pixels of a ``sensor_msgs/Image`` as RGB or grayscale uint8, honouring ``step`` and byte order."""
     pixels, channel_order = raw_pixels(encoding, height, width, step, is_bigendian, data)
-    return np.ascontiguousarray(pixels[:, :, ::-1]) if pixels.ndim == 3 and channel_order == "bgr" else pixels
+    return pixels if pixels.ndim == 2 and channel_order == "rgb" else to_rgb(pixels, channel_order)
 
 
 def input_format_of(message) -> str:

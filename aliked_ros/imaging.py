@@ -1,9 +1,11 @@
 """The pixel-array contract of every extractor, and image files.
 
 Convention:
-    - Pixels are uint8, grey ``(H, W)`` or colour ``(H, W, 3)`` in a channel order, ``"rgb"`` or ``"bgr"``: the camera's
-      own layout, so that no host copy is spent on a conversion an engine can do on its device. :func:`as_pixels`
-      checks them; :func:`as_rgb` makes them RGB on the host, for engines that need that.
+    - Pixels are uint8 in the camera's own layout, so that no host copy is spent on a conversion an engine can do on
+      its device: grey ``(H, W)``, colour ``(H, W, 3)`` in a channel order ``"rgb"`` or ``"bgr"``, packed YUV 4:2:2
+      ``(H, W, 2)`` as ``"uyvy"`` or ``"yuyv"``, or a Bayer mosaic ``(H, W)`` as ``"bayer_rggb"``, ``"bayer_bggr"``,
+      ``"bayer_gbrg"`` or ``"bayer_grbg"``. :func:`as_pixels` checks them; :func:`as_rgb` makes them RGB on the host
+      (OpenCV's conversions, as cv_bridge makes them), for engines that need that.
     - Image files are read as RGB or grey by :func:`read_image`; camera messages are decoded to pixels in their own
       channel order by :mod:`aliked_ros.image_messages`.
 """
@@ -22,6 +24,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".pp
 
 
 CHANNEL_ORDERS = ("rgb", "bgr")
+YUV422_ORDERS = ("uyvy", "yuyv")  # (H, W, 2): U Y0 V Y1 / Y0 U Y1 V per pixel pair
+BAYER_ORDERS = ("bayer_rggb", "bayer_bggr", "bayer_gbrg", "bayer_grbg")  # (H, W): the top-left 2×2 of the mosaic
+LAYOUTS = CHANNEL_ORDERS + YUV422_ORDERS + BAYER_ORDERS
+# OpenCV's conversions to RGB, as rosbags-image (cv_bridge's table) maps the ROS encodings (bayer_rggb8 is BayerBG).
+_TO_RGB = {"uyvy": "COLOR_YUV2RGB_UYVY", "yuyv": "COLOR_YUV2RGB_YUYV", "bayer_rggb": "COLOR_BayerBG2RGB",
+           "bayer_bggr": "COLOR_BayerRG2RGB", "bayer_gbrg": "COLOR_BayerGR2RGB", "bayer_grbg": "COLOR_BayerGB2RGB"}
 
 
 def as_rgb(image: np.ndarray, channel_order: str = "rgb") -> np.ndarray:
@@ -30,25 +38,37 @@ def as_rgb(image: np.ndarray, channel_order: str = "rgb") -> np.ndarray:
 
     Raises AlikedError for another dtype, another number of channels, or an image smaller than the network takes.
     """
-    pixels, channel_order = as_pixels(image, channel_order)
+    return to_rgb(*as_pixels(image, channel_order))
+
+
+def to_rgb(pixels: np.ndarray, channel_order: str) -> np.ndarray:
+    """Pixels of a known layout (see the module's Convention) as RGB ``(H, W, 3)``, converted on the host; no check
+    (:func:`as_rgb` checks first)."""
+    if channel_order in _TO_RGB:
+        import cv2
+
+        return np.ascontiguousarray(cv2.cvtColor(pixels, getattr(cv2, _TO_RGB[channel_order])))
     if pixels.ndim == 2:
         return np.repeat(pixels[:, :, None], 3, axis=2)
     return np.ascontiguousarray(pixels[:, :, ::-1]) if channel_order == "bgr" else pixels
 
 
 def as_pixels(image: np.ndarray, channel_order: str = "rgb") -> tuple[np.ndarray, str]:
-    """``image`` checked as the pixels an extractor takes: contiguous uint8 grey ``(H, W)`` (a ``(H, W, 1)`` image
-    becomes one) or colour ``(H, W, 3)`` with ``channel_order`` "rgb" or "bgr"; returned with that order, unchanged
-    otherwise (no copy where the array is contiguous already).
+    """``image`` checked as the pixels an extractor takes (see the module's Convention): grey ``(H, W)`` (a
+    ``(H, W, 1)`` image becomes one) or colour ``(H, W, 3)`` with ``channel_order`` "rgb" or "bgr", or the raw
+    layouts named by ``channel_order`` (YUV 4:2:2, Bayer); returned with that order, unchanged otherwise (no copy
+    where the array is contiguous already).
 
     Raises AlikedError for another dtype, another number of channels, or an image smaller than the network takes.
     """
-    if channel_order not in CHANNEL_ORDERS:
-        raise AlikedError(f"channel_order must be one of {', '.join(CHANNEL_ORDERS)}, not {channel_order!r}.")
+    if channel_order not in LAYOUTS:
+        raise AlikedError(f"channel_order must be one of {', '.join(LAYOUTS)}, not {channel_order!r}.")
     if not isinstance(image, np.ndarray):
         raise AlikedError(f"Expected the image as a numpy array, got {type(image).__name__}.")
     if image.dtype != np.uint8:
         raise AlikedError(f"Expected a uint8 image, got {image.dtype}; scale it to 0..255 first.")
+    if channel_order in YUV422_ORDERS or channel_order in BAYER_ORDERS:
+        return _raw_layout(image, channel_order), channel_order
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 2:
@@ -72,6 +92,22 @@ def as_pixels(image: np.ndarray, channel_order: str = "rgb") -> tuple[np.ndarray
             f"The image is {width}x{height} pixels; ALIKED needs at least {MIN_IMAGE_SIDE} pixels on each side."
         )
     return np.ascontiguousarray(image), channel_order
+
+
+def _raw_layout(image: np.ndarray, channel_order: str) -> np.ndarray:
+    """A packed YUV 4:2:2 ``(H, W, 2)`` or Bayer ``(H, W)`` frame checked: its shape, even sides, the minimum size."""
+    yuv = channel_order in YUV422_ORDERS
+    if image.ndim != (3 if yuv else 2) or (yuv and image.shape[2] != 2):
+        expected = "(H, W, 2) for YUV 4:2:2" if yuv else "(H, W) for a Bayer mosaic"
+        raise AlikedError(f"Expected {expected} ({channel_order}), got shape {image.shape}.")
+    height, width = image.shape[:2]
+    if width % 2 or (not yuv and height % 2):
+        raise AlikedError(f"A {channel_order} frame needs even sides (pixels come in pairs), not {width}x{height}.")
+    if min(height, width) < MIN_IMAGE_SIDE:
+        raise AlikedError(
+            f"The image is {width}x{height} pixels; ALIKED needs at least {MIN_IMAGE_SIDE} pixels on each side."
+        )
+    return np.ascontiguousarray(image)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

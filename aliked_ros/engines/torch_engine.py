@@ -13,6 +13,7 @@ from aliked_ros.devices import has_triton, resolve_device
 from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
+from aliked_ros.imaging import CHANNEL_ORDERS, as_rgb
 from aliked_ros.model.aliked import load_aliked, pixels_to_network_input
 from aliked_ros.model.configs import MIN_IMAGE_SIDE
 
@@ -145,12 +146,14 @@ class TorchExtractor(Extractor):
     @torch.inference_mode()
     def _extract_pixels(self, pixels: np.ndarray, channel_order: str) -> Features:
         """The camera's pixels as they come: grey frames are uploaded as one channel and made three, and BGR is
-        reordered, on the device (inside the CUDA graph on the fast path)."""
+        reordered, YUV 4:2:2 and Bayer frames converted, on the device (inside the CUDA graph on the fast path)."""
+        if self.torch_device.type == "cpu" and channel_order not in CHANNEL_ORDERS:
+            pixels, channel_order = as_rgb(pixels, channel_order), "rgb"  # the CPU is the host: OpenCV's is faster
         height, width = pixels.shape[:2]
         # A K above the pixel count of a small image asks for every maximum there is: clamp it (never an error).
         top_k = min(self.top_k, height * width)
         if self.cuda_graph:
-            layout = "grey" if pixels.ndim == 2 else channel_order
+            layout = "grey" if pixels.ndim == 2 and channel_order in CHANNEL_ORDERS else channel_order
             captured = self._graphs.get((height, width, layout))
             if captured is None:
                 captured = self._graphs[(height, width, layout)] = CapturedExtraction(

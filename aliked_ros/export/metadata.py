@@ -158,6 +158,10 @@ def pixels_for_input(pixels: np.ndarray, channel_order: str, input_format: str, 
     """Camera pixels (grey, or colour in ``channel_order``) as a graph of ``input_format`` takes them, converted on
     the host only where they differ: grey into an RGB or BGR graph is replicated, RGB and BGR are reordered. Colour
     into a grey graph is refused: made grey, the frame would give other features than the colour frame."""
+    if channel_order not in ("rgb", "bgr"):  # YUV or Bayer: RGB made on the host, then as for an RGB frame
+        from aliked_ros.imaging import as_rgb
+
+        pixels, channel_order = as_rgb(pixels, channel_order), "rgb"
     if input_format == "gray":
         if pixels.ndim != 2:
             raise AlikedError(f"{source} was exported for grey frames and this frame is colour; export one for the "

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from aliked_ros.errors import AlikedError
+from aliked_ros.model.camera_layouts import BAYER_PATTERNS, demosaic_bilinear, yuv422_to_rgb
 from aliked_ros.model.configs import NMS_RADIUS, get_model_config
 from aliked_ros.model.detection import detect_threshold, detect_top_k
 from aliked_ros.model.network import AlikedNetwork
@@ -20,11 +21,16 @@ def uint8_to_network_input(image: Tensor, dtype: torch.dtype = torch.float32) ->
 
 
 def pixels_to_network_input(pixels: Tensor, channel_order: str = "rgb", dtype: torch.dtype = torch.float32) -> Tensor:
-    """Camera pixels where they are (the device), grey (H, W) or colour (H, W, 3) in ``channel_order`` → the network's
-    (1, 3, H, W) RGB input: grey is given as three equal channels and BGR is reordered here, on the device, so the
-    host copies and uploads the camera's own bytes only. The same numbers as converting on the host first, and the
+    """Camera pixels where they are (the device), grey (H, W), colour (H, W, 3) in ``channel_order``, YUV 4:2:2 or a
+    Bayer mosaic (see :mod:`aliked_ros.imaging`) → the network's (1, 3, H, W) RGB input: grey is given as three
+    equal channels, BGR reordered, YUV and Bayer converted (:mod:`~aliked_ros.model.camera_layouts`) here, on the
+    device, so the host copies and uploads the camera's own bytes only. The same numbers as converting on the host first, and the
     same memory layout as an RGB frame's input, so that a compiled network takes every layout without recompiling."""
-    if pixels.dim() == 2:
+    if channel_order in ("uyvy", "yuyv"):
+        pixels = yuv422_to_rgb(pixels, channel_order)
+    elif channel_order in BAYER_PATTERNS:
+        pixels = demosaic_bilinear(pixels, channel_order)
+    elif pixels.dim() == 2:
         pixels = pixels.unsqueeze(-1).expand(*pixels.shape, 3).contiguous()
     elif channel_order == "bgr":
         pixels = pixels.flip(-1)  # a contiguous copy, as the grey one
