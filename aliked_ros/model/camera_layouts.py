@@ -1,6 +1,6 @@
-"""Camera layouts converted on the device, inside the CUDA graph, as OpenCV converts them on the host (within one
-intensity level): packed YUV 4:2:2 and Bayer mosaics to RGB. The host then uploads the camera's own bytes, two or one
-per pixel instead of three, and spends nothing on the conversion."""
+"""Camera layouts converted on the device, inside the CUDA graph, as OpenCV converts them on the host (YUV within
+one intensity level, Bayer exactly): packed YUV 4:2:2 and Bayer mosaics to RGB. The host then uploads the camera's
+own bytes, two or one per pixel instead of three, and spends nothing on the conversion."""
 
 from __future__ import annotations
 
@@ -35,10 +35,14 @@ def demosaic_bilinear(mosaic: Tensor, order: str) -> Tensor:
     for dy in range(2):
         for dx in range(2):
             planes[0, pattern[dy][dx], dy::2, dx::2] = mosaic[dy::2, dx::2].float()
-    corners = torch.tensor([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]], device=mosaic.device)
-    cross = torch.tensor([[0.0, 0.25, 0.0], [0.25, 1.0, 0.25], [0.0, 0.25, 0.0]], device=mosaic.device)
+    # Built by arithmetic on the device, not from Python lists or item assignment: a copy from host memory is not
+    # allowed while a CUDA graph is captured.
+    centre = (torch.arange(3, device=mosaic.device) == 1).float()  # 0 1 0
+    corners = torch.outer(centre + 0.5 * (1 - centre), centre + 0.5 * (1 - centre))  # .25 .5 .25 / .5 1 .5 / ...
+    cross = 0.25 * (centre[:, None] + centre[None, :]) + 0.5 * torch.outer(centre, centre)  # 0 .25 0 / .25 1 .25 / ...
     kernels = torch.stack([corners, cross, corners]).unsqueeze(1)  # red and blue from corners, green from a cross
     rgb = F.conv2d(F.pad(planes, (1, 1, 1, 1), mode="reflect"), kernels, groups=3)[0].permute(1, 2, 0)
     rgb = torch.cat([rgb[1:2], rgb[1:-1], rgb[-2:-1]], dim=0)
     rgb = torch.cat([rgb[:, 1:2], rgb[:, 1:-1], rgb[:, -2:-1]], dim=1)
-    return rgb.round().clamp(0, 255).to(torch.uint8)
+    # Halves round up, as OpenCV's integer (sum + 2) >> 2 does (torch.round would round them to even).
+    return (rgb + 0.5).floor().clamp(0, 255).to(torch.uint8)
