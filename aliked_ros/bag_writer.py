@@ -10,6 +10,7 @@ import signal
 import sqlite3
 from pathlib import Path
 
+from aliked_ros.bag_storage import CHUNK_BYTES, RosbagsStorage
 from aliked_ros.bags import BAG_VERSION, DEFAULT_STORAGE, STORAGES, clear_output, typestore
 from aliked_ros.errors import AlikedError, DiskFullError
 from aliked_ros.signals import SIGNAL_GATE
@@ -17,7 +18,6 @@ from aliked_ros.signals import SIGNAL_GATE
 PARTIAL_KEY = "aliked_ros.partial"  # metadata.yaml custom_data of a bag that was cut short: the reason
 NO_SPACE_GUARD_ENV = "ALIKED_ROS_NO_SPACE_GUARD"  # "1": no free-space check before each message (tests only)
 RESERVE_NAME = ".aliked_ros_reserve"
-CHUNK_BYTES = 2**20  # rosbags' mcap writer holds a chunk in memory until it passes 1 MiB; sqlite3 commits as often
 CLOSE_BYTES = 256 * 1024  # what closing writes besides the last chunk: mcap summary, metadata, metadata.yaml
 _RESERVE_STEP = 256 * 1024
 _MIB = 2**20
@@ -43,7 +43,7 @@ class BagWriter:
           chunk rosbags may write next, then the summary and metadata.yaml), else the bag is closed with a
           DiskFullError. A file of that size is kept allocated in the bag directory; where a write fails all the
           same (another process filled the disk, a quota), the storage is cut back to its last complete record
-          (:class:`_RosbagsStorage`), the reserve is deleted to make room, and the bag is closed. The environment
+          (:class:`RosbagsStorage`), the reserve is deleted to make room, and the bag is closed. The environment
           variable ALIKED_ROS_NO_SPACE_GUARD=1 turns the free-space check off (the reserve stays): it exists for the
           tests of that second path.
     """
@@ -59,7 +59,7 @@ class BagWriter:
         self.counts: dict[str, int] = {}
         self.partial_reason: str | None = None
         self._writer = None
-        self._storage: _RosbagsStorage | None = None
+        self._storage: RosbagsStorage | None = None
         self._connections = {}
         self._reserve = _Reserve(self.path / RESERVE_NAME)
         self._largest = 0  # bytes of the largest message so far
@@ -157,7 +157,7 @@ class BagWriter:
         try:
             writer = Writer(self.path, version=BAG_VERSION, storage_plugin=plugin)
             writer.open()
-            storage = _RosbagsStorage(writer)
+            storage = RosbagsStorage(writer)
         except WriterError:
             raise AlikedError(f"{self.path} exists; choose another --output or add --overwrite to replace it.") \
                 from None
@@ -316,94 +316,6 @@ class _Reserve:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
         self.size = 0
-
-
-class _RosbagsStorage:
-    """The storage writer inside a rosbags Writer, reached where the public API ends, to close a bag after a failed
-    write. Checked against rosbags 0.11.9 (rosbag2/writer.py, storage_mcap.py McapWriter, storage_sqlite3.py
-    Sqlite3Writer); a storage of another shape turns recovery off (:attr:`usable` False) instead of failing writes.
-
-    - mcap: rosbags writes each ~1 MiB chunk at once through a buffered file, and a write that fails half-way leaves
-      a torn record at the end of the file while the chunk stays pending in memory. So the file is flushed after
-      each message and its end noted; after a failure it is cut back to that end, and closing writes the pending
-      chunk (which holds the failed message too) again.
-    - sqlite3: rosbags keeps the whole bag in one transaction, and SQLite rolls it back when the disk fills up: every
-      message would be lost. So it is committed after each new topic and every CHUNK_BYTES of messages; after a
-      failure the counts are read back from the database.
-    """
-
-    def __init__(self, writer):
-        self.writer = writer
-        storage = writer.storage
-        self.kind = ("mcap" if all(hasattr(storage, name) for name in ("bio", "chunk", "close_chunk", "channel_stats"))
-                     else "sqlite3" if hasattr(storage, "conn") else None)
-        self.usable = self.kind is not None
-        self._uncommitted = 0
-        self._flushing = False  # a failure now finds a complete chunk with its index still buffered
-        self.end = 0
-        if self.kind == "mcap":
-            self._checkpoint(storage)
-
-    def _checkpoint(self, storage) -> None:
-        self._flushing = True
-        storage.bio.flush()
-        self._flushing = False
-        self.end = storage.bio.tell()
-
-    def settle(self, size: int, new_topic: bool = False) -> None:
-        """After each message (``size`` bytes) or new topic: what the storage wrote made durable enough to keep."""
-        if not self.usable:
-            return
-        storage = self.writer.storage
-        if self.kind == "mcap":
-            self._checkpoint(storage)  # cheap: the buffer is empty unless this message completed a chunk
-            return
-        self._uncommitted += size
-        if new_topic or self._uncommitted >= CHUNK_BYTES:
-            storage.conn.commit()
-            self._uncommitted = 0
-
-    def before_close(self) -> None:
-        """mcap: the pending chunk written and noted before the summary, so a failure in the summary is cut back to
-        complete chunks."""
-        if self.usable and self.kind == "mcap":
-            storage = self.writer.storage
-            if storage.chunk.bio.tell():
-                storage.close_chunk()
-            self._checkpoint(storage)
-
-    def recover(self) -> bool:
-        """The storage back at its last complete record and the Writer's counts set to what it holds; False where
-        that cannot be done (then closing is tried as things are)."""
-        storage = self.writer.storage
-        if not self.usable or storage is None:
-            return False
-        try:
-            if self.kind == "mcap":
-                if self._flushing:  # the chunk is whole; retry its buffered index
-                    self._checkpoint(storage)
-                else:
-                    with contextlib.suppress(OSError):
-                        storage.bio.close()  # drops what the failed write left in the buffer
-                    file = storage.path.open("r+b")
-                    file.truncate(self.end)
-                    file.seek(self.end)
-                    storage.bio = file
-                counts = dict(storage.channel_stats)
-                start, end = storage.message_start_time, storage.message_end_time
-            else:
-                rows = storage.conn.execute("SELECT topic_id, COUNT(*), MIN(timestamp), MAX(timestamp) FROM messages "
-                                            "GROUP BY topic_id").fetchall()
-                counts = {row[0]: row[1] for row in rows}
-                start = min((row[2] for row in rows), default=2**63 - 1)
-                end = max((row[3] for row in rows), default=0)
-            for connection in self.writer.connections:
-                self.writer.counts[connection.id] = counts.get(connection.id, 0)
-            self.writer.min_timestamp, self.writer.max_timestamp = start, end
-        except (OSError, sqlite3.Error, AttributeError, TypeError):
-            self.usable = False
-            return False
-        return True
 
 
 __all__ = ["BagWriter", "PARTIAL_KEY"]

@@ -1,7 +1,7 @@
 """Two feature sets of one image compared: mutual nearest keypoints, score differences, descriptor cosines.
 
 numpy only (no torch, no ROS): used by ``aliked-ros compare`` (two engines or two precisions on the same frames) and
-by the export's parity check (:func:`aliked_ros.export.onnx_export.compare_features`).
+by the export's parity check (:func:`aliked_ros.export.parity.compare_features`).
 
 Convention:
     - A feature set is a :class:`~aliked_ros.features.Features` or a ``(keypoints, scores, descriptors)`` triple:

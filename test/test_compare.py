@@ -178,7 +178,7 @@ def test_markdown_table_rows_and_alignment():
 
 
 def test_the_export_check_uses_the_same_matching():
-    from aliked_ros.export.onnx_export import MATCH_DISTANCE_PX, compare_features
+    from aliked_ros.export.parity import MATCH_DISTANCE_PX, compare_features
 
     keypoints, scores, descriptors = synthetic()
     candidate = (keypoints + 0.3, scores, -descriptors)  # 0.42 px: within the export's 0.5 px

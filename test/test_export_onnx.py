@@ -20,10 +20,8 @@ import aliked_ros  # noqa: E402
 from aliked_ros.cli import main  # noqa: E402
 from aliked_ros.errors import AlikedError  # noqa: E402
 from aliked_ros.export.metadata import OnnxMetadata, read_onnx_metadata  # noqa: E402
-from aliked_ros.export.onnx_export import (  # noqa: E402
-    MIN_COSINE, OPSET, TENSORRT_TOPK_LIMIT, compare_features, export_onnx, parity_frame, run_torch,
-    validate_export_options,
-)
+from aliked_ros.export.onnx_export import OPSET, TENSORRT_TOPK_LIMIT, export_onnx, validate_export_options  # noqa: E402
+from aliked_ros.export.parity import MIN_COSINE, compare_features, parity_frame, run_torch  # noqa: E402
 from aliked_ros.imaging import as_rgb, read_image  # noqa: E402
 from aliked_ros.sample_data import dataset_frames  # noqa: E402
 
