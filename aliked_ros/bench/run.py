@@ -165,7 +165,7 @@ def measure_row(row: PlannedRow, model: str, top_k: int, images: ImageSet, confi
             measurement.torch_peak_allocated_mib = max(whole_row_peak, timed_peak) / MIB
             measurement.torch_timed_peak_allocated_mib = timed_peak / MIB
         if config.profile_frames:  # after the timing, so that the profiler's overhead is in no timed frame
-            if spec.runtime in ("torch", "kornia"):
+            if spec.runtime == "torch" or spec.kind == "reference":
                 measurement.profile = profile_calls(runner.call, images.frames, config.profile_frames, cuda)
             else:
                 measurement.notes.append(f"not profiled: {spec.runtime} runs outside torch (use its own profiler)")

@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from aliked_ros.bench.images import ImageSet
-from aliked_ros.bench.references import KorniaReference
+from aliked_ros.bench.references import KorniaReference, LightGlueReference
 from aliked_ros.bench.specs import PlannedRow
 from aliked_ros.features import Features
 
@@ -27,14 +27,19 @@ class Runner:
     extractor: object = None  # an engine row's Extractor (the frame path runs through it); None for a reference
 
 
+# Reference runtimes: (class, the name its description starts with).
+REFERENCES = {"kornia": (KorniaReference, "kornia ALIKED"), "lightglue": (LightGlueReference, "LightGlue ALIKED")}
+
+
 def open_runner(row: PlannedRow, model: str, top_k: int, images: ImageSet, *, cache_dir=None, weights=None,
                 log: Callable[[str], None] = print) -> Runner:
     spec = row.spec
-    if spec.runtime == "kornia":
-        reference = KorniaReference(model, top_k, row.device, spec.compile_mode, weights)
+    if spec.runtime in REFERENCES:
+        reference_class, name = REFERENCES[spec.runtime]
+        reference = reference_class(model, top_k, row.device, spec.compile_mode, weights)
         mode = {None: "eager", "default": "torch.compile", "reduce-overhead": "torch.compile reduce-overhead"}
         return Runner(reference, lambda result: len(result[1]), lambda result: None, row.device,
-                      f"kornia ALIKED, {mode[spec.compile_mode]}, {model}, fp32, {row.device}, top-k {top_k}",
+                      f"{name}, {mode[spec.compile_mode]}, {model}, fp32, {row.device}, top-k {top_k}",
                       torch_memory=row.device.startswith("cuda"))
     from aliked_ros.engines import ExtractorConfig, create_extractor
 

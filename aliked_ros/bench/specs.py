@@ -15,10 +15,10 @@ class RowSpec:
 
     name: str
     kind: str  # "engine" or "reference"
-    runtime: str  # torch, onnxruntime, tensorrt or kornia
+    runtime: str  # torch, onnxruntime, tensorrt; kornia or lightglue for a reference
     precision: str = "fp32"
     cuda_graph: bool = False
-    compile_mode: str | None = None  # kornia: None (eager), "default" or "reduce-overhead"
+    compile_mode: str | None = None  # references: None (eager), "default" or "reduce-overhead"
     label: str = ""  # the table's name for it
 
     @property
@@ -27,9 +27,10 @@ class RowSpec:
 
     @property
     def min_warmup(self) -> int:
-        """Calls that are warm-up whatever --warmup says: kornia compiles on its first call, and torch.compile's CUDA
-        graphs record on a later one; the torch engine's graph path captures (and compiles) inside its first call."""
-        if self.runtime == "kornia":
+        """Calls that are warm-up whatever --warmup says: a compiled reference compiles on its first call, and
+        torch.compile's CUDA graphs record on a later one; the torch engine's graph path captures (and compiles) inside
+        its first call."""
+        if self.kind == "reference":
             return {None: 0, "default": 2, "reduce-overhead": 3}[self.compile_mode]
         return 1 if self.cuda_graph else 0
 
@@ -57,9 +58,16 @@ REFERENCE_SPECS = {spec.name: spec for spec in (
     RowSpec("kornia-eager", "reference", "kornia", label="kornia eager"),
     RowSpec("kornia-compiled", "reference", "kornia", compile_mode="default", label="kornia compiled"),
     RowSpec("kornia-graphs", "reference", "kornia", compile_mode="reduce-overhead", label="kornia compiled+graphs"),
+    RowSpec("lightglue-eager", "reference", "lightglue", label="LightGlue eager"),
+    RowSpec("lightglue-compiled", "reference", "lightglue", compile_mode="default", label="LightGlue compiled"),
+    RowSpec("lightglue-graphs", "reference", "lightglue", compile_mode="reduce-overhead",
+            label="LightGlue compiled+graphs"),
 )}
-REFERENCE_ALIASES = {"kornia": list(REFERENCE_SPECS), "none": []}
-DEFAULT_REFERENCES = "kornia"
+REFERENCE_ALIASES = {
+    runtime: [name for name, spec in REFERENCE_SPECS.items() if spec.runtime == runtime]
+    for runtime in ("kornia", "lightglue")
+} | {"all": list(REFERENCE_SPECS), "none": []}
+DEFAULT_REFERENCES = "kornia,lightglue"
 
 
 def _parse_names(text: str, specs: dict, aliases: dict, flag: str, noun: str) -> list[RowSpec]:
@@ -83,7 +91,7 @@ def parse_engines(text: str) -> list[RowSpec]:
 
 
 def parse_references(text: str) -> list[RowSpec]:
-    """``kornia`` (all three), ``kornia-eager,kornia-graphs``, or ``none``."""
+    """``kornia`` or ``lightglue`` (each one's three rows), ``all``, ``kornia-eager,lightglue-graphs``, or ``none``."""
     return _parse_names(text, REFERENCE_SPECS, REFERENCE_ALIASES, "--reference", "reference")
 
 
@@ -120,7 +128,7 @@ def plan_rows(specs: Iterable[RowSpec], environment: Environment,
     device = environment.device
     for spec in specs:
         if spec.needs_cuda and not environment.cuda:
-            what = "the torch.compile references run" if spec.runtime == "kornia" else f"{spec.name} runs"
+            what = "the torch.compile references run" if spec.kind == "reference" else f"{spec.name} runs"
             skipped.append(Skipped(spec.name, f"{what} on CUDA only, and the device is {device}"))
         elif spec.runtime == "torch" and spec.precision == "fp16" and not environment.cuda:
             skipped.append(Skipped(spec.name, "float16 is a GPU setting: PyTorch emulates it slowly on the CPU"))
@@ -128,6 +136,8 @@ def plan_rows(specs: Iterable[RowSpec], environment: Environment,
             skipped.append(Skipped(spec.name, environment.tensorrt_missing))
         elif spec.runtime == "kornia" and environment.kornia_missing:
             skipped.append(Skipped(spec.name, environment.kornia_missing))
+        elif spec.runtime == "lightglue" and environment.lightglue_missing:
+            skipped.append(Skipped(spec.name, environment.lightglue_missing))
         elif spec.runtime == "onnxruntime":
             providers = environment.onnxruntime_providers
             if providers is None:

@@ -1,4 +1,5 @@
-"""`aliked-ros bench`: latency, GPU memory and message time of every engine beside kornia's ALIKED, as markdown.
+"""`aliked-ros bench`: latency, GPU memory and message time of every engine beside the reference ALIKEDs (kornia's,
+LightGlue's), as markdown.
 
 The measuring is :mod:`aliked_ros.bench` (ROS-free); this module parses the command line, picks the Keypoints
 message class (rclpy's where a ROS 2 build of aliked_ros is importable, else rosbags') and writes the report.
@@ -28,14 +29,14 @@ DEFAULT_TOP_K = "1000,2000"
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "bench", help="time every engine beside kornia's ALIKED (latency, GPU memory, message time)",
+        "bench", help="time every engine beside kornia's and LightGlue's ALIKED (latency, GPU memory, message time)",
         description="For each model × K × image set, and each engine this machine can run, warms up and then times "
                     "per-frame host-to-host latency (uint8 frame in host memory in, features in host memory out): "
                     "median, mean and p95; GPU memory (the process's, by NVML, and torch's peak allocated); the time "
-                    "to build the Keypoints message. kornia's ALIKED (eager, torch.compile'd, and compiled with CUDA "
-                    "graphs; same weights, same K) runs in the same process as the reference, and the table gives "
-                    "each row's speed-up over each reference. Engines this machine cannot run are skipped with the "
-                    "reason under the table. Progress on stderr, the markdown report on stdout.")
+                    "to build the Keypoints message. kornia's and LightGlue's ALIKED (eager, torch.compile'd, and "
+                    "compiled with CUDA graphs; same weights, same K) run in the same process as the references, and "
+                    "the table gives each row's speed-up over each reference. Engines this machine cannot run are "
+                    "skipped with the reason under the table. Progress on stderr, the markdown report on stdout.")
     parser.add_argument("--models", default=DEFAULT_MODELS,
                         help=f"comma-separated ALIKED variants (default {DEFAULT_MODELS})")
     parser.add_argument("--top-k", default=DEFAULT_TOP_K, metavar="K[,K...]",
@@ -48,8 +49,8 @@ def add_parser(subparsers) -> None:
                              "onnxruntime-fp32, 'tensorrt' is tensorrt-fp16, 'all' is every one "
                              f"(default {DEFAULT_ENGINES})")
     parser.add_argument("--reference", default=DEFAULT_REFERENCES,
-                        help="kornia (eager, compiled and compiled+graphs; the compiled ones on CUDA only), a "
-                             f"comma-separated choice of {', '.join(REFERENCE_SPECS)}, or none "
+                        help="kornia, lightglue (each: eager, compiled and compiled+graphs; the compiled ones on CUDA "
+                             f"only), all, a comma-separated choice of {', '.join(REFERENCE_SPECS)}, or none "
                              f"(default {DEFAULT_REFERENCES})")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
     parser.add_argument("--warmup", type=int, default=None,
