@@ -170,6 +170,22 @@ def test_cuda_graph_path_equals_eager(rgb_frame, gray_frame, fp16):
         assert np.quantile(cosine, 0.01) > 0.999
 
 
+def test_compile_cache_lives_in_our_cache_unless_the_user_chose_a_place(monkeypatch, tmp_path):
+    from aliked_ros.engines.torch_engine import COMPILE_CACHE_ENV, use_persistent_compile_cache
+
+    monkeypatch.setenv("ALIKED_ROS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv(COMPILE_CACHE_ENV, raising=False)
+    assert use_persistent_compile_cache() == str(tmp_path / "cache" / "torch_compile")
+    # Inductor reads the variable itself when it compiles: the place must be in the environment, not only returned.
+    from torch._inductor.runtime.cache_dir_utils import cache_dir as inductor_cache_dir
+
+    assert inductor_cache_dir() == str(tmp_path / "cache" / "torch_compile")
+    monkeypatch.setenv(COMPILE_CACHE_ENV, str(tmp_path / "mine"))
+    assert use_persistent_compile_cache() == str(tmp_path / "mine")
+    monkeypatch.setenv(COMPILE_CACHE_ENV, "")  # set but empty: as unset
+    assert use_persistent_compile_cache() == str(tmp_path / "cache" / "torch_compile")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
 def test_compiled_fast_path_keeps_the_precision_bounds(rgb_frame, gray_frame):
     """torch.compile + CUDA graph + float16 against float32 eager: the issue's bounds, ≥ 99 % of keypoints mutually

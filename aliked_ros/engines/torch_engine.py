@@ -16,8 +16,23 @@ from aliked_ros.features import Features
 from aliked_ros.imaging import CHANNEL_ORDERS, as_rgb
 from aliked_ros.model.aliked import load_aliked, pixels_to_network_input
 from aliked_ros.model.configs import MIN_IMAGE_SIDE
+from aliked_ros.model.weights import cache_dir
 
 GRAPH_WARMUP_RUNS = 3  # eager runs of a frame before its CUDA graph is captured
+COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def use_persistent_compile_cache() -> str:
+    """Point torch.compile's on-disk caches at aliked_ros's cache unless the user chose a place; returns the place.
+
+    Inductor keeps what it compiled (FX graphs, AOTAutograd results, the Triton kernels) under
+    ``$TORCHINDUCTOR_CACHE_DIR``, read when it compiles, and by default in ``/tmp/torchinductor_<user>``, which a
+    reboot empties on most robots. There a restart compiles again (tens of seconds); from the cache the same model
+    and image size start in seconds (BENCHMARKS.md, "Start-up").
+    """
+    if not os.environ.get(COMPILE_CACHE_ENV):
+        os.environ[COMPILE_CACHE_ENV] = str(cache_dir() / "torch_compile")
+    return os.environ[COMPILE_CACHE_ENV]
 
 
 class TorchExtractor(Extractor):
@@ -81,6 +96,7 @@ class TorchExtractor(Extractor):
             # its algorithms there, not while capturing), and compiled code has no branch on the capture state.
             self.aliked.network.set_deform_implementation("tensor")
         if self.compiled:
+            self.compile_cache = use_persistent_compile_cache()
             self.aliked.rank_sort = True  # the final sort as two fused kernels instead of a radix sort's passes
         # What the CUDA graphs capture: the top-k forward, compiled by torch.compile where asked (the module itself
         # stays eager).
