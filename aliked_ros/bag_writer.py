@@ -11,13 +11,12 @@ import sqlite3
 from pathlib import Path
 
 from aliked_ros.bag_storage import CHUNK_BYTES, RosbagsStorage
-from aliked_ros.bags import BAG_VERSION, DEFAULT_STORAGE, STORAGES, clear_output, typestore
+from aliked_ros.bags import BAG_VERSION, DEFAULT_STORAGE, STORAGES, WRITER_RESERVE_NAME, clear_output, typestore
 from aliked_ros.errors import AlikedError, DiskFullError
 from aliked_ros.signals import SIGNAL_GATE
 
 PARTIAL_KEY = "aliked_ros.partial"  # metadata.yaml custom_data of a bag that was cut short: the reason
 NO_SPACE_GUARD_ENV = "ALIKED_ROS_NO_SPACE_GUARD"  # "1": no free-space check before each message (tests only)
-RESERVE_NAME = ".aliked_ros_reserve"
 CLOSE_BYTES = 256 * 1024  # what closing writes besides the last chunk: mcap summary, metadata, metadata.yaml
 _RESERVE_STEP = 256 * 1024
 _MIB = 2**20
@@ -61,7 +60,7 @@ class BagWriter:
         self._writer = None
         self._storage: RosbagsStorage | None = None
         self._connections = {}
-        self._reserve = _Reserve(self.path / RESERVE_NAME)
+        self._reserve = _Reserve(self.path / WRITER_RESERVE_NAME)
         self._largest = 0  # bytes of the largest message so far
         self._bytes = 0  # bytes of all messages so far
         self._closed = False
@@ -186,8 +185,11 @@ class BagWriter:
         if self.space_guard:
             free = _free_bytes(self.path)
             if free is not None and free < needed:
-                raise self._disk_full(f"{free / _MIB:.1f} MiB free, less than the {needed / _MIB:.1f} MiB kept to "
-                                      "close the bag", nearly=True)
+                # The reserve file already holds the room to close; the next chunk needs as much again beside it.
+                held = f" besides the {self._reserve.size / _MIB:.1f} MiB held to close the bag" if self._reserve.size \
+                    else ""
+                raise self._disk_full(f"{free / _MIB:.1f} MiB free{held}, less than the {needed / _MIB:.1f} MiB the "
+                                      "next chunk and the close may need", nearly=True)
         try:
             self._reserve.grow(needed)
         except OSError as error:

@@ -64,12 +64,45 @@ def is_ros2_bag_dir(path: Path) -> bool:
                               any(path.glob("*.db3")))
 
 
+# Beside the files metadata.yaml names: sqlite3's journal files, and the reserve of bag_writer's free-space guard.
+BAG_SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
+WRITER_RESERVE_NAME = ".aliked_ros_reserve"
+
+
+def bag_file_names(path: Path) -> set[str] | None:
+    """The names a ROS 2 bag directory consists of: metadata.yaml and the storage files it lists (with sqlite3's
+    journals); None where ``path`` has no readable rosbag2 metadata.yaml."""
+    import yaml
+
+    try:
+        with open(path / "metadata.yaml", encoding="utf-8") as file:
+            information = yaml.safe_load(file)["rosbag2_bagfile_information"]
+        storage_files = [str(name) for name in information["relative_file_paths"]]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    names = {"metadata.yaml", WRITER_RESERVE_NAME}
+    for name in storage_files:
+        if Path(name).name != name:  # a file outside the directory is no part of this bag to delete
+            return None
+        names.update({name, *(name + suffix for suffix in BAG_SIDE_FILE_SUFFIXES)})
+    return names
+
+
 def _replaceable_bag(path: Path) -> bool:
-    """What --overwrite may replace with a new bag: a ROS 2 bag directory or an empty directory."""
-    return path.is_dir() and not path.is_symlink() and (is_ros2_bag_dir(path) or not any(path.iterdir()))
+    """What --overwrite may replace with a new bag: an empty directory, or a ROS 2 bag directory that holds nothing
+    but its bag (metadata.yaml and the files it names). A directory with anything else in it (a user's recordings
+    with their notes, a bag without metadata.yaml) is never deleted: the user removes it, knowing what it holds."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    entries = list(path.iterdir())
+    if not entries:
+        return True
+    names = bag_file_names(path)
+    return names is not None and all(entry.name in names and entry.is_file() and not entry.is_symlink()
+                                      for entry in entries)
 
 
-BAG_OUTPUT = OutputKind("a ROS 2 bag (or an empty directory)", _replaceable_bag, directory=True)
+BAG_OUTPUT = OutputKind("a ROS 2 bag with nothing else in its directory (or an empty directory)", _replaceable_bag, directory=True)
 
 
 def check_output(path: str | Path, overwrite: bool, inputs: tuple[Path | str | None, ...] = (),

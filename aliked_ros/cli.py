@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -36,6 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"aliked-ros {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`aliked-ros ... | head`): one line on stderr instead of a traceback (a bag
+        # being written was closed on the way out, as on any error), and stdout pointed at /dev/null so that
+        # Python's flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"aliked-ros {args.command}: standard output was closed (its reader went away); what went to it is "
+              "lost", file=sys.stderr)
+        return 141  # as a shell reports a process ended by SIGPIPE
     finally:
         restore_handlers(previous)
 

@@ -19,6 +19,10 @@ from aliked_ros import validation
 from aliked_ros.errors import AlikedError, InvalidTypeError, InvalidValueError
 from aliked_ros.resources import package_file
 
+__all__ = ["ENGINES", "PRECISIONS", "INPUT_FORMATS", "STATIC_ENGINES", "ONNXRUNTIME_PROVIDERS", "DEFAULT_MAX_KEYPOINTS",
+           "Log", "config_dir", "read_params_file", "yaml_defaults", "PARAMETER_OF", "CHECKS", "ExtractorConfig",
+           "setting_types"]
+
 ENGINES = ("auto", "torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16")  # auto: fp16 where the network runs on a GPU, fp32 on the CPU
 INPUT_FORMATS = ("auto", "rgb", "bgr", "gray")  # a static engine's input; auto: the camera's, from its first image
@@ -244,6 +248,10 @@ class ExtractorConfig:
         return dataclasses.replace(self, engine=engine, precision=precision, cuda_graph=cuda_graph, compile=compile)
 
     def describe(self) -> str:
+        # A given ONNX file or plan fixes model, K, size and precision itself: name the file, not settings it ignores.
+        explicit = {"onnxruntime": self.onnx_path, "tensorrt": self.engine_path}.get(self.engine)
+        if explicit:
+            return f"{self.engine} engine from {explicit} (model, K, image size and precision are the file's)"
         mode = f"top_k {self.top_k}" if self.top_k > 0 else f"threshold mode (at most {self.max_keypoints})"
         return f"{self.engine} engine for {self.model} ({mode}, {self.precision})"
 

@@ -29,6 +29,7 @@ from aliked_ros.errors import AlikedError
 from aliked_ros.imaging import IMAGE_SUFFIXES, is_hidden, read_image
 
 FORMATS = ("auto", "tum", "kitti", "folder")
+MAX_STAMP_NS = 2**31 * 1_000_000_000  # builtin_interfaces/Time: int32 seconds
 DEFAULT_RATE_HZ = 10.0  # KITTI's camera rate; also the default of a folder of images
 DEFAULT_START_TIME = 1.0  # seconds added to relative times: see the module's convention
 
@@ -308,4 +309,15 @@ def load_sequence(source: str | Path, image_format: str = "auto", camera: str = 
         sequence = read_folder(source, camera, rate_hz, DEFAULT_START_TIME if start_time is None else start_time)
     if not sequence.frames:
         raise AlikedError(f"{source} holds no {image_format} images ({', '.join(IMAGE_SUFFIXES)}).")
+    check_stamps_fit(sequence.frames)
     return dataclasses.replace(sequence, notes=notes + sequence.notes)
+
+
+def check_stamps_fit(frames: list[Frame]) -> None:
+    """AlikedError, before any bag is written, where a stamp is beyond what a ROS 2 header holds: its seconds are an
+    int32 (builtin_interfaces/Time), so the last stamp must come before 2**31 s (January 2038)."""
+    last = max(frame.stamp_ns for frame in frames)
+    if last >= MAX_STAMP_NS:
+        raise AlikedError(f"The last frame's stamp would be {last / 1e9:.6g} s, past what a ROS 2 stamp holds "
+                          f"({MAX_STAMP_NS // 1_000_000_000 - 1} s, in 2038); choose a smaller --start-time or a "
+                          "higher --rate.")

@@ -52,6 +52,11 @@ def _inside(path: Path, directory: Path) -> bool:
     return path == directory or directory in path.parents
 
 
+def same_path(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Whether two paths name the same file (links followed)."""
+    return _resolved(first) == _resolved(second)
+
+
 def check_not_an_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], flag: str,
                        replaces_directory: bool = False) -> None:
     """OutputError where ``path`` is an input, lies inside an input directory, or (``replaces_directory``: the

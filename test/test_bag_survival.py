@@ -68,6 +68,23 @@ def cli(*argv) -> list[str]:
     return [sys.executable, "-m", "aliked_ros.cli", *(str(arg) for arg in argv)]
 
 
+def test_a_closed_standard_output_is_one_line_not_a_traceback(tmp_path):
+    """`aliked-ros images-to-bag ... | true`: the pipe's reader is gone. Its report, block-buffered, fails when it is
+    flushed at the end: exit 141 (as a tool ended by SIGPIPE) with one line on stderr, and the bag whole."""
+    frames = write_frames(tmp_path / "frames", [(120, 160, True)] * 3)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(cli("images-to-bag", frames, "--output", tmp_path / "bag"), stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141, result.stderr
+    assert "standard output was closed" in result.stderr and "Traceback" not in result.stderr
+    with AnyReader([tmp_path / "bag"]) as reader:
+        assert reader.message_count == 3
+
+
 # --- SIGTERM and SIGHUP ------------------------------------------------------------------------------------------
 
 
@@ -100,7 +117,7 @@ def test_a_signal_closes_the_bag(image_bag, tmp_path, signum, storage):
     assert 0 < count < 40
     assert bag_counts(output) == {"/keypoints": count}
     assert partial_reason(output) == reason
-    assert not (output / bag_writer.RESERVE_NAME).exists()
+    assert not (output / bags.WRITER_RESERVE_NAME).exists()
 
 
 def test_ctrl_c_while_closing_waits_for_the_close(tmp_path, monkeypatch):
@@ -174,7 +191,7 @@ def test_a_full_disk_closes_the_bag(small_filesystems, tmp_path, storage, guard)
     bag = tmp_path / "bag"
     assert bag_counts(bag) == {IMAGE_TOPIC: count}
     assert partial_reason(bag) == reason
-    assert not (bag / bag_writer.RESERVE_NAME).exists()
+    assert not (bag / bags.WRITER_RESERVE_NAME).exists()
 
 
 # --- failures before the first message and bad frames ------------------------------------------------------------

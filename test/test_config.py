@@ -67,6 +67,15 @@ def test_static_engines_need_an_image_size_or_a_file():
     assert ExtractorConfig(engine="auto", onnx_path="x.onnx", device="cpu").resolved_engine() == "onnxruntime"
 
 
+def test_a_given_file_is_described_by_its_name_not_by_settings_it_ignores():
+    """The loading line of process-bag --onnx-path m.onnx named the default model and K, which the file overrides."""
+    described = ExtractorConfig(engine="onnxruntime", onnx_path="m240.onnx").describe()
+    assert "m240.onnx" in described and "aliked-n16rot" not in described and "top_k" not in described
+    assert "plan.engine" in ExtractorConfig(engine="tensorrt", engine_path="plan.engine").describe()
+    cached = ExtractorConfig(engine="onnxruntime", model="aliked-t16", top_k=200, precision="fp32").describe()
+    assert cached == "onnxruntime engine for aliked-t16 (top_k 200, fp32)"
+
+
 def test_the_node_parameters_are_an_override():
     from aliked_ros.processing import extractor_config
 

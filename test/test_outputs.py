@@ -113,6 +113,33 @@ def test_overwrite_never_deletes_a_plain_file(frames, tmp_path, capsys):
     assert notes.read_text() == "precious\n"
 
 
+def test_overwrite_never_deletes_a_directory_that_holds_more_than_a_bag(frames, tmp_path, capsys):
+    """--overwrite replaces a bag directory only where it holds nothing but its bag: a user's recordings (mcap files
+    without metadata.yaml, notes beside them) and a bag with a file added to its directory are left alone."""
+    recordings = tmp_path / "recordings"
+    (recordings / "calib").mkdir(parents=True)
+    for name, content in (("run1.mcap", b"mcap 1"), ("run2.mcap", b"mcap 2"), ("notes.txt", b"precious\n"),
+                          ("calib/cam.yaml", b"fx: 1\n")):
+        (recordings / name).write_bytes(content)
+    before = snapshot(recordings)
+    bag = tmp_path / "bag"
+    assert run_cli("images-to-bag", frames, "-o", bag) == 0
+    for tool in (["images-to-bag", frames], ["process-bag", bag, *T16, "--top-k", "20"]):
+        assert run_cli(*tool, "-o", recordings, "--overwrite") == 2
+        assert "is not a ROS 2 bag with nothing else in its directory" in capsys.readouterr().err
+        assert snapshot(recordings) == before
+    only_mcap = tmp_path / "only_mcap"  # recordings without metadata.yaml (another recorder's, or cut short)
+    only_mcap.mkdir()
+    (only_mcap / "run.mcap").write_bytes(b"mcap")
+    assert run_cli("images-to-bag", frames, "-o", only_mcap, "--overwrite") == 2
+    assert (only_mcap / "run.mcap").read_bytes() == b"mcap"
+    (bag / "notes.txt").write_text("mine\n")  # a real bag, with the user's file added
+    assert run_cli("images-to-bag", frames, "-o", bag, "--overwrite") == 2
+    assert (bag / "notes.txt").read_text() == "mine\n"
+    (bag / "notes.txt").unlink()  # the bag alone again: replaced
+    assert run_cli("images-to-bag", frames, "-o", bag, "--overwrite") == 0
+
+
 def test_extract_overwrites_only_its_own_files(frames, tmp_path, capsys):
     output = tmp_path / "out"
     assert run_cli("extract", frames / "000001.png", "-o", output, "--viz", *T16, "--top-k", "30") == 0
@@ -406,6 +433,13 @@ def test_a_bad_image_does_not_stop_the_batch(frames, tmp_path, capsys):
     assert "000001c_tiny.png: skipped: The image is 24x20 pixels" in error
     assert "2 of 5 images could not be processed" in error and "._000001" not in error
     assert sorted(path.name for path in output.iterdir()) == ["000000.npz", "000001.npz", "000002.npz"]
+    assert "the other 3 were written" in error
+    # A batch in which every image fails says so and leaves no empty output folder behind.
+    assert run_cli("extract", frames / "000001b_broken.png", frames / "000001c_tiny.png", "-o", tmp_path / "none",
+                   *T16) == 2
+    assert "2 of 2 images could not be processed" in (error := capsys.readouterr().err)
+    assert "; nothing was written." in error
+    assert not (tmp_path / "none").exists()
 
 
 def test_top_k_above_the_pixel_count_is_clamped(tmp_path, capsys):
@@ -423,6 +457,12 @@ def test_images_to_bag_rate_and_kitti_camera(frames, tmp_path, capsys):
     for rate in ("0", "-5", "nan"):
         assert run_cli("images-to-bag", frames, "-o", tmp_path / f"r{rate}", "--rate", rate) == 2
         assert "--rate must be" in capsys.readouterr().err and not (tmp_path / f"r{rate}").exists()
+    # Stamps past a ROS 2 header's int32 seconds: one sentence and no bag, not a struct.error with a partial bag.
+    for option, value in (("--rate", "1e-12"), ("--start-time", "1e12"), ("--start-time", "2147483648")):
+        output = tmp_path / f"far{value}"
+        assert run_cli("images-to-bag", frames, "-o", output, option, value) == 2
+        assert "past what a ROS 2 stamp holds" in capsys.readouterr().err and not output.exists()
+    assert run_cli("images-to-bag", frames, "-o", tmp_path / "late", "--start-time", "2147483000") == 0
     # Colour frames named as KITTI's: the colour camera's topic, not the grey one's (defect 10).
     assert run_cli("images-to-bag", frames, "-o", tmp_path / "colour", "--format", "kitti") == 0
     printed = capsys.readouterr()
@@ -436,3 +476,11 @@ def test_images_to_bag_rate_and_kitti_camera(frames, tmp_path, capsys):
     shutil.copytree(frames, grey_camera)
     assert run_cli("images-to-bag", grey_camera.parent, "-o", tmp_path / "wrong", "--format", "kitti") == 2
     assert "is colour, but image_0/ holds KITTI's grey camera" in capsys.readouterr().err
+
+
+def test_vo_refuses_one_file_for_both_trajectories(frames, tmp_path, capsys):
+    same = tmp_path / "same.txt"
+    assert run_cli("vo", frames, "-o", same, "--kitti-output", same, *INTRINSICS, *T16) == 2
+    error = capsys.readouterr().err
+    assert "is also --output: the two trajectories need two files" in error and "is the input" not in error
+    assert not same.exists()

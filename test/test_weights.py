@@ -6,6 +6,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,7 +104,10 @@ def test_bad_weights_paths_say_what_to_do(isolated, monkeypatch):
     torch.save(torch.nn.Linear(2, 2), pickled_module)  # a whole module: weights_only refuses it
     empty = isolated / "empty.pth"
     empty.write_bytes(b"")
-    for path, reason in ((pickled_module, "pickled Python objects"), (empty, "it is empty")):
+    noise = isolated / "noise.pth"  # random bytes: no archive, so no pickled objects to blame
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    for path, reason in ((pickled_module, "pickled Python objects"), (empty, "it is empty"),
+                         (noise, "it is truncated or not a PyTorch file")):
         with pytest.raises(AlikedError) as raised:
             load_aliked("aliked-t16", weights=path)
         message = str(raised.value)

@@ -169,9 +169,8 @@ def _search_origin(path: Path) -> str | None:
 def _unreadable_reason(path: Path, error: Exception) -> str:
     """A short reason a weights file does not load, without torch's advice (weights_only=False would run any code
     a pickle holds)."""
-    if "weights only load failed" in str(error).lower():
-        return ("it holds pickled Python objects besides tensors (a whole saved model or a training checkpoint?), "
-                "which are not loaded because unpickling them can run code")
+    # The file's form first: torch reads a non-archive as a legacy pickle, and random bytes then fail as "weights
+    # only load failed" too, which would blame pickled objects that are not there.
     try:
         if path.stat().st_size == 0:
             return "it is empty"
@@ -179,6 +178,9 @@ def _unreadable_reason(path: Path, error: Exception) -> str:
         pass
     if not zipfile.is_zipfile(path):
         return "it is truncated or not a PyTorch file"
+    if "weights only load failed" in str(error).lower():
+        return ("it holds pickled Python objects besides tensors (a whole saved model or a training checkpoint?), "
+                "which are not loaded because unpickling them can run code")
     return f"its PyTorch archive is damaged ({type(error).__name__})"
 
 

@@ -65,7 +65,6 @@ def run(args: argparse.Namespace) -> int:
     from aliked_ros.engines import create_extractor
 
     extractor = create_extractor(config, log=lambda text: print(text, file=sys.stderr))
-    output.mkdir(parents=True, exist_ok=True)
     print(f"{extractor.describe()}: {len(paths)} image(s) → {output}", file=sys.stderr)
     failed: list[str] = []
     for number, (path, (features_file, picture)) in enumerate(zip(paths, planned), 1):
@@ -80,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         features = extractor.extract(rgb)
         elapsed_ms = (time.perf_counter() - start) * 1000
+        output.mkdir(parents=True, exist_ok=True)  # at the first result: a batch that fails whole leaves no folder
         features.save_npz(features_file)
         if picture is not None:
             from aliked_ros.visualize import draw_keypoints, write_image
@@ -90,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
                 if config.top_k > height * width else "")
         print(f"{prefix}: {len(features)} keypoints, {elapsed_ms:.1f} ms{note}", file=sys.stderr)
     if failed:
+        written = len(paths) - len(failed)
+        outcome = ("nothing was written" if written == 0 else
+                   f"the other {written} {'was' if written == 1 else 'were'} written to {output}")
         raise AlikedError(f"{len(failed)} of {len(paths)} images could not be processed ({', '.join(failed[:5])}"
-                          f"{', ...' if len(failed) > 5 else ''}; reasons above); the other "
-                          f"{len(paths) - len(failed)} were written to {output}.")
+                          f"{', ...' if len(failed) > 5 else ''}; reasons above); {outcome}.")
     return 0

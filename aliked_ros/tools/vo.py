@@ -140,6 +140,9 @@ def check_args(args: argparse.Namespace) -> None:
     inputs = run_inputs(args)
     outputs.check_output(args.output, vo.TUM_OUTPUT, flag="--output", overwrite=args.overwrite, inputs=inputs)
     if args.kitti_output is not None:
+        if outputs.same_path(args.kitti_output, args.output):
+            raise AlikedError(f"--kitti-output {args.kitti_output} is also --output: the two trajectories need two "
+                              "files.")
         outputs.check_output(args.kitti_output, vo.KITTI_OUTPUT, flag="--kitti-output", overwrite=args.overwrite,
                              inputs=(*inputs, args.output))
 
