@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from aliked_ros.cli import main
 from aliked_ros.comparison import (MatchStatistics, markdown_table, match_features, mutual_nearest_points,
                                    table_row)
 from aliked_ros.errors import AlikedError
-from aliked_ros.tools.compare import select_frames
+from aliked_ros.tools.compare import homography_markdown, select_frames
 from aliked_ros.tools.compare_specs import parse_spec
 
 # --- the math on synthetic features with known answers -------------------------------------------------------------
@@ -175,6 +176,14 @@ def test_markdown_table_rows_and_alignment():
     assert len(lines) == 4 and lines[1].startswith("| --- | --- | ---: |")
     assert "a\\|b.png" in lines[2] and "| 100 | 100 | 100 | 100.00 | 0.0000 |" in lines[2]
     assert "| 3 | 0 | 0 | 0.00 | – |" in lines[3]
+    # The homography table is the same writer's: a side without any estimate keeps its columns numeric.
+    lines = homography_markdown([("a|b.png", ([0.1, 0.2, None], [0.3, 0.5])), ("c.png", ([None, None], [1.0]))],
+                                3).splitlines()[-5:]
+    assert lines[:2] == ["| image | A mean px | A max px | A failed | B mean px | B max px | B failed |",
+                         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    assert lines[2:] == ["| a\\|b.png | 0.150 | 0.200 | 1 | 0.400 | 0.500 | 0 |",
+                         "| c.png | – | – | 2 | 1.000 | 1.000 | 0 |",
+                         "| **all (2)** | 0.150 | 0.200 | 3 | 0.600 | 1.000 | 0 |"]
 
 
 def test_the_export_check_uses_the_same_matching():
@@ -365,13 +374,27 @@ def test_torch_against_onnxruntime(small_onnx, crop, gray_frame, tmp_path, capsy
     (["--b", "tensorflow:x=1"], "unknown engine 'tensorflow'"),
     (["missing.png"], "does not exist"),
     (["--b", "onnxruntime:missing.onnx"], "missing.onnx does not exist"),
+    (["--b", "missing.engine"], "the TensorRT engine missing.engine does not exist"),
+    (["--b", "torch:weights=missing.pth"], "the weights file missing.pth does not exist"),
+    (["--b", "tensorrt:."], "the TensorRT engine . is a directory"),
+    (["--a", "torch:model=aliked-t16,top_k=9", "--b", "plan.engine"], "the tensorrt engine needs TensorRT's"),
+    (["--weights", "missing.pth"], "--weights missing.pth is not a file"),
     (["--match-radius", "0"], "--match-radius must be a positive"),
     (["--resize", "big"], "is not WIDTHxHEIGHT"),
     (["--a", "torch:model=aliked-t16", "--b", "torch:model=aliked-n16"], "cannot be compared"),
     (["--output", "no/such/dir/report.md"], "does not exist; create it first"),
 ])
-def test_bad_input_gives_one_clear_error(crop, tmp_path, capsys, arguments, message):
+def test_bad_input_gives_one_clear_error(crop, tmp_path, capsys, monkeypatch, arguments, message):
     images = [str(crop)] if "missing.png" not in arguments else []
+    if "cannot be compared" not in message:  # found before A loads: a B that cannot run costs no model load
+        import aliked_ros.engines
+
+        monkeypatch.setattr(aliked_ros.engines, "create_extractor", lambda *_, **__: pytest.fail("A was loaded"))
+    if "plan.engine" in arguments:  # a plan that exists, on a machine without TensorRT
+        if importlib.util.find_spec("tensorrt") is not None:
+            pytest.skip("TensorRT is installed here")
+        monkeypatch.chdir(tmp_path)
+        Path("plan.engine").write_bytes(b"not a plan")
     assert main(["compare", *images, "--device", "cpu", *arguments]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and message in err

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from aliked_ros import bags
+from aliked_ros.bench.frame_path import bayer_rggb, uyvy
 from aliked_ros.engines import create_extractor
 from aliked_ros.image_messages import message_to_image, message_to_pixels
 from aliked_ros.messages import KEYPOINTS_MSGTYPE
@@ -23,25 +24,6 @@ def image_message(pixels: np.ndarray, encoding: str):
     return bags.message_class(bags.IMAGE_MSGTYPE)(
         header=HEADER, height=height, width=width, encoding=encoding, is_bigendian=0,
         step=width * channels * pixels.dtype.itemsize, data=np.ascontiguousarray(pixels).view(np.uint8).reshape(-1))
-
-
-def uyvy(rgb: np.ndarray) -> np.ndarray:
-    """ROS's yuv422 (UYVY, BT.601 full range as OpenCV reads it) of an RGB frame: U Y0 V Y1 per pixel pair."""
-    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)
-    packed = np.empty((rgb.shape[0], rgb.shape[1] * 2), np.uint8)
-    packed[:, 1::2] = yuv[:, :, 0]
-    packed[:, 0::4] = yuv[:, 0::2, 1]
-    packed[:, 2::4] = yuv[:, 0::2, 2]
-    return packed.reshape(rgb.shape[0], rgb.shape[1], 2)
-
-
-def bayer_rggb(rgb: np.ndarray) -> np.ndarray:
-    mosaic = np.empty(rgb.shape[:2], np.uint8)
-    mosaic[0::2, 0::2] = rgb[0::2, 0::2, 0]
-    mosaic[0::2, 1::2] = rgb[0::2, 1::2, 1]
-    mosaic[1::2, 0::2] = rgb[1::2, 0::2, 1]
-    mosaic[1::2, 1::2] = rgb[1::2, 1::2, 2]
-    return mosaic
 
 
 def messages(rgb: np.ndarray, grey: np.ndarray) -> dict[str, object]:

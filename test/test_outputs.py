@@ -344,7 +344,8 @@ def test_a_missing_tensorrt_is_one_sentence(frames, small_bag, tmp_path, capsys)
     from aliked_ros.export.metadata import OnnxMetadata
 
     with pytest.raises(MissingPackageError, match=r"The tensorrt engine needs TensorRT's Python package, which is "
-                                                  r"not installed here: pip install 'aliked-ros\[tensorrt\]'") as info:
+                                                  r"not installed here: pip install "
+                                                  r"'aliked-ros\[tensorrt-cu12\]'") as info:
         create_extractor("tensorrt", engine_path=tmp_path / "x.engine")
     assert isinstance(info.value, ImportError) and isinstance(info.value, AlikedError)
     params = tmp_path / "size.yaml"

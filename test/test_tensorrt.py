@@ -8,6 +8,7 @@ import pytest
 
 from aliked_ros.comparison import match_features
 from aliked_ros import cuda_runtime
+from aliked_ros.dependencies import missing_package
 from aliked_ros.errors import AlikedError
 from aliked_ros.export import engine_info
 from aliked_ros.export.engine_info import EngineInfo, TENSORRT_TOPK_LIMIT
@@ -188,23 +189,25 @@ def test_release_goes_in_reverse_order_past_failures():
     assert released == ["buffers", "stream", "engine", "runtime"] and held == []
 
 
+class Made:
+    """A stand-in for a TensorRT object: destroyed, and recorded in ``destroyed``, when its last reference goes."""
+
+    def __init__(self, name, destroyed):
+        self.name, self.destroyed = name, destroyed
+
+    def __del__(self):
+        self.destroyed.append(self.name)
+
+
 def test_close_drops_context_engine_and_runtime_after_the_buffers(tmp_path):
     """The extractor's own bookkeeping (``_hold``, ``close``) with stand-ins for what TensorRT and CUDA made."""
     from aliked_ros.engines.tensorrt_engine import TensorRTExtractor
 
     destroyed = []
-
-    class Made:
-        def __init__(self, name):
-            self.name = name
-
-        def __del__(self):
-            destroyed.append(self.name)
-
     extractor = TensorRTExtractor.__new__(TensorRTExtractor)  # no TensorRT here: only what close() relies on
     extractor.engine_path, extractor._held = tmp_path / "a.engine", []
     for name, attribute in (("runtime", "_runtime"), ("engine", "_engine"), ("context", "_context")):
-        extractor._hold(name, attribute, Made(name))
+        extractor._hold(name, attribute, Made(name, destroyed))
     extractor._hold("stream", "_stream", 7, lambda: destroyed.append("stream"))
     extractor._held.append(("buffers", lambda: destroyed.append("buffers")))
     extractor.close()
@@ -212,6 +215,34 @@ def test_close_drops_context_engine_and_runtime_after_the_buffers(tmp_path):
     assert extractor._context is extractor._engine is extractor._runtime is extractor._stream is None
     extractor.close()  # twice is harmless
     assert destroyed == ["buffers", "stream", "context", "engine", "runtime"]
+
+
+def test_a_start_that_fails_half_way_releases_what_it_made_in_reverse(tmp_path):
+    """The real start-or-release step, with a ``_start`` that holds a runtime and an engine (stand-ins) and fails as a
+    corrupt plan would: both go, the engine first, and the start's own error is raised even where a release fails."""
+    from aliked_ros.engines.tensorrt_engine import TensorRTExtractor
+
+    released = []
+
+    class FailingStart(TensorRTExtractor):
+        def _start(self, trt, plan, metadata):
+            self._hold("TensorRT runtime", "_runtime", Made("runtime", released))
+            self._hold("TensorRT engine", "_engine", Made("engine", released), self.release_engine)
+            raise AlikedError("TensorRT could not load a.engine")
+
+        def release_engine(self):
+            released.append("engine release")
+            if self.release_error:
+                raise RuntimeError(self.release_error)
+
+    for release_error in (None, "cudaErrorInvalidResourceHandle"):
+        released.clear()
+        extractor = object.__new__(FailingStart)  # no TensorRT here: only what the start's bookkeeping uses
+        extractor.engine_path, extractor._held, extractor.release_error = tmp_path / "a.engine", [], release_error
+        with pytest.raises(AlikedError, match="could not load a.engine"):
+            extractor._start_or_release(None, b"", None)
+        assert released == ["engine release", "engine", "runtime"] and extractor._held == []
+        assert extractor._engine is None and extractor._runtime is None
 
 
 def test_one_tensorrt_logger_for_the_process(monkeypatch):
@@ -257,6 +288,11 @@ def test_failed_cuda_calls_say_what_to_do():
 
 
 def test_missing_tensorrt_or_cuda_python_is_one_sentence():
+    for module in ("tensorrt", "cuda"):  # the pair for each CUDA major, as README's "Installing TensorRT" says
+        sentence = str(missing_package("The tensorrt engine", module))
+        assert "pip install 'aliked-ros[tensorrt-cu12]' for a CUDA 12 driver (cuda-python 12.x)" in sentence
+        assert "'aliked-ros[tensorrt-cu13]' for a CUDA 13 driver" in sentence and "python3-libnvinfer" in sentence
+        assert 'pip install "cuda-python==12.6.*"' in sentence
     try:
         import tensorrt  # noqa: F401
     except ImportError:
@@ -302,12 +338,17 @@ def test_build_engine_refuses_before_needing_tensorrt(tmp_path):
         build_engine(tmp_path / "foreign.onnx", tmp_path / "f.engine")
 
 
-def test_build_engine_command_refuses_an_existing_output(tmp_path, capsys):
+def test_build_engine_command_refuses_an_existing_output_and_shows_progress(tmp_path, capsys, monkeypatch):
     from aliked_ros.cli import main
+    from aliked_ros.export import tensorrt_build
 
     (tmp_path / "exists.engine").write_bytes(b"")
     assert main(["build-engine", str(tmp_path / "x.onnx"), "-o", str(tmp_path / "exists.engine")]) == 2
     assert "add --overwrite" in capsys.readouterr().err
+    # The library logs a build's phases to its logger; the command passes its own log, so they show on stderr.
+    monkeypatch.setattr(tensorrt_build, "build_engine", lambda onnx, engine, *, log, **options: log("  phase 1"))
+    assert main(["build-engine", str(tmp_path / "x.onnx"), "-o", str(tmp_path / "new.engine")]) == 0
+    assert "  phase 1\n" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

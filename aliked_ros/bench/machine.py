@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aliked_ros import __version__
+from aliked_ros.dependencies import missing_package
 
 if TYPE_CHECKING:
     from aliked_ros.bench.memory import GpuMemoryProbe
@@ -47,10 +48,11 @@ def probe_environment(device: str) -> Environment:
         providers = tuple(onnxruntime.get_available_providers())
     except ImportError:
         providers = None
+    # The engine's own sentence (without its full stop: the report adds one), so both say the same install hint.
     if importlib.util.find_spec("tensorrt") is None:
-        tensorrt_missing = "TensorRT's Python package is not installed (pip install tensorrt)"
+        tensorrt_missing = str(missing_package("The tensorrt engine", "tensorrt")).rstrip(".")
     elif not any(_module_exists(name) for name in ("cuda.bindings.runtime", "cuda.cudart")):
-        tensorrt_missing = "cuda-python is not installed (pip install cuda-python)"
+        tensorrt_missing = str(missing_package("The tensorrt engine", "cuda")).rstrip(".")
     else:
         tensorrt_missing = None
     kornia_missing = None if importlib.util.find_spec("kornia") else "kornia is not installed (pip install kornia)"

@@ -42,8 +42,8 @@ def time_calls(call: Callable[[np.ndarray], object], frames: Sequence[np.ndarray
 
     Only the call is inside the clock. Each result is reduced by ``summarize`` after its clock stops and then
     dropped, except the last one, as a node drops a frame's features once it has published them. Keeping every result
-    would hand each frame fresh memory, and time its page faults (0.5 ms for a 1 MB copy on the development machine),
-    which a node in steady state does not pay.
+    would hand each frame fresh memory, and time its page faults, which a node in steady state does not pay (measured
+    in BENCHMARKS.md, the paragraph "A benchmark fix in this session").
     """
     for index in range(warmup):
         call(frames[index % len(frames)])

@@ -74,6 +74,7 @@ def release_in_reverse(held: list[tuple[str, Callable[[], None]]]) -> list[str]:
 
 _logger = logging.getLogger(__name__)
 
+
 class TensorRTExtractor(Extractor):
     """A TensorRT plan built by ``aliked-ros build-engine``.
 
@@ -112,10 +113,15 @@ class TensorRTExtractor(Extractor):
             plan = self.engine_path.read_bytes()
         except OSError as error:
             raise AlikedError(f"The engine {self.engine_path} could not be read ({error}).") from None
+        self._start_or_release(trt, plan, metadata)
+
+    def _start_or_release(self, trt, plan: bytes, metadata) -> None:
+        """:meth:`_start`; where it fails half-way, what it had made is released, the last made first, and its own
+        error is raised (not a release's)."""
         try:
             self._start(trt, plan, metadata)
         except BaseException:
-            release_in_reverse(self._held)  # the start's own error is the one to report
+            release_in_reverse(self._held)
             raise
 
     def _hold(self, name: str, attribute: str, value, release: Callable[[], None] | None = None):

@@ -24,18 +24,20 @@ live in ``engine_info`` (tested everywhere), and its own test runs where TensorR
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import sys
 import time
 from pathlib import Path
 
 from aliked_ros import outputs
+from aliked_ros.config import Log
 from aliked_ros.errors import AlikedError
 from aliked_ros.export.engine_info import (EngineInfo, allows_tf32, check_top_k_for_tensorrt, format_parser_errors,
                                            load_tensorrt, write_sidecar)
 from aliked_ros.export.metadata import read_onnx_metadata
 
 FEATURE = "Building a TensorRT engine"
+_logger = logging.getLogger(__name__)
 
 
 def attach_timing_cache(create, attach, saved: bytes, source, log) -> bool:
@@ -113,8 +115,11 @@ def _progress_monitor(trt, log):
 
 def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *, workspace_mib: int | None = None,
                  optimization_level: int = 3, timing_cache: str | os.PathLike | None = None,
-                 log=lambda text: print(text, file=sys.stderr)) -> EngineInfo:
-    """Build ``engine_path`` (and its ``.json`` sidecar) from an aliked-ros ONNX file; returns what was built."""
+                 log: Log | None = None) -> EngineInfo:
+    """Build ``engine_path`` (and its ``.json`` sidecar) from an aliked-ros ONNX file; returns what was built.
+
+    Progress (the phases of a build that takes minutes) goes to ``log``, by default this module's logger."""
+    log = log or _logger.info
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     metadata = read_onnx_metadata(onnx_path)
     check_top_k_for_tensorrt(metadata.top_k)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from aliked_ros import outputs
 from aliked_ros.export.engine_info import ENGINE_OUTPUT, SIDECAR_OUTPUT, sidecar_path
@@ -37,5 +38,10 @@ def run(args: argparse.Namespace) -> int:
     if args.timing_cache:  # read and rewritten: it must be neither the ONNX file nor the plan
         outputs.check_not_an_input(args.timing_cache, (args.onnx, output, sidecar_path(output)), "--timing-cache")
     build_engine(args.onnx, output, workspace_mib=args.workspace, optimization_level=args.opt_level,
-                 timing_cache=args.timing_cache)
+                 timing_cache=args.timing_cache, log=log)
     return 0
+
+
+def log(text: str) -> None:
+    """The build's progress on stderr as it happens: the command shows it whatever logging is configured."""
+    print(text, file=sys.stderr, flush=True)

@@ -35,13 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
-from aliked_ros import outputs, validation
+from aliked_ros import outputs, tables, validation
 from aliked_ros.comparison import MatchStatistics, markdown_table, match_features, table_row
 from aliked_ros.config import ExtractorConfig
 from aliked_ros.errors import AlikedError
 from aliked_ros.imaging import as_rgb, list_images, read_image
 from aliked_ros.tools.common import add_overwrite_option, output_path
-from aliked_ros.tools.compare_specs import parse_spec, spec_config, spec_paths
+from aliked_ros.tools.compare_specs import check_spec_ready, parse_spec, spec_config, spec_paths
 
 DEFAULT_A = "torch:precision=fp32,cuda_graph=false"  # the reference: fp32, eager
 DEFAULT_B = "torch:precision=fp16"  # as the node runs fp16 (on CUDA: the compiled CUDA graph)
@@ -192,32 +192,39 @@ def _mean_text(errors) -> str:
     return f"{np.mean(found):.3f}" if found else "n/a"
 
 
+HOMOGRAPHY_COLUMNS = ("image", "A mean px", "A max px", "A failed", "B mean px", "B max px", "B failed")
+
+
 def homography_markdown(rows, count: int) -> str:
     """The homography table: per image and pooled, the mean and max corner error of each side."""
+    def cells(errors):
+        found = [e for e in errors if e is not None]
+        if not found:  # no estimate at all: the placeholder keeps the column's numbers right-aligned
+            return [tables.NUMBER_PLACEHOLDER, tables.NUMBER_PLACEHOLDER, str(len(errors))]
+        return [f"{np.mean(found):.3f}", f"{np.max(found):.3f}", str(len(errors) - len(found))]
+
+    pooled = ([], [])
+    image_rows = []
+    for name, errors in rows:
+        image_rows.append([name, *cells(errors[0]), *cells(errors[1])])
+        pooled[0].extend(errors[0])
+        pooled[1].extend(errors[1])
+    image_rows.append([f"**all ({len(rows)})**", *cells(pooled[0]), *cells(pooled[1])])
     lines = ["", f"### Homography on {count} synthetic warps per image", "",
              "Mutual nearest neighbours, RANSAC at 3 px; corner error: mean distance of the four image corners "
              "mapped by the estimated and the true homography (px); failed: warps without an estimate.", "",
-             "| image | A mean px | A max px | A failed | B mean px | B max px | B failed |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    pooled = ([], [])
-
-    def cells(errors):
-        found = [e for e in errors if e is not None]
-        if not found:
-            return ["n/a", "n/a", str(len(errors))]
-        return [f"{np.mean(found):.3f}", f"{np.max(found):.3f}", str(len(errors) - len(found))]
-
-    for name, errors in rows:
-        lines.append("| " + " | ".join([name, *cells(errors[0]), *cells(errors[1])]) + " |")
-        pooled[0].extend(errors[0])
-        pooled[1].extend(errors[1])
-    lines.append("| " + " | ".join([f"**all ({len(rows)})**", *cells(pooled[0]), *cells(pooled[1])]) + " |")
+             tables.markdown_table(HOMOGRAPHY_COLUMNS, image_rows, align_numbers=True)]
     return "\n".join(lines) + "\n"
 
 
 def run(args: argparse.Namespace) -> int:
-    # Everything a user can get wrong is checked before an extractor is created.
+    # Everything a user can get wrong is checked before an extractor is created: a B that cannot run must not cost
+    # the seconds of loading A first.
     spec_a, spec_b = parse_spec(args.spec_a, "--a"), parse_spec(args.spec_b, "--b")
+    check_spec_ready(spec_a, "--a")
+    check_spec_ready(spec_b, "--b")
+    if args.weights and not Path(args.weights).expanduser().is_file():
+        raise AlikedError(f"--weights {args.weights} is not a file; give the model's .pth file.")
     if args.homography < 0:
         raise AlikedError(f"--homography must be a number of warps, at least 0, not {args.homography}.")
     if not args.match_radius > 0:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aliked_ros.config import CHECKS, ExtractorConfig, setting_types
+from aliked_ros.dependencies import require_installed
 from aliked_ros.errors import AlikedError
 
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -19,6 +20,9 @@ SPEC_KEYS = {
     "tensorrt": (("engine_path", "score_threshold"), "engine_path"),
 }
 SHORT_NAMES = {"weights": "weights_path", "providers": "onnxruntime_providers"}
+# Per engine: the modules create_extractor requires before it loads anything.
+ENGINE_MODULES = {"torch": ("torch",), "onnxruntime": ("onnxruntime",), "tensorrt": ("tensorrt", "cuda")}
+FILE_KINDS = {"weights": "weights file", "onnx_path": "ONNX file", "engine_path": "TensorRT engine"}
 REQUIRED_KEYS = {"onnxruntime": ("onnx_path",), "tensorrt": ("engine_path",)}
 _SUFFIX_ENGINES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt"}
 
@@ -112,6 +116,22 @@ def parse_spec(text: str, flag: str = "spec") -> ExtractorSpec:
 def spec_paths(spec: ExtractorSpec) -> list[str]:
     """The files an extractor spec reads (weights, ONNX file, engine)."""
     return [spec.options[key] for key in ("weights", "onnx_path", "engine_path") if key in spec.options]
+
+
+def check_spec_ready(spec: ExtractorSpec, flag: str = "spec") -> None:
+    """AlikedError (one sentence) where ``spec`` cannot run here: a file it names is missing, or its engine's runtime
+    is not installed. Nothing is imported or opened, so both sides are checked in milliseconds before either loads."""
+    for key, kind in FILE_KINDS.items():
+        if key not in spec.options:
+            continue
+        path = Path(spec.options[key])
+        path = path.expanduser() if key == "weights" else path  # as the weights loader reads it
+        if not path.exists():
+            raise AlikedError(f"{flag} {spec.text!r}: the {kind} {path} does not exist.")
+        if path.is_dir():
+            raise AlikedError(f"{flag} {spec.text!r}: the {kind} {path} is a directory; give the file itself.")
+    for module in ENGINE_MODULES[spec.engine]:
+        require_installed(module, f"{flag} {spec.text!r}: the {spec.engine} engine")
 
 
 def fixed_model_and_top_k(spec: ExtractorSpec) -> tuple[str, int] | None:
