@@ -1,5 +1,7 @@
 """The Extractor contract through the torch engine: layout, dtypes, sizes, precision and bad input."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -184,6 +186,11 @@ def test_compile_cache_lives_in_our_cache_unless_the_user_chose_a_place(monkeypa
     assert use_persistent_compile_cache() == str(tmp_path / "mine")
     monkeypatch.setenv(COMPILE_CACHE_ENV, "")  # set but empty: as unset
     assert use_persistent_compile_cache() == str(tmp_path / "cache" / "torch_compile")
+    # A cache that cannot be made (a file where the directory should be): torch's default stays, with a warning.
+    (tmp_path / "blocked").write_text("")
+    monkeypatch.setenv("ALIKED_ROS_CACHE_DIR", str(tmp_path / "blocked"))
+    monkeypatch.delenv(COMPILE_CACHE_ENV)
+    assert use_persistent_compile_cache() == "" and COMPILE_CACHE_ENV not in os.environ
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -20,6 +21,7 @@ from aliked_ros.model.weights import cache_dir
 
 GRAPH_WARMUP_RUNS = 3  # eager runs of a frame before its CUDA graph is captured
 COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+_logger = logging.getLogger(__name__)
 
 
 def use_persistent_compile_cache() -> str:
@@ -28,10 +30,21 @@ def use_persistent_compile_cache() -> str:
     Inductor keeps what it compiled (FX graphs, AOTAutograd results, the Triton kernels) under
     ``$TORCHINDUCTOR_CACHE_DIR``, read when it compiles, and by default in ``/tmp/torchinductor_<user>``, which a
     reboot empties on most robots. There a restart compiles again (tens of seconds); from the cache the same model
-    and image size start in seconds (BENCHMARKS.md, "Start-up").
+    and image size start in seconds (BENCHMARKS.md, "Start-up"). Where that place cannot be written, torch's default
+    stays (returns "").
     """
     if not os.environ.get(COMPILE_CACHE_ENV):
-        os.environ[COMPILE_CACHE_ENV] = str(cache_dir() / "torch_compile")
+        place = cache_dir() / "torch_compile"
+        try:
+            place.mkdir(parents=True, exist_ok=True)
+            writable = os.access(place, os.W_OK | os.X_OK)
+        except OSError:
+            writable = False
+        if not writable:  # a read-only home: torch's default still works, only restarts compile again
+            _logger.warning("torch.compile's cache cannot be kept in %s (not writable); a restart will compile "
+                            "again. Set %s to a writable directory to keep it.", place, COMPILE_CACHE_ENV)
+            return ""
+        os.environ[COMPILE_CACHE_ENV] = str(place)
     return os.environ[COMPILE_CACHE_ENV]
 
 
