@@ -102,7 +102,8 @@ def _replaceable_bag(path: Path) -> bool:
                                       for entry in entries)
 
 
-BAG_OUTPUT = OutputKind("a ROS 2 bag with nothing else in its directory (or an empty directory)", _replaceable_bag, directory=True)
+BAG_OUTPUT = OutputKind("a ROS 2 bag with nothing else in its directory (or an empty directory)", _replaceable_bag,
+                        directory=True)
 
 
 def check_output(path: str | Path, overwrite: bool, inputs: tuple[Path | str | None, ...] = (),

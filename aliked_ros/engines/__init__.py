@@ -16,6 +16,8 @@ from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
 
 ENGINES = ("torch", "onnxruntime", "tensorrt")
+# The packages each engine needs before it loads anything (checked here, and by tools that check early: compare).
+RUNTIME_MODULES = {"torch": ("torch",), "onnxruntime": ("onnxruntime",), "tensorrt": ("tensorrt", "cuda")}
 _logger = logging.getLogger(__name__)
 
 
@@ -34,8 +36,9 @@ def create_extractor(config: ExtractorConfig | str | None = None, /, *, log: Log
     log = log or _logger.info
     config = (config or ExtractorConfig()).replace(**overrides).resolved(log)
     log(f"Loading the {config.describe()}")
+    for module in RUNTIME_MODULES[config.engine]:
+        require(module, f"The {config.engine} engine")
     if config.engine == "torch":
-        require("torch", "The torch engine")
         from aliked_ros.engines.torch_engine import TorchExtractor
 
         return TorchExtractor(config.model, config.top_k, device=config.device, precision=config.precision,
@@ -43,12 +46,10 @@ def create_extractor(config: ExtractorConfig | str | None = None, /, *, log: Log
                               weights=config.weights_path or None, cuda_graph=config.cuda_graph,
                               compile=config.compile)
     if config.engine == "onnxruntime":
-        from aliked_ros.engines.onnxruntime_engine import OnnxRuntimeExtractor  # reports a missing onnxruntime
+        from aliked_ros.engines.onnxruntime_engine import OnnxRuntimeExtractor
 
         return OnnxRuntimeExtractor(static_engine_file(config, log), onnxruntime_providers(config),
                                     device_id=device_index(config.device), score_threshold=config.score_threshold)
-    require("tensorrt", "The tensorrt engine")
-    require("cuda", "The tensorrt engine")
     from aliked_ros.engines.tensorrt_engine import TensorRTExtractor
 
     return TensorRTExtractor(static_engine_file(config, log), log=log, score_threshold=config.score_threshold)
@@ -84,4 +85,4 @@ def device_index(device: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-__all__ = ["ENGINES", "Extractor", "ExtractorConfig", "create_extractor"]
+__all__ = ["ENGINES", "RUNTIME_MODULES", "Extractor", "ExtractorConfig", "create_extractor"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aliked_ros.config import CHECKS, ExtractorConfig, setting_types
 from aliked_ros.dependencies import require_installed
+from aliked_ros.engines import RUNTIME_MODULES
 from aliked_ros.errors import AlikedError
 
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -20,8 +21,6 @@ SPEC_KEYS = {
     "tensorrt": (("engine_path", "score_threshold"), "engine_path"),
 }
 SHORT_NAMES = {"weights": "weights_path", "providers": "onnxruntime_providers"}
-# Per engine: the modules create_extractor requires before it loads anything.
-ENGINE_MODULES = {"torch": ("torch",), "onnxruntime": ("onnxruntime",), "tensorrt": ("tensorrt", "cuda")}
 FILE_KINDS = {"weights": "weights file", "onnx_path": "ONNX file", "engine_path": "TensorRT engine"}
 REQUIRED_KEYS = {"onnxruntime": ("onnx_path",), "tensorrt": ("engine_path",)}
 _SUFFIX_ENGINES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt"}
@@ -130,7 +129,7 @@ def check_spec_ready(spec: ExtractorSpec, flag: str = "spec") -> None:
             raise AlikedError(f"{flag} {spec.text!r}: the {kind} {path} does not exist.")
         if path.is_dir():
             raise AlikedError(f"{flag} {spec.text!r}: the {kind} {path} is a directory; give the file itself.")
-    for module in ENGINE_MODULES[spec.engine]:
+    for module in RUNTIME_MODULES[spec.engine]:
         require_installed(module, f"{flag} {spec.text!r}: the {spec.engine} engine")
 
 
