@@ -243,8 +243,8 @@ class ExtractorConfig:
                 "BENCHMARKS.md)")
             compile = False
         elif compile:
-            log("compile: the first frame of each image size compiles first (tens of seconds on a desktop GPU, "
-                "longer on a Jetson), once: the compiled package is kept in the engine cache for later starts")
+            log("torch.compile: the first frame of each image size compiles first (tens of seconds on a desktop "
+                "GPU, longer on a Jetson)")
         return dataclasses.replace(self, engine=engine, precision=precision, cuda_graph=cuda_graph, compile=compile)
 
     def describe(self) -> str:

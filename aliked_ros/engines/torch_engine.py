@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from aliked_ros import validation
-from aliked_ros.config import DEFAULT_MAX_KEYPOINTS, Log
+from aliked_ros.config import DEFAULT_MAX_KEYPOINTS
 from aliked_ros.devices import has_triton, resolve_device
 from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
@@ -65,13 +65,10 @@ class TorchExtractor(Extractor):
           of the uint8 image from pinned host memory, conversion, network, detection, descriptors and the download
           of the outputs to pinned host memory — is captured once as a CUDA graph and replayed: no allocation, no
           kernel launch from Python and one synchronisation per frame.
-        - ``compile`` (with ``cuda_graph``): the extraction is compiled by Inductor (which fuses the elementwise,
-          pooling, upsampling and sampling work into Triton kernels) before it is captured. Each image size's
-          compiled forward is an AOTInductor package in the engine cache (``cache_dir``; see
-          :mod:`~aliked_ros.engines.compiled_package`): the first frame of a size waits for its compilation (tens of
-          seconds; BENCHMARKS.md says what it gains), every later start loads it. Where no package can be built,
-          ``torch.compile`` compiles in the process instead (said through ``log``). Needs Triton (desktop CUDA
-          builds of PyTorch have it).
+        - ``compile`` (with ``cuda_graph``): the extraction is compiled by ``torch.compile`` (Inductor fuses the
+          elementwise, pooling, upsampling and sampling work into Triton kernels) before it is captured; the first
+          frame of each size then waits for the compilation (tens of seconds; see BENCHMARKS.md for what it gains).
+          Needs Triton (desktop CUDA builds of PyTorch have it).
     """
 
     engine = "torch"
@@ -79,7 +76,7 @@ class TorchExtractor(Extractor):
     def __init__(self, model: str = "aliked-n16rot", top_k: int = 1000, *, device: str = "auto",
                  precision: str = "fp32", score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
                  weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False,
-                 compile: bool = False, cache_dir: str | os.PathLike | None = None, log: Log | None = None):
+                 compile: bool = False):
         model = validation.model(model)
         top_k = validation.top_k(top_k)
         score_threshold = validation.score_threshold(score_threshold)
@@ -96,9 +93,6 @@ class TorchExtractor(Extractor):
         self.aliked.network.fold_batch_norm()  # inference only: one pass over the activations less per layer
         self.aliked.to(self.torch_device, self.dtype)
         self.model = model
-        self.weights = weights
-        self.cache_dir = cache_dir
-        self._log = log or _logger.info
         self.top_k = top_k
         self.score_threshold = score_threshold
         self.max_keypoints = max_keypoints
@@ -117,9 +111,9 @@ class TorchExtractor(Extractor):
         if self.compiled:
             self.compile_cache = use_persistent_compile_cache()
             self.aliked.rank_sort = True  # the final sort as two fused kernels instead of a radix sort's passes
-        # What the CUDA graphs capture: the top-k forward, eager or compiled per image size (_forward_for).
-        self._compiled_forwards: dict[tuple[int, int, int], object] = {}
-        self._torch_compiled = None  # torch.compile's forward, made where a package cannot be built
+        # What the CUDA graphs capture: the top-k forward, compiled by torch.compile where asked (the module itself
+        # stays eager).
+        self._network_forward = torch.compile(self.aliked.forward, dynamic=False) if self.compiled else self.aliked
         if self.torch_device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest convolution once per size
 
@@ -136,33 +130,6 @@ class TorchExtractor(Extractor):
             "gpu_memory_peak_allocated_mib": torch.cuda.max_memory_allocated(self.torch_device) / mib,
             "gpu_memory_reserved_mib": torch.cuda.memory_reserved(self.torch_device) / mib,
         }
-
-    def _forward_for(self, height: int, width: int, top_k: int):
-        """What the CUDA graph of one image size captures: ``(network_input, top_k) → outputs``, the eager module or
-        the compiled forward of that size (loaded from its package, or compiled into one first)."""
-        if not self.compiled:
-            return self.aliked
-        key = (height, width, top_k)
-        if key not in self._compiled_forwards:
-            self._compiled_forwards[key] = self._compile(height, width, top_k)
-        return self._compiled_forwards[key]
-
-    def _compile(self, height: int, width: int, top_k: int):
-        from aliked_ros.engines import compiled_package
-
-        path = compiled_package.package_path(self.model, height, width, top_k, self.precision, self.torch_device,
-                                             directory=self.cache_dir, weights=self.weights)
-        example = torch.zeros((1, 3, height, width), dtype=self.dtype, device=self.torch_device)
-        try:
-            package_forward = compiled_package.compiled_forward(self.aliked, example, top_k, path, self._log)
-        except Exception as error:  # export or the ahead-of-time build failed (no C++ compiler, a full disk, ...)
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-            self._log(f"No compiled package for {width}x{height} ({reason}); torch.compile compiles in this process "
-                      "instead (at every start)")
-            if self._torch_compiled is None:
-                self._torch_compiled = torch.compile(self.aliked.forward, dynamic=False)
-            return self._torch_compiled
-        return lambda network_input, _top_k: package_forward(network_input)
 
     def _extract(self, rgb: np.ndarray) -> Features:
         return self._extract_pixels(rgb, "rgb")
@@ -199,8 +166,8 @@ class TorchExtractor(Extractor):
         captured = self._graphs.get((height, width, "device-rgb"))
         if captured is None:
             captured = self._graphs[(height, width, "device-rgb")] = CapturedExtraction(
-                self._forward_for(height, width, min(self.top_k, height * width)), self.torch_device, self.dtype,
-                (height, width, 3), "rgb", min(self.top_k, height * width), upload=False)
+                self._network_forward, self.torch_device, self.dtype, (height, width, 3), "rgb",
+                min(self.top_k, height * width), upload=False)
         keypoints, scores, descriptors = captured.from_device(image)
         valid = int(np.count_nonzero(scores > self.score_threshold))
         return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
@@ -219,8 +186,7 @@ class TorchExtractor(Extractor):
             captured = self._graphs.get((height, width, layout))
             if captured is None:
                 captured = self._graphs[(height, width, layout)] = CapturedExtraction(
-                    self._forward_for(height, width, top_k), self.torch_device, self.dtype, pixels.shape,
-                    channel_order, top_k)
+                    self._network_forward, self.torch_device, self.dtype, pixels.shape, channel_order, top_k)
             keypoints, scores, descriptors = captured(pixels)
             valid = int(np.count_nonzero(scores > self.score_threshold))
             return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
