@@ -132,9 +132,7 @@ def detect_top_k(scores: Tensor, top_k: int, radius: int, rank_sort: bool = Fals
     scores = scores.float()
     is_candidate = candidate_mask(scores, radius)
     nms_scores = torch.where(is_candidate, scores, torch.zeros_like(scores)).reshape(-1)
-    # The rows are ordered below anyway; where the rank count orders them, topk's own sort (a radix sort on the GPU,
-    # ~20 µs a frame) is skipped. The exported graph keeps a sorted TopK, which every runtime supports.
-    best, flat_index = torch.topk(nms_scores, top_k, sorted=not rank_sort)
+    best, flat_index = torch.topk(nms_scores, top_k)
     keypoints, keypoint_scores = refine(scores, flat_index, radius)
     keypoint_scores = torch.where(best > 0, keypoint_scores, torch.zeros_like(keypoint_scores))
     # Refinement moves scores a little, so the NMS order is not quite the final order.
