@@ -19,12 +19,13 @@ from aliked_ros import validation
 from aliked_ros.errors import AlikedError, InvalidTypeError, InvalidValueError
 from aliked_ros.resources import package_file
 
-__all__ = ["ENGINES", "PRECISIONS", "INPUT_FORMATS", "STATIC_ENGINES", "ONNXRUNTIME_PROVIDERS", "DEFAULT_MAX_KEYPOINTS",
+__all__ = ["ENGINES", "PRECISIONS", "FEATURE_READS", "INPUT_FORMATS", "STATIC_ENGINES", "ONNXRUNTIME_PROVIDERS", "DEFAULT_MAX_KEYPOINTS",
            "Log", "config_dir", "read_params_file", "yaml_defaults", "PARAMETER_OF", "CHECKS", "ExtractorConfig",
            "setting_types"]
 
 ENGINES = ("auto", "torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16")  # auto: fp16 where the network runs on a GPU, fp32 on the CPU
+FEATURE_READS = ("torch", "triton")  # the torch engine's descriptor-head reads on CUDA (TorchExtractor)
 INPUT_FORMATS = ("auto", "rgb", "bgr", "gray")  # a static engine's input; auto: the camera's, from its first image
 STATIC_ENGINES = ("tensorrt", "onnxruntime")  # fixed image size and K, from an exported file
 ONNXRUNTIME_PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
@@ -110,7 +111,7 @@ CHECKS: dict[str, Callable] = {
     "max_keypoints": validation.max_keypoints, "compile": validation.flag, "cuda_graph": _optional_flag,
     "weights_path": _path_text, "onnx_path": _path_text, "engine_path": _path_text, "cache_dir": _path_text,
     "image_height": _size, "image_width": _size, "onnxruntime_providers": _choice(ONNXRUNTIME_PROVIDERS),
-    "input_format": _choice(INPUT_FORMATS),
+    "input_format": _choice(INPUT_FORMATS), "feature_reads": _choice(FEATURE_READS),
 }
 
 
@@ -120,8 +121,9 @@ class ExtractorConfig:
 
     Convention:
         - A field left at ``None`` takes its default from ``config/aliked.yaml`` (the node's parameters of the same
-          meaning; ``compile`` is ``torch_compile`` there); ``max_keypoints``, ``cuda_graph`` and
-          ``onnxruntime_providers`` are not node parameters and default to 20000, "as the node runs" and auto.
+          meaning; ``compile`` is ``torch_compile`` there); ``max_keypoints``, ``cuda_graph``,
+          ``onnxruntime_providers`` and ``feature_reads`` are not node parameters and default to 20000, "as the node
+          runs", auto and "torch" (``"triton"``: the torch engine's feature-read kernel on CUDA, an experiment).
         - ``precision`` is the one vocabulary of arithmetic: ``"fp32"``, ``"fp16"``, or ``"auto"``: fp16 where the
           network runs on a GPU, fp32 on the CPU (where fp16 is emulated and slower). An explicit fp16 on the CPU runs
           as asked, for precision studies.
@@ -153,6 +155,7 @@ class ExtractorConfig:
     image_width: int | None = None
     onnxruntime_providers: str = "auto"
     input_format: str | None = None  # a static engine's input layout: rgb, bgr, gray, or auto (the camera's)
+    feature_reads: str = "torch"  # the torch engine on CUDA: "triton" reads features with one kernel (experiment)
 
     def __post_init__(self):
         defaults = yaml_defaults()

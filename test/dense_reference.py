@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aliked_ros.model.feature_lookup import NORMALIZE_EPS, FeaturePyramid
+from aliked_ros.model.feature_lookup import NORMALIZE_EPS, FeatureLookup, FeaturePyramid
 from aliked_ros.model.network import AlikedNetwork
 
 
@@ -29,7 +29,7 @@ def dense_maps(network: AlikedNetwork, image: Tensor) -> tuple[Tensor, Tensor]:
     return score_map[crop], feature_map[crop]
 
 
-class DenseFeatureMap:
+class DenseFeatureMap(FeatureLookup):
     """A materialised ``(1, dim, H, W)`` feature map, already L2-normalised, read like a FeaturePyramid."""
 
     def __init__(self, feature_map: Tensor):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aliked_ros.engines import create_extractor
+from aliked_ros.engines import ExtractorConfig, create_extractor
 from aliked_ros.comparison import match_features
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
@@ -194,14 +194,45 @@ def test_compile_cache_lives_in_our_cache_unless_the_user_chose_a_place(monkeypa
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
-def test_compiled_fast_path_keeps_the_precision_bounds(rgb_frame, gray_frame):
+@pytest.mark.parametrize("feature_reads", ["torch", "triton"])
+def test_compiled_fast_path_keeps_the_precision_bounds(rgb_frame, gray_frame, feature_reads):
     """torch.compile + CUDA graph + float16 against float32 eager: the issue's bounds, ≥ 99 % of keypoints mutually
-    matched within 1 px and median descriptor cosine ≥ 0.999."""
+    matched within 1 px and median descriptor cosine ≥ 0.999; with the feature-read kernel too."""
+    if feature_reads == "triton":
+        pytest.importorskip("triton")
     options = dict(model="aliked-t16", top_k=1000, device="cuda")
     reference = create_extractor("torch", precision="fp32", cuda_graph=False, **options)
-    fast = create_extractor("torch", precision="fp16", cuda_graph=True, compile=True, **options)
+    fast = create_extractor("torch", precision="fp16", cuda_graph=True, compile=True, feature_reads=feature_reads,
+                            **options)
     for image in (rgb_frame, gray_frame, rgb_frame):
         expected, result = reference.extract(image), fast.extract(image)
         matches = match_features(expected, result, max_distance=1.0)
         assert matches.matched / len(expected) >= 0.99
         assert np.median(matches.cosines) >= 0.999
+
+
+def test_the_feature_read_kernel_is_asked_for_and_refused_where_it_cannot_run():
+    from aliked_ros.errors import AlikedError
+
+    assert ExtractorConfig().feature_reads == "torch"  # an experiment: off unless asked for
+    with pytest.raises(AlikedError, match="feature_reads"):
+        ExtractorConfig(feature_reads="cuda")
+    with pytest.raises(AlikedError, match="needs a CUDA device and Triton"):
+        create_extractor("torch", model="aliked-t16", device="cpu", feature_reads="triton")
+
+
+def test_the_network_gives_the_same_features_with_channels_last_levels():
+    """feature_reads="triton" makes the level projections channels-last (the kernel's layout); off CUDA the torch
+    formulation reads them, and the features must not change."""
+    from aliked_ros.model.aliked import load_aliked
+
+    aliked = load_aliked("aliked-t16", 200)
+    image = torch.rand(1, 3, 70, 100, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = aliked(image)
+        aliked.network.feature_reads = "triton"
+        score_map, pyramid = aliked.network.score_map_and_features(image)
+        result = aliked(image)
+    assert pyramid.levels[0].is_contiguous(memory_format=torch.channels_last) and not pyramid.use_kernel
+    for got, want in zip(result, expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

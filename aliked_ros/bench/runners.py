@@ -48,7 +48,8 @@ def open_runner(row: PlannedRow, model: str, top_k: int, images: ImageSet, *, ca
                              score_threshold=0.0, weights_path=str(weights or ""), cache_dir=str(cache_dir or ""),
                              image_height=images.height, image_width=images.width)
     if spec.runtime == "torch":
-        config = config.replace(device=row.device, cuda_graph=spec.cuda_graph, compile=spec.compile_mode is not None)
+        config = config.replace(device=row.device, cuda_graph=spec.cuda_graph, compile=spec.compile_mode is not None,
+                                feature_reads=spec.feature_reads)
     elif spec.runtime == "onnxruntime":
         config = config.replace(onnxruntime_providers=row.provider)
     extractor = create_extractor(config, log=log)

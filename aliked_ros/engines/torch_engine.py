@@ -9,12 +9,13 @@ import numpy as np
 import torch
 
 from aliked_ros import validation
-from aliked_ros.config import DEFAULT_MAX_KEYPOINTS
+from aliked_ros.config import DEFAULT_MAX_KEYPOINTS, FEATURE_READS
 from aliked_ros.devices import has_triton, resolve_device
 from aliked_ros.engines.base import Extractor
-from aliked_ros.errors import AlikedError
+from aliked_ros.errors import AlikedError, InvalidValueError
 from aliked_ros.features import Features
 from aliked_ros.imaging import CHANNEL_ORDERS, as_rgb
+from aliked_ros.model import sampling_kernel
 from aliked_ros.model.aliked import load_aliked, pixels_to_network_input
 from aliked_ros.model.configs import MIN_IMAGE_SIDE
 from aliked_ros.model.weights import cache_dir
@@ -69,6 +70,9 @@ class TorchExtractor(Extractor):
           elementwise, pooling, upsampling and sampling work into Triton kernels) before it is captured; the first
           frame of each size then waits for the compilation (tens of seconds; see BENCHMARKS.md for what it gains).
           Needs Triton (desktop CUDA builds of PyTorch have it).
+        - ``feature_reads="triton"`` (CUDA with Triton): the descriptor head reads the feature pyramid with one
+          Triton kernel instead of gathers (:mod:`~aliked_ros.model.sampling_kernel`); an experiment, "torch" by
+          default until a bench run shows what it pays end to end (BENCHMARKS.md).
     """
 
     engine = "torch"
@@ -76,7 +80,7 @@ class TorchExtractor(Extractor):
     def __init__(self, model: str = "aliked-n16rot", top_k: int = 1000, *, device: str = "auto",
                  precision: str = "fp32", score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
                  weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False,
-                 compile: bool = False):
+                 compile: bool = False, feature_reads: str = "torch"):
         model = validation.model(model)
         top_k = validation.top_k(top_k)
         score_threshold = validation.score_threshold(score_threshold)
@@ -88,9 +92,15 @@ class TorchExtractor(Extractor):
         if compile and cuda_graph and self.torch_device.type == "cuda" and not has_triton():
             raise AlikedError("compile=True needs Triton on CUDA (torch.compile's GPU code generator), which this "
                               "PyTorch lacks; run with compile=False (the CUDA graph alone).")
+        if feature_reads not in FEATURE_READS:
+            raise InvalidValueError(f"Unknown feature_reads {feature_reads!r}: choose one of {', '.join(FEATURE_READS)}.")
+        if feature_reads == "triton" and (self.torch_device.type != "cuda" or not sampling_kernel.AVAILABLE):
+            raise AlikedError("feature_reads='triton' runs a Triton kernel on CUDA: it needs a CUDA device and Triton "
+                              "(with torch >= 2.6); use feature_reads='torch' here.")
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.aliked = load_aliked(model, max(top_k, 1), weights, allow_download=allow_download)
         self.aliked.network.fold_batch_norm()  # inference only: one pass over the activations less per layer
+        self.aliked.network.feature_reads = self.feature_reads = feature_reads
         self.aliked.to(self.torch_device, self.dtype)
         self.model = model
         self.top_k = top_k
@@ -119,7 +129,8 @@ class TorchExtractor(Extractor):
 
     def describe(self) -> str:
         return (super().describe() + (", torch.compile" if self.compiled else "")
-                + (", CUDA graph" if self.cuda_graph else ""))
+                + (", CUDA graph" if self.cuda_graph else "")
+                + (", feature-read kernel" if self.feature_reads == "triton" else ""))
 
     def device_memory(self) -> dict[str, float] | None:
         if self.torch_device.type != "cuda":

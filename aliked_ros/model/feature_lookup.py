@@ -9,7 +9,10 @@ and computes the normalised vector of each pixel asked for, exactly as the dense
 tests compare it with the materialised map, ``test/dense_reference.py``).
 
 The lookup answers ``vectors(columns, rows)``: pixel indices of any shape ``S`` inside the (cropped) map, in,
-``(dim, *S)`` vectors out, in at least float32.
+``(dim, *S)`` vectors out, in at least float32. The descriptor head reads through :class:`FeatureLookup`'s
+``pixels(columns, rows)`` (integer pixels) and ``sample(x, y)`` (bilinear), which answer ``(*S, dim)`` rows in the
+map's dtype: the torch formulation on top of ``vectors``, or, where asked for on CUDA with Triton (an experiment),
+one kernel (``sampling_kernel``).
 """
 
 from __future__ import annotations
@@ -17,21 +20,58 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from aliked_ros.model import sampling_kernel
 from aliked_ros.model.sampling import bilinear_taps, mix_taps, runs_on_pytorch_cpu_kernels
 
 NORMALIZE_EPS = 1e-12  # F.normalize's default, which the dense map uses
 
 
-class FeaturePyramid:
+class FeatureLookup:
+    """A normalised ``dim``-channel feature map of ``height`` × ``width`` pixels, read where the descriptor head asks.
+
+    Subclasses give ``height``, ``width``, ``dim``, ``dtype`` and ``vectors(columns, rows)``; the reads below are
+    built on ``vectors`` (the torch formulation: gathers and arithmetic, which the CPU and the ONNX graph run).
+    """
+
+    height: int
+    width: int
+    dim: int
+    dtype: torch.dtype
+
+    def vectors(self, columns: Tensor, rows: Tensor) -> Tensor:
+        """``(dim, *S)`` in at least float32: the vectors at integer pixels of shape ``S``."""
+        raise NotImplementedError
+
+    def pixels(self, columns: Tensor, rows: Tensor) -> Tensor:
+        """``(*S, dim)`` in the map's dtype: the vectors at integer pixels of shape ``S`` inside the map, one row
+        per pixel."""
+        vectors = self.vectors(columns, rows).to(self.dtype)
+        return vectors.view(self.dim, columns.numel()).t().view(*columns.shape, self.dim)
+
+    def sample(self, x: Tensor, y: Tensor) -> Tensor:
+        """``(*S, dim)`` in the map's dtype: the map sampled bilinearly at pixel positions ``x``, ``y`` of shape
+        ``S`` (float32), neighbours outside the map weighing zero, one row per position."""
+        columns, rows, weights = bilinear_taps(self.height, self.width, x, y)  # (4, *S)
+        mixed = mix_taps(self.vectors(columns, rows), weights).to(self.dtype)  # (dim, *S)
+        return mixed.view(self.dim, x.numel()).t().view(*x.shape, self.dim)
+
+
+class FeaturePyramid(FeatureLookup):
     """The dense feature map, computed only at the pixels asked for, from its four levels before upsampling.
 
     Args:
         levels: ``(1, dim/4, h_s, w_s)`` projected levels; the first at the full (padded) resolution.
         top, left: where the cropped map starts in the padded one (the replicate padding to multiples of 32).
         height, width: the cropped map's size, that of the image.
+
+        kernel: read with the Triton kernel of ``sampling_kernel`` where it can (CUDA levels, Triton installed, not
+            exporting to ONNX): an experiment, off unless asked for (BENCHMARKS.md, "Issue 17 continued").
+
+    :meth:`pixels` and :meth:`sample` run the kernel where ``use_kernel`` says; the tests set it to run the kernel
+    in Triton's interpreter on the CPU.
     """
 
-    def __init__(self, levels: list[Tensor], top: int, left: int, height: int, width: int):
+    def __init__(self, levels: list[Tensor], top: int, left: int, height: int, width: int, kernel: bool = False):
         self.levels = levels
         self.top, self.left = top, left
         self.height, self.width = height, width
@@ -40,10 +80,24 @@ class FeaturePyramid:
         self.full_height, self.full_width = levels[0].shape[-2:]
         # Off CUDA (the CPU, and the ONNX graph, which is traced there), gather whole pixel rows (H*W, C): a
         # pixel's channels are one contiguous read instead of C reads H*W apart (onnxruntime's CPU profile:
-        # BENCHMARKS.md). On CUDA the channels-first gathers stay: they are what the compiled fast path was measured
-        # and checked with (BENCHMARKS.md). Both layouts give the same vectors.
+        # BENCHMARKS.md). On CUDA, where the kernel does not read (no Triton), the channels-first gathers stay: they
+        # are what the compiled path was measured and checked with before the kernel. Both give the same vectors.
         self.pixel_rows = not levels[0].is_cuda
-        self._sources = [self._source(level) for level in levels]
+        self._sources = None  # made on the first vectors(): the kernel reads the levels as they are
+        self.use_kernel = (kernel and levels[0].is_cuda and sampling_kernel.AVAILABLE
+                           and not torch.onnx.is_in_onnx_export() and sampling_kernel.level_channels(levels) is not None)
+
+    def pixels(self, columns: Tensor, rows: Tensor) -> Tensor:
+        if not self.use_kernel:
+            return super().pixels(columns, rows)
+        return sampling_kernel.read_feature_pyramid(self.levels, columns, rows, self.top, self.left, self.height,
+                                                    self.width, integer_pixels=True)
+
+    def sample(self, x: Tensor, y: Tensor) -> Tensor:
+        if not self.use_kernel:
+            return super().sample(x, y)
+        return sampling_kernel.read_feature_pyramid(self.levels, x, y, self.top, self.left, self.height,
+                                                    self.width, integer_pixels=False)
 
     def _source(self, level: Tensor) -> Tensor:
         """One level laid out for :meth:`_read`: pixel rows ``(h*w, C)`` or channels-first ``(C, h*w)``."""
@@ -62,6 +116,8 @@ class FeaturePyramid:
         compute_dtype = torch.promote_types(self.dtype, torch.float32)
         full_x = (columns + self.left).reshape(-1)
         full_y = (rows + self.top).reshape(-1)
+        if self._sources is None:
+            self._sources = [self._source(level) for level in self.levels]
         parts = []
         for level, source in zip(self.levels, self._sources):
             level_height, level_width = level.shape[-2:]

@@ -21,8 +21,7 @@ from torch import Tensor, nn
 
 from aliked_ros.model.configs import ModelConfig
 from aliked_ros.model.deform_conv import DeformableConv2d
-from aliked_ros.model.feature_lookup import FeaturePyramid
-from aliked_ros.model.sampling import bilinear_taps, mix_taps
+from aliked_ros.model.feature_lookup import FeatureLookup, FeaturePyramid
 
 PAD_MULTIPLE = 32
 
@@ -88,11 +87,11 @@ class SparseDeformableDescriptorHead(nn.Module):
         self.agg_weights = nn.Parameter(torch.empty(positions, dim, dim))
         nn.init.uniform_(self.agg_weights)  # the original's initialisation; pretrained weights replace it
 
-    def forward(self, features: FeaturePyramid, keypoints: Tensor) -> Tensor:
-        """Descriptors ``(N, dim)`` of ``(N, 2)`` pixel keypoints, reading one image's normalised feature map (any
-        object with ``height``, ``width``, ``dtype`` and ``vectors(columns, rows)``, as :class:`FeaturePyramid`)."""
+    def forward(self, features: FeatureLookup, keypoints: Tensor) -> Tensor:
+        """Descriptors ``(N, dim)`` of ``(N, 2)`` pixel keypoints, reading one image's normalised feature map (a
+        :class:`FeatureLookup`, as :class:`FeaturePyramid`)."""
         height, width, size = features.height, features.width, self.kernel_size
-        count = keypoints.shape[0]
+        count, dim = keypoints.shape[0], self.sf_conv.in_channels
         # Patch corner as the original computes it: truncate, step back to centre the patch, keep it inside the map.
         pixel = keypoints.to(torch.int64)
         corner = torch.trunc(pixel.to(torch.float32) - size / 2 + 1).to(torch.int64)
@@ -101,8 +100,9 @@ class SparseDeformableDescriptorHead(nn.Module):
         steps = torch.arange(size, device=keypoints.device)
         patch_columns = (corner_x.view(-1, 1, 1) + steps.view(1, 1, size)).expand(count, size, size)
         patch_rows = (corner_y.view(-1, 1, 1) + steps.view(1, size, 1)).expand(count, size, size)
-        patches = features.vectors(patch_columns, patch_rows).to(features.dtype)  # (dim, N, size, size)
-        patches = patches.transpose(0, 1).reshape(count, -1)  # channel, row, column: a conv kernel's layout
+        patches = features.pixels(patch_columns, patch_rows)  # (N, size, size, dim)
+        # Each keypoint's patch in (channel, row, column) order: the layout of the offset conv's flattened kernel.
+        patches = patches.permute(0, 3, 1, 2).reshape(count, dim * size * size)
 
         predict, _, mix = self.offset_conv  # conv, SELU, conv
         hidden = F.selu(F.linear(patches, predict.weight.flatten(1), predict.bias))
@@ -111,14 +111,11 @@ class SparseDeformableDescriptorHead(nn.Module):
         offsets = offsets.clamp(-max_offset, max_offset)  # (N, 2M): M x-offsets, then M y-offsets
         sample_x = keypoints[:, 0:1].float() + offsets[:, : self.positions]
         sample_y = keypoints[:, 1:2].float() + offsets[:, self.positions :]
-        columns, rows, weights = bilinear_taps(height, width, sample_x, sample_y)  # (4, N, M)
-        corners = features.vectors(columns, rows)  # (dim, 4, N, M)
-        samples = mix_taps(corners, weights).to(features.dtype)  # (dim, N, M)
-        dim = samples.shape[0]
-        projected = F.selu(self.sf_conv.weight.flatten(1) @ samples.view(dim, -1))  # (dim, N*M)
-        per_keypoint = projected.view(dim, count, self.positions).permute(1, 2, 0).reshape(count, -1)
+        samples = features.sample(sample_x, sample_y).reshape(count * self.positions, dim)  # keypoint, position
+        projected = F.selu(F.linear(samples, self.sf_conv.weight.flatten(1)))  # the 1×1 conv: (N·M, dim)
         # agg_weights[m, c, d]: position m's channel c into descriptor channel d
-        descriptors = per_keypoint @ self.agg_weights.reshape(self.positions * dim, dim)
+        descriptors = projected.reshape(count, self.positions * dim) @ self.agg_weights.reshape(
+            self.positions * dim, dim)
         return F.normalize(descriptors.float(), p=2.0, dim=1)
 
 
@@ -163,6 +160,9 @@ class AlikedNetwork(nn.Module):
             nn.Conv2d(4, 1, 3, padding=1, bias=False),
         )
         self.desc_head = SparseDeformableDescriptorHead(dim, config.descriptor_kernel, config.descriptor_positions)
+        # "torch" or "triton": how the descriptor head reads the feature pyramid on CUDA (see FeaturePyramid). The
+        # kernel is an experiment until a bench run shows what it pays end to end.
+        self.feature_reads = "torch"
 
     @torch.no_grad()
     def fold_batch_norm(self) -> None:
@@ -214,7 +214,7 @@ class AlikedNetwork(nn.Module):
         x = F.selu(head_conv2(x))
         score_map = torch.sigmoid(head_conv3(x))
         score_map = score_map[..., top:top + height, left:left + width]
-        return score_map, FeaturePyramid(levels, top, left, height, width)
+        return score_map, FeaturePyramid(levels, top, left, height, width, kernel=self.feature_reads == "triton")
 
     def _levels(self, image: Tensor) -> tuple[list[Tensor], tuple[int, int]]:
         """The backbone's four levels projected to ``dim / 4`` channels, on the padded image; and (top, left)."""
@@ -228,5 +228,7 @@ class AlikedNetwork(nn.Module):
         x4 = self.block4(F.avg_pool2d(x3, 4))
         pairs = ((self.conv1, x1), (self.conv2, x2), (self.conv3, x3), (self.conv4, x4))
         levels = [F.selu(conv(x)) for conv, x in pairs]
+        if self.feature_reads == "triton":  # the kernel reads a pixel's channels as one contiguous vector there
+            levels = [level.contiguous(memory_format=torch.channels_last) for level in levels]
         return levels, (top, left)
 
