@@ -19,9 +19,9 @@ from aliked_ros import validation
 from aliked_ros.errors import AlikedError, InvalidTypeError, InvalidValueError
 from aliked_ros.resources import package_file
 
-__all__ = ["ENGINES", "PRECISIONS", "FEATURE_READS", "INPUT_FORMATS", "STATIC_ENGINES", "ONNXRUNTIME_PROVIDERS", "DEFAULT_MAX_KEYPOINTS",
-           "Log", "config_dir", "read_params_file", "yaml_defaults", "PARAMETER_OF", "CHECKS", "ExtractorConfig",
-           "setting_types"]
+__all__ = ["ENGINES", "PRECISIONS", "FEATURE_READS", "INPUT_FORMATS", "STATIC_ENGINES", "ONNXRUNTIME_PROVIDERS",
+           "DEFAULT_MAX_KEYPOINTS", "Log", "config_dir", "read_params_file", "yaml_defaults", "PARAMETER_OF", "CHECKS",
+           "ExtractorConfig", "setting_types"]
 
 ENGINES = ("auto", "torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16")  # auto: fp16 where the network runs on a GPU, fp32 on the CPU

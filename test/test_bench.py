@@ -111,7 +111,8 @@ def test_engine_specs_parse_with_aliases_in_order_once():
     # The feature-read kernel's row: the compiled fast path but for the reads, to be compared with it in one run.
     reads, fast = ENGINE_SPECS["torch-compiled-graph-reads-fp16"], ENGINE_SPECS["torch-compiled-graph-fp16"]
     assert (reads.feature_reads, fast.feature_reads) == ("triton", "torch")
-    assert (reads.precision, reads.cuda_graph, reads.compile_mode) == (fast.precision, fast.cuda_graph, fast.compile_mode)
+    assert ((reads.precision, reads.cuda_graph, reads.compile_mode)
+            == (fast.precision, fast.cuda_graph, fast.compile_mode))
     with pytest.raises(AlikedError, match="Unknown engine 'torch-fp8'.*torch-fp32"):
         parse_engines("torch-fp32,torch-fp8")
     with pytest.raises(AlikedError, match="empty"):

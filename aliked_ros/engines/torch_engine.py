@@ -93,7 +93,8 @@ class TorchExtractor(Extractor):
             raise AlikedError("compile=True needs Triton on CUDA (torch.compile's GPU code generator), which this "
                               "PyTorch lacks; run with compile=False (the CUDA graph alone).")
         if feature_reads not in FEATURE_READS:
-            raise InvalidValueError(f"Unknown feature_reads {feature_reads!r}: choose one of {', '.join(FEATURE_READS)}.")
+            raise InvalidValueError(f"Unknown feature_reads {feature_reads!r}: choose one of "
+                                    f"{', '.join(FEATURE_READS)}.")
         if feature_reads == "triton" and (self.torch_device.type != "cuda" or not sampling_kernel.AVAILABLE):
             raise AlikedError("feature_reads='triton' runs a Triton kernel on CUDA: it needs a CUDA device and Triton "
                               "(with torch >= 2.6); use feature_reads='torch' here.")

@@ -85,7 +85,8 @@ class FeaturePyramid(FeatureLookup):
         self.pixel_rows = not levels[0].is_cuda
         self._sources = None  # made on the first vectors(): the kernel reads the levels as they are
         self.use_kernel = (kernel and levels[0].is_cuda and sampling_kernel.AVAILABLE
-                           and not torch.onnx.is_in_onnx_export() and sampling_kernel.level_channels(levels) is not None)
+                           and not torch.onnx.is_in_onnx_export()
+                           and sampling_kernel.level_channels(levels) is not None)
 
     def pixels(self, columns: Tensor, rows: Tensor) -> Tensor:
         if not self.use_kernel:
