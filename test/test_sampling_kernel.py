@@ -187,3 +187,13 @@ def test_cuda_kernel_through_torch_export_and_aotinductor(tmp_path):
     result = run_python(["-c", AOTINDUCTOR_CHECK, str(tmp_path / "sampler.pt2")], PYTHONPATH=search_path)
     assert result.returncode == 0 and result.stdout.split()[-1:] == ["ok"], (
         f"exit {result.returncode}, reached: {result.stdout.split()}\n{result.stderr[-4000:]}")
+
+
+def test_the_default_reads_import_neither_triton_nor_the_compiler():
+    """The kernel's module brings Triton and torch's compiler stack (about a second at every start): it is imported
+    only where the kernel is asked for."""
+    code = ("import sys, aliked_ros.engines.torch_engine, aliked_ros.model.aliked\n"
+            "print('triton' in sys.modules, 'torch._dynamo' in sys.modules, 'torch._inductor' in sys.modules)")
+    result = run_python(["-c", code])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["False", "False", "False"]

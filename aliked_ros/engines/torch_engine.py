@@ -15,9 +15,9 @@ from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError, InvalidValueError
 from aliked_ros.features import Features
 from aliked_ros.imaging import CHANNEL_ORDERS, as_rgb
-from aliked_ros.model import sampling_kernel
 from aliked_ros.model.aliked import load_aliked, pixels_to_network_input
 from aliked_ros.model.configs import MIN_IMAGE_SIDE
+from aliked_ros.model.feature_lookup import load_kernel
 from aliked_ros.model.weights import cache_dir
 
 GRAPH_WARMUP_RUNS = 3  # eager runs of a frame before its CUDA graph is captured
@@ -95,7 +95,7 @@ class TorchExtractor(Extractor):
         if feature_reads not in FEATURE_READS:
             raise InvalidValueError(f"Unknown feature_reads {feature_reads!r}: choose one of "
                                     f"{', '.join(FEATURE_READS)}.")
-        if feature_reads == "triton" and (self.torch_device.type != "cuda" or not sampling_kernel.AVAILABLE):
+        if feature_reads == "triton" and (self.torch_device.type != "cuda" or not load_kernel().AVAILABLE):
             raise AlikedError("feature_reads='triton' runs a Triton kernel on CUDA: it needs a CUDA device and Triton "
                               "(with torch >= 2.6); use feature_reads='torch' here.")
         self.dtype = torch.float16 if precision == "fp16" else torch.float32

@@ -20,10 +20,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from aliked_ros.model import sampling_kernel
 from aliked_ros.model.sampling import bilinear_taps, mix_taps, runs_on_pytorch_cpu_kernels
 
 NORMALIZE_EPS = 1e-12  # F.normalize's default, which the dense map uses
+_kernel_module = None  # aliked_ros.model.sampling_kernel, once load_kernel() has imported it
+
+
+def load_kernel():
+    """The feature-read kernel's module, imported on first use: it brings Triton and torch's compiler stack (about a
+    second of imports at every start), which the default reads never need. Call it before torch.compile traces a
+    forward that reads with the kernel (the engine does), so that tracing meets no import."""
+    global _kernel_module
+    if _kernel_module is None:
+        from aliked_ros.model import sampling_kernel
+
+        _kernel_module = sampling_kernel
+    return _kernel_module
 
 
 class FeatureLookup:
@@ -80,24 +92,23 @@ class FeaturePyramid(FeatureLookup):
         self.full_height, self.full_width = levels[0].shape[-2:]
         # Off CUDA (the CPU, and the ONNX graph, which is traced there), gather whole pixel rows (H*W, C): a
         # pixel's channels are one contiguous read instead of C reads H*W apart (onnxruntime's CPU profile:
-        # BENCHMARKS.md). On CUDA, where the kernel does not read (no Triton), the channels-first gathers stay: they
-        # are what the compiled path was measured and checked with before the kernel. Both give the same vectors.
+        # BENCHMARKS.md). On CUDA, unless the kernel reads (feature_reads="triton"), the channels-first gathers stay:
+        # they are what the compiled path was measured and checked with. Both give the same vectors.
         self.pixel_rows = not levels[0].is_cuda
         self._sources = None  # made on the first vectors(): the kernel reads the levels as they are
-        self.use_kernel = (kernel and levels[0].is_cuda and sampling_kernel.AVAILABLE
-                           and not torch.onnx.is_in_onnx_export()
-                           and sampling_kernel.level_channels(levels) is not None)
+        self.use_kernel = bool(kernel and levels[0].is_cuda and not torch.onnx.is_in_onnx_export()
+                               and load_kernel().AVAILABLE and load_kernel().level_channels(levels) is not None)
 
     def pixels(self, columns: Tensor, rows: Tensor) -> Tensor:
         if not self.use_kernel:
             return super().pixels(columns, rows)
-        return sampling_kernel.read_feature_pyramid(self.levels, columns, rows, self.top, self.left, self.height,
+        return load_kernel().read_feature_pyramid(self.levels, columns, rows, self.top, self.left, self.height,
                                                     self.width, integer_pixels=True)
 
     def sample(self, x: Tensor, y: Tensor) -> Tensor:
         if not self.use_kernel:
             return super().sample(x, y)
-        return sampling_kernel.read_feature_pyramid(self.levels, x, y, self.top, self.left, self.height,
+        return load_kernel().read_feature_pyramid(self.levels, x, y, self.top, self.left, self.height,
                                                     self.width, integer_pixels=False)
 
     def _source(self, level: Tensor) -> Tensor:
