@@ -18,6 +18,7 @@ from pathlib import Path
 from aliked_ros import validation
 from aliked_ros.errors import AlikedError, InvalidTypeError, InvalidValueError
 from aliked_ros.resources import package_file
+from aliked_ros.validation import FEATURE_READS
 
 __all__ = ["ENGINES", "PRECISIONS", "FEATURE_READS", "INPUT_FORMATS", "STATIC_ENGINES", "ONNXRUNTIME_PROVIDERS",
            "DEFAULT_MAX_KEYPOINTS", "Log", "config_dir", "read_params_file", "yaml_defaults", "PARAMETER_OF", "CHECKS",
@@ -25,7 +26,6 @@ __all__ = ["ENGINES", "PRECISIONS", "FEATURE_READS", "INPUT_FORMATS", "STATIC_EN
 
 ENGINES = ("auto", "torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16")  # auto: fp16 where the network runs on a GPU, fp32 on the CPU
-FEATURE_READS = ("torch", "triton")  # the torch engine's descriptor-head reads on CUDA (TorchExtractor)
 INPUT_FORMATS = ("auto", "rgb", "bgr", "gray")  # a static engine's input; auto: the camera's, from its first image
 STATIC_ENGINES = ("tensorrt", "onnxruntime")  # fixed image size and K, from an exported file
 ONNXRUNTIME_PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
@@ -111,7 +111,7 @@ CHECKS: dict[str, Callable] = {
     "max_keypoints": validation.max_keypoints, "compile": validation.flag, "cuda_graph": _optional_flag,
     "weights_path": _path_text, "onnx_path": _path_text, "engine_path": _path_text, "cache_dir": _path_text,
     "image_height": _size, "image_width": _size, "onnxruntime_providers": _choice(ONNXRUNTIME_PROVIDERS),
-    "input_format": _choice(INPUT_FORMATS), "feature_reads": _choice(FEATURE_READS),
+    "input_format": _choice(INPUT_FORMATS), "feature_reads": validation.feature_reads,
 }
 
 

@@ -19,6 +19,7 @@ from aliked_ros.errors import InvalidTypeError, InvalidValueError
 # intervals, hence a largest value rather than "below 1".
 SCORE_THRESHOLD_MAX = 0.999
 PRECISIONS = ("fp32", "fp16")
+FEATURE_READS = ("torch", "triton")  # the torch engine's descriptor-head reads (TorchExtractor)
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -84,6 +85,12 @@ def device(value, name: str = "device") -> str:
 def precision(value, name: str = "precision") -> str:
     if value not in PRECISIONS:
         raise InvalidValueError(f"{name} must be fp32 or fp16, not {value!r}.")
+    return value
+
+
+def feature_reads(value, name: str = "feature_reads") -> str:
+    if value not in FEATURE_READS:
+        raise InvalidValueError(f"Unknown {name} {value!r}: choose one of {', '.join(FEATURE_READS)}.")
     return value
 
 

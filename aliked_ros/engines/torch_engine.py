@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from aliked_ros import validation
-from aliked_ros.config import DEFAULT_MAX_KEYPOINTS, FEATURE_READS
+from aliked_ros.config import DEFAULT_MAX_KEYPOINTS
 from aliked_ros.devices import has_triton, resolve_device
 from aliked_ros.engines.base import Extractor
-from aliked_ros.errors import AlikedError, InvalidValueError
+from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 from aliked_ros.imaging import CHANNEL_ORDERS, as_rgb
 from aliked_ros.model.aliked import load_aliked, pixels_to_network_input
@@ -86,15 +86,13 @@ class TorchExtractor(Extractor):
         score_threshold = validation.score_threshold(score_threshold)
         max_keypoints = validation.max_keypoints(max_keypoints)
         precision = validation.precision(precision)
+        feature_reads = validation.feature_reads(feature_reads)
         for name, value in (("cuda_graph", cuda_graph), ("compile", compile), ("allow_download", allow_download)):
             validation.flag(value, name)
         self.torch_device = resolve_device(validation.device(device))
         if compile and cuda_graph and self.torch_device.type == "cuda" and not has_triton():
             raise AlikedError("compile=True needs Triton on CUDA (torch.compile's GPU code generator), which this "
                               "PyTorch lacks; run with compile=False (the CUDA graph alone).")
-        if feature_reads not in FEATURE_READS:
-            raise InvalidValueError(f"Unknown feature_reads {feature_reads!r}: choose one of "
-                                    f"{', '.join(FEATURE_READS)}.")
         if feature_reads == "triton" and (self.torch_device.type != "cuda" or not load_kernel().AVAILABLE):
             raise AlikedError("feature_reads='triton' runs a Triton kernel on CUDA: it needs a CUDA device and Triton "
                               "(with torch >= 2.6); use feature_reads='torch' here.")

@@ -68,6 +68,18 @@ if AVAILABLE:
     from torch.library import wrap_triton
 
     @triton.jit
+    def _neighbour(x0, y0, fx, fy, corner: tl.constexpr, width, height):
+        """Neighbour ``corner`` of bilinear sampling (top-left, top-right, bottom-left, bottom-right, as
+        bilinear_taps): its column and row clamped inside the ``width`` × ``height`` map, and its weight, 0 where the
+        neighbour lies outside (so reading the clamped pixel there changes nothing)."""
+        column = x0 + (corner % 2)
+        row = y0 + (corner // 2)
+        weight = (fx if corner % 2 else 1 - fx) * (fy if corner // 2 else 1 - fy)
+        inside = (column >= 0) & (column <= width - 1) & (row >= 0) & (row <= height - 1)
+        weight = tl.where(inside, weight, 0.0)
+        return tl.minimum(tl.maximum(column, 0), width - 1), tl.minimum(tl.maximum(row, 0), height - 1), weight
+
+    @triton.jit
     def _bilinear_level(level, stride_c, stride_y, stride_x, level_height, level_width, full_height, full_width,
                         full_x, full_y, channels, BLOCK: tl.constexpr, CHANNELS: tl.constexpr):
         """(BLOCK, C) float32: one level upsampled with aligned corners, at integer full-resolution pixels."""
@@ -87,15 +99,9 @@ if AVAILABLE:
         x0 = x0.to(tl.int32)
         y0 = y0.to(tl.int32)
         mixed = tl.zeros((BLOCK, CHANNELS), dtype=tl.float32)
-        for corner in tl.static_range(4):  # top-left, top-right, bottom-left, bottom-right, as bilinear_taps
-            column = x0 + (corner % 2)
-            row = y0 + (corner // 2)
-            weight = (fx if corner % 2 else 1 - fx) * (fy if corner // 2 else 1 - fy)
+        for corner in tl.static_range(4):
             # Past the last row or column a neighbour weighs 0 (F.interpolate reads the edge twice: the same value).
-            inside = (column >= 0) & (column <= level_width - 1) & (row >= 0) & (row <= level_height - 1)
-            weight = tl.where(inside, weight, 0.0)
-            column = tl.minimum(tl.maximum(column, 0), level_width - 1)
-            row = tl.minimum(tl.maximum(row, 0), level_height - 1)
+            column, row, weight = _neighbour(x0, y0, fx, fy, corner, level_width, level_height)
             pixel = row * stride_y + column * stride_x
             values = tl.load(level + pixel[:, None] + channels[None, :] * stride_c).to(tl.float32)
             mixed += values * weight[:, None]
@@ -136,14 +142,10 @@ if AVAILABLE:
         part2 = tl.zeros((BLOCK, CHANNELS), dtype=tl.float32)
         part3 = tl.zeros((BLOCK, CHANNELS), dtype=tl.float32)
         for neighbour in tl.static_range(1 if INTEGER_PIXELS else 4):  # bilinear_taps' order
-            column = x0 + (neighbour % 2)
-            row = y0 + (neighbour // 2)
-            weight = (fx if neighbour % 2 else 1 - fx) * (fy if neighbour // 2 else 1 - fy)
-            inside = (column >= 0) & (column <= width - 1) & (row >= 0) & (row <= height - 1)
-            weight = tl.where(inside, weight, 0.0)
             # Clamped inside the cropped map (a neighbour outside weighs 0), then into the padded full map.
-            full_x = tl.minimum(tl.maximum(column, 0), width - 1) + left
-            full_y = tl.minimum(tl.maximum(row, 0), height - 1) + top
+            column, row, weight = _neighbour(x0, y0, fx, fy, neighbour, width, height)
+            full_x = column + left
+            full_y = row + top
             pixel0 = full_y * stride0_y + full_x * stride0_x
             vector0 = tl.load(level0 + pixel0[:, None] + channels[None, :] * stride0_c).to(tl.float32)
             vector1 = _bilinear_level(level1, stride1_c, stride1_y, stride1_x, height1, width1, full_height,
