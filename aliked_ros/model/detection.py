@@ -132,7 +132,9 @@ def detect_top_k(scores: Tensor, top_k: int, radius: int, rank_sort: bool = Fals
     scores = scores.float()
     is_candidate = candidate_mask(scores, radius)
     nms_scores = torch.where(is_candidate, scores, torch.zeros_like(scores)).reshape(-1)
-    best, flat_index = torch.topk(nms_scores, top_k)
+    # The rank count orders the K rows below whatever order they come in, so topk's own sort (a radix sort on the
+    # GPU) is skipped then.
+    best, flat_index = torch.topk(nms_scores, top_k, sorted=not rank_sort)
     keypoints, keypoint_scores = refine(scores, flat_index, radius)
     keypoint_scores = torch.where(best > 0, keypoint_scores, torch.zeros_like(keypoint_scores))
     # Refinement moves scores a little, so the NMS order is not quite the final order.
