@@ -123,7 +123,8 @@ class ExtractorConfig:
         - A field left at ``None`` takes its default from ``config/aliked.yaml`` (the node's parameters of the same
           meaning; ``compile`` is ``torch_compile`` there); ``max_keypoints``, ``cuda_graph``,
           ``onnxruntime_providers`` and ``feature_reads`` are not node parameters and default to 20000, "as the node
-          runs", auto and "torch" (``"triton"``: the torch engine's feature-read kernel on CUDA, an experiment).
+          runs", auto and auto (the torch engine's descriptor-head reads: its Triton kernel on the compiled CUDA
+          fast path, gathers elsewhere; see :class:`~aliked_ros.engines.torch_engine.TorchExtractor`).
         - ``precision`` is the one vocabulary of arithmetic: ``"fp32"``, ``"fp16"``, or ``"auto"``: fp16 where the
           network runs on a GPU, fp32 on the CPU (where fp16 is emulated and slower). An explicit fp16 on the CPU runs
           as asked, for precision studies.
@@ -155,7 +156,7 @@ class ExtractorConfig:
     image_width: int | None = None
     onnxruntime_providers: str = "auto"
     input_format: str | None = None  # a static engine's input layout: rgb, bgr, gray, or auto (the camera's)
-    feature_reads: str = "torch"  # the torch engine on CUDA: "triton" reads features with one kernel (experiment)
+    feature_reads: str = "auto"  # the torch engine's descriptor-head reads: auto, torch (gathers) or triton (kernel)
 
     def __post_init__(self):
         defaults = yaml_defaults()

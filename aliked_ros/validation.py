@@ -19,7 +19,7 @@ from aliked_ros.errors import InvalidTypeError, InvalidValueError
 # intervals, hence a largest value rather than "below 1".
 SCORE_THRESHOLD_MAX = 0.999
 PRECISIONS = ("fp32", "fp16")
-FEATURE_READS = ("torch", "triton")  # the torch engine's descriptor-head reads (TorchExtractor)
+FEATURE_READS = ("auto", "torch", "triton")  # the torch engine's descriptor-head reads (TorchExtractor)
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 

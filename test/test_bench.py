@@ -108,9 +108,9 @@ def test_engine_specs_parse_with_aliases_in_order_once():
     assert names(parse_engines("all")) == list(ENGINE_SPECS)
     spec = ENGINE_SPECS["torch-graph-fp16"]
     assert (spec.runtime, spec.precision, spec.cuda_graph, spec.needs_cuda) == ("torch", "fp16", True, True)
-    # The feature-read kernel's row: the compiled fast path but for the reads, to be compared with it in one run.
-    reads, fast = ENGINE_SPECS["torch-compiled-graph-reads-fp16"], ENGINE_SPECS["torch-compiled-graph-fp16"]
-    assert (reads.feature_reads, fast.feature_reads) == ("triton", "torch")
+    # The gathers' row: the compiled fast path but for the reads (the kernel by default there), in one run with it.
+    reads, fast = ENGINE_SPECS["torch-compiled-graph-gathers-fp16"], ENGINE_SPECS["torch-compiled-graph-fp16"]
+    assert (reads.feature_reads, fast.feature_reads) == ("torch", "auto")
     assert ((reads.precision, reads.cuda_graph, reads.compile_mode)
             == (fast.precision, fast.cuda_graph, fast.compile_mode))
     with pytest.raises(AlikedError, match="Unknown engine 'torch-fp8'.*torch-fp32"):

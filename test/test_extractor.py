@@ -214,11 +214,24 @@ def test_compiled_fast_path_keeps_the_precision_bounds(rgb_frame, gray_frame, fe
 def test_the_feature_read_kernel_is_asked_for_and_refused_where_it_cannot_run():
     from aliked_ros.errors import AlikedError
 
-    assert ExtractorConfig().feature_reads == "torch"  # an experiment: off unless asked for
+    assert ExtractorConfig().feature_reads == "auto"
     with pytest.raises(AlikedError, match="feature_reads"):
         ExtractorConfig(feature_reads="cuda")
     with pytest.raises(AlikedError, match="needs a CUDA device and Triton"):
         create_extractor("torch", model="aliked-t16", device="cpu", feature_reads="triton")
+    # "auto" reads with gathers wherever the engine is not the compiled CUDA fast path: here, the CPU.
+    for compiled in (False, True):
+        extractor = create_extractor("torch", model="aliked-t16", device="cpu", compile=compiled)
+        assert extractor.feature_reads == extractor.aliked.network.feature_reads == "torch"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
+def test_auto_reads_with_the_kernel_on_the_compiled_fast_path_only():
+    pytest.importorskip("triton")
+    options = dict(model="aliked-t16", top_k=1000, device="cuda", precision="fp16")
+    assert create_extractor("torch", cuda_graph=True, compile=True, **options).feature_reads == "triton"
+    assert create_extractor("torch", cuda_graph=True, compile=False, **options).feature_reads == "torch"
+    assert create_extractor("torch", cuda_graph=False, compile=False, **options).feature_reads == "torch"
 
 
 def test_the_network_gives_the_same_features_with_channels_last_levels():

@@ -70,9 +70,11 @@ class TorchExtractor(Extractor):
           elementwise, pooling, upsampling and sampling work into Triton kernels) before it is captured; the first
           frame of each size then waits for the compilation (tens of seconds; see BENCHMARKS.md for what it gains).
           Needs Triton (desktop CUDA builds of PyTorch have it).
-        - ``feature_reads="triton"`` (CUDA with Triton): the descriptor head reads the feature pyramid with one
-          Triton kernel instead of gathers (:mod:`~aliked_ros.model.sampling_kernel`); an experiment, "torch" by
-          default until a bench run shows what it pays end to end (BENCHMARKS.md).
+        - ``feature_reads``: how the descriptor head reads the feature pyramid. ``"triton"`` (CUDA with Triton):
+          one Triton kernel (:mod:`~aliked_ros.model.sampling_kernel`); ``"torch"``: gathers, the formulation that
+          runs everywhere (and that ONNX exports); ``"auto"`` (the default): the kernel on the compiled fast path,
+          where it took 0.05 ms (aliked-t16) and 0.31 ms (aliked-n16rot) off a frame (BENCHMARKS.md), gathers
+          elsewhere.
     """
 
     engine = "torch"
@@ -80,7 +82,7 @@ class TorchExtractor(Extractor):
     def __init__(self, model: str = "aliked-n16rot", top_k: int = 1000, *, device: str = "auto",
                  precision: str = "fp32", score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
                  weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False,
-                 compile: bool = False, feature_reads: str = "torch"):
+                 compile: bool = False, feature_reads: str = "auto"):
         model = validation.model(model)
         top_k = validation.top_k(top_k)
         score_threshold = validation.score_threshold(score_threshold)
@@ -93,6 +95,9 @@ class TorchExtractor(Extractor):
         if compile and cuda_graph and self.torch_device.type == "cuda" and not has_triton():
             raise AlikedError("compile=True needs Triton on CUDA (torch.compile's GPU code generator), which this "
                               "PyTorch lacks; run with compile=False (the CUDA graph alone).")
+        fast_path = compile and cuda_graph and self.torch_device.type == "cuda" and top_k > 0
+        if feature_reads == "auto":  # the kernel where it was measured to pay (BENCHMARKS.md): the compiled fast path
+            feature_reads = "triton" if fast_path and load_kernel().AVAILABLE else "torch"
         if feature_reads == "triton" and (self.torch_device.type != "cuda" or not load_kernel().AVAILABLE):
             raise AlikedError("feature_reads='triton' runs a Triton kernel on CUDA: it needs a CUDA device and Triton "
                               "(with torch >= 2.6); use feature_reads='torch' here.")
@@ -111,7 +116,7 @@ class TorchExtractor(Extractor):
         self.cuda_graph = cuda_graph and self.torch_device.type == "cuda" and top_k > 0
         self._graphs: dict[tuple[int, int, str], CapturedExtraction] = {}
         self._jpeg_decoder = None  # decided on first use (see decodes_jpeg)
-        self.compiled = compile and self.cuda_graph
+        self.compiled = fast_path  # compile and self.cuda_graph
         if self.cuda_graph:
             # The tensor deformable convolution, in the warm-up runs too: it is capture-safe (torchvision's is not),
             # and the warm-up then meets every convolution shape and layout the capture will (cudnn.benchmark picks

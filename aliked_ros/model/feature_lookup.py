@@ -11,8 +11,8 @@ tests compare it with the materialised map, ``test/dense_reference.py``).
 The lookup answers ``vectors(columns, rows)``: pixel indices of any shape ``S`` inside the (cropped) map, in,
 ``(dim, *S)`` vectors out, in at least float32. The descriptor head reads through :class:`FeatureLookup`'s
 ``pixels(columns, rows)`` (integer pixels) and ``sample(x, y)`` (bilinear), which answer ``(*S, dim)`` rows in the
-map's dtype: the torch formulation on top of ``vectors``, or, where asked for on CUDA with Triton (an experiment),
-one kernel (``sampling_kernel``).
+map's dtype: the torch formulation on top of ``vectors``, or, where asked for on CUDA with Triton (the torch engine's
+compiled fast path), one kernel (``sampling_kernel``).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class FeaturePyramid(FeatureLookup):
         height, width: the cropped map's size, that of the image.
 
         kernel: read with the Triton kernel of ``sampling_kernel`` where it can (CUDA levels, Triton installed, not
-            exporting to ONNX): an experiment, off unless asked for (BENCHMARKS.md, "Issue 17 continued").
+            exporting to ONNX); the torch engine asks for it on its compiled fast path (BENCHMARKS.md, "Issue 17").
 
     :meth:`pixels` and :meth:`sample` run the kernel where ``use_kernel`` says; the tests set it to run the kernel
     in Triton's interpreter on the CPU.
@@ -93,7 +93,7 @@ class FeaturePyramid(FeatureLookup):
         # Off CUDA (the CPU, and the ONNX graph, which is traced there), gather whole pixel rows (H*W, C): a
         # pixel's channels are one contiguous read instead of C reads H*W apart (onnxruntime's CPU profile:
         # BENCHMARKS.md). On CUDA, unless the kernel reads (feature_reads="triton"), the channels-first gathers stay:
-        # they are what the compiled path was measured and checked with. Both give the same vectors.
+        # pixel rows did not pay there (BENCHMARKS.md). Both give the same vectors.
         self.pixel_rows = not levels[0].is_cuda
         self._sources = None  # made on the first vectors(): the kernel reads the levels as they are
         self.use_kernel = bool(kernel and levels[0].is_cuda and not torch.onnx.is_in_onnx_export()

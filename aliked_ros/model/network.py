@@ -160,8 +160,8 @@ class AlikedNetwork(nn.Module):
             nn.Conv2d(4, 1, 3, padding=1, bias=False),
         )
         self.desc_head = SparseDeformableDescriptorHead(dim, config.descriptor_kernel, config.descriptor_positions)
-        # "torch" or "triton": how the descriptor head reads the feature pyramid on CUDA (see FeaturePyramid). The
-        # kernel is an experiment until a bench run shows what it pays end to end.
+        # "torch" or "triton": how the descriptor head reads the feature pyramid on CUDA (see FeaturePyramid); the
+        # torch engine picks the kernel on its compiled fast path (TorchExtractor's feature_reads).
         self.feature_reads = "torch"
 
     @torch.no_grad()
