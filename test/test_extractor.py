@@ -1,6 +1,8 @@
 """The Extractor contract through the torch engine: layout, dtypes, sizes, precision and bad input."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -223,6 +225,23 @@ def test_the_feature_read_kernel_is_asked_for_and_refused_where_it_cannot_run():
     for compiled in (False, True):
         extractor = create_extractor("torch", model="aliked-t16", device="cpu", compile=compiled)
         assert extractor.feature_reads == extractor.aliked.network.feature_reads == "torch"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
+def test_the_compiled_engine_keeps_torch_compile_cache_in_ours(tmp_path):
+    """The feature-read kernel brings torch's compiler stack, whose cache_dir() writes its /tmp default into
+    TORCHINDUCTOR_CACHE_DIR when first asked: the engine must choose its place before that, or a robot's restart
+    compiles again after a reboot. In a fresh process, where nothing has imported the compiler yet."""
+    pytest.importorskip("triton")
+    code = ("import os; from aliked_ros.engines import create_extractor; "
+            "create_extractor('torch', model='aliked-t16', device='cuda', precision='fp16', cuda_graph=True, "
+            "compile=True); print(os.environ['TORCHINDUCTOR_CACHE_DIR'])")
+    environment = {key: value for key, value in os.environ.items() if key != "TORCHINDUCTOR_CACHE_DIR"}
+    environment["ALIKED_ROS_CACHE_DIR"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == str(tmp_path / "torch_compile")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")

@@ -96,6 +96,10 @@ class TorchExtractor(Extractor):
             raise AlikedError("compile=True needs Triton on CUDA (torch.compile's GPU code generator), which this "
                               "PyTorch lacks; run with compile=False (the CUDA graph alone).")
         fast_path = compile and cuda_graph and self.torch_device.type == "cuda" and top_k > 0
+        if fast_path or feature_reads == "triton":
+            # Before anything imports the compiler (the kernel below does): torch's cache_dir() writes its /tmp
+            # default into TORCHINDUCTOR_CACHE_DIR when first asked, which would then pass for the user's choice.
+            self.compile_cache = use_persistent_compile_cache()
         if feature_reads == "auto":  # the kernel where it was measured to pay (BENCHMARKS.md): the compiled fast path
             feature_reads = "triton" if fast_path and load_kernel().AVAILABLE else "torch"
         if feature_reads == "triton" and (self.torch_device.type != "cuda" or not load_kernel().AVAILABLE):
@@ -123,7 +127,6 @@ class TorchExtractor(Extractor):
             # its algorithms there, not while capturing), and compiled code has no branch on the capture state.
             self.aliked.network.set_deform_implementation("tensor")
         if self.compiled:
-            self.compile_cache = use_persistent_compile_cache()
             self.aliked.rank_sort = True  # the final sort as two fused kernels instead of a radix sort's passes
         # What the CUDA graphs capture: the top-k forward, compiled by torch.compile where asked (the module itself
         # stays eager).
