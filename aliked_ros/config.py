@@ -112,6 +112,7 @@ CHECKS: dict[str, Callable] = {
     "weights_path": _path_text, "onnx_path": _path_text, "engine_path": _path_text, "cache_dir": _path_text,
     "image_height": _size, "image_width": _size, "onnxruntime_providers": _choice(ONNXRUNTIME_PROVIDERS),
     "input_format": _choice(INPUT_FORMATS), "feature_reads": validation.feature_reads,
+    "background_compile": validation.flag,
 }
 
 
@@ -157,6 +158,9 @@ class ExtractorConfig:
     onnxruntime_providers: str = "auto"
     input_format: str | None = None  # a static engine's input layout: rgb, bgr, gray, or auto (the camera's)
     feature_reads: str = "auto"  # the torch engine's descriptor-head reads: auto, torch (gathers) or triton (kernel)
+    # The torch engine's fast path: serve the uncompiled CUDA graph at once and compile on a worker thread, changing
+    # to the compiled graph when it is ready (a first frame in seconds instead of after the compilation).
+    background_compile: bool = False
 
     def __post_init__(self):
         defaults = yaml_defaults()

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -211,6 +212,34 @@ def test_compiled_fast_path_keeps_the_precision_bounds(rgb_frame, gray_frame, fe
         matches = match_features(expected, result, max_distance=1.0)
         assert matches.matched / len(expected) >= 0.99
         assert np.median(matches.cosines) >= 0.999
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
+def test_background_compilation_serves_at_once_then_changes_to_the_compiled_graph(rgb_frame, gray_frame):
+    """background_compile: the first frames come from the eager CUDA graph while the worker compiles; after it, the
+    compiled graph serves, and both keep the fast path's precision bounds against float32 eager."""
+    pytest.importorskip("triton")
+    options = dict(model="aliked-t16", top_k=1000, device="cuda")
+    reference = create_extractor("torch", precision="fp32", cuda_graph=False, **options)
+    fast = create_extractor("torch", precision="fp16", cuda_graph=True, compile=True, background_compile=True,
+                            **options)
+    assert fast.background_compile and "in the background" in fast.describe()
+    expected = reference.extract(rgb_frame)
+    start = time.perf_counter()
+    first = fast.extract(rgb_frame)
+    assert time.perf_counter() - start < 20  # the eager graph: no compilation waited for (which takes 30-40 s)
+    (key, stand_in), = fast._graphs.items()
+    assert not stand_in.final
+    fast.extract(gray_frame)  # a second layout while the first compiles: captured beside the running compilation
+    assert fast.wait_for_compilation(timeout=600)
+    compiled = fast.extract(rgb_frame)
+    assert fast._graphs[key].final and fast._graphs[key] is not stand_in
+    assert fast.feature_reads == "triton"
+    for result in (first, compiled):
+        matches = match_features(expected, result, max_distance=1.0)
+        assert matches.matched / len(expected) >= 0.99
+        assert np.median(matches.cosines) >= 0.999
+    fast.close()
 
 
 def test_the_feature_read_kernel_is_asked_for_and_refused_where_it_cannot_run():

@@ -44,7 +44,8 @@ def create_extractor(config: ExtractorConfig | str | None = None, /, *, log: Log
         return TorchExtractor(config.model, config.top_k, device=config.device, precision=config.precision,
                               score_threshold=config.score_threshold, max_keypoints=config.max_keypoints,
                               weights=config.weights_path or None, cuda_graph=config.cuda_graph,
-                              compile=config.compile, feature_reads=config.feature_reads)
+                              compile=config.compile, feature_reads=config.feature_reads,
+                              background_compile=config.background_compile)
     if config.engine == "onnxruntime":
         from aliked_ros.engines.onnxruntime_engine import OnnxRuntimeExtractor
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import time
 
 import numpy as np
 import torch
@@ -11,6 +13,7 @@ import torch
 from aliked_ros import validation
 from aliked_ros.config import DEFAULT_MAX_KEYPOINTS
 from aliked_ros.devices import has_triton, resolve_device
+from aliked_ros.engines.background import DONE, FAILED, PENDING, BackgroundBuilds
 from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
@@ -82,14 +85,15 @@ class TorchExtractor(Extractor):
     def __init__(self, model: str = "aliked-n16rot", top_k: int = 1000, *, device: str = "auto",
                  precision: str = "fp32", score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
                  weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False,
-                 compile: bool = False, feature_reads: str = "auto"):
+                 compile: bool = False, feature_reads: str = "auto", background_compile: bool = False):
         model = validation.model(model)
         top_k = validation.top_k(top_k)
         score_threshold = validation.score_threshold(score_threshold)
         max_keypoints = validation.max_keypoints(max_keypoints)
         precision = validation.precision(precision)
         feature_reads = validation.feature_reads(feature_reads)
-        for name, value in (("cuda_graph", cuda_graph), ("compile", compile), ("allow_download", allow_download)):
+        for name, value in (("cuda_graph", cuda_graph), ("compile", compile), ("allow_download", allow_download),
+                            ("background_compile", background_compile)):
             validation.flag(value, name)
         self.torch_device = resolve_device(validation.device(device))
         if compile and cuda_graph and self.torch_device.type == "cuda" and not has_triton():
@@ -100,7 +104,10 @@ class TorchExtractor(Extractor):
             # Before anything imports the compiler (the kernel below does): torch's cache_dir() writes its /tmp
             # default into TORCHINDUCTOR_CACHE_DIR when first asked, which would then pass for the user's choice.
             self.compile_cache = use_persistent_compile_cache()
-        if feature_reads == "auto":  # the kernel where it was measured to pay (BENCHMARKS.md): the compiled fast path
+        background = background_compile and fast_path
+        # The kernel where it was measured to pay (BENCHMARKS.md): the compiled fast path. Compiling in the background,
+        # the worker decides (importing the kernel brings the compiler stack, seconds the start should not wait for).
+        if feature_reads == "auto" and not background:
             feature_reads = "triton" if fast_path and load_kernel().AVAILABLE else "torch"
         if feature_reads == "triton" and (self.torch_device.type != "cuda" or not load_kernel().AVAILABLE):
             raise AlikedError("feature_reads='triton' runs a Triton kernel on CUDA: it needs a CUDA device and Triton "
@@ -108,7 +115,7 @@ class TorchExtractor(Extractor):
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.aliked = load_aliked(model, max(top_k, 1), weights, allow_download=allow_download)
         self.aliked.network.fold_batch_norm()  # inference only: one pass over the activations less per layer
-        self.aliked.network.feature_reads = self.feature_reads = feature_reads
+        self.aliked.network.feature_reads = self.feature_reads = "torch" if background else feature_reads
         self.aliked.to(self.torch_device, self.dtype)
         self.model = model
         self.top_k = top_k
@@ -126,16 +133,28 @@ class TorchExtractor(Extractor):
             # and the warm-up then meets every convolution shape and layout the capture will (cudnn.benchmark picks
             # its algorithms there, not while capturing), and compiled code has no branch on the capture state.
             self.aliked.network.set_deform_implementation("tensor")
-        if self.compiled:
+        self.background_compile = background
+        self._builds: BackgroundBuilds | None = None
+        if background:
+            # The graphs serve this eager module at once; a copy of it (a few MB) with the fast path's settings is
+            # compiled, one image size at a time, on a worker thread (see _captured).
+            self._fast_module = copy.deepcopy(self.aliked)
+            self._fast_module.rank_sort = True
+            self._fast_reads = feature_reads
+            self._fast_forward = None  # torch.compile's, made by the worker's first build
+            self._builds = BackgroundBuilds("aliked-compile", log=_logger.warning)
+        elif self.compiled:
             self.aliked.rank_sort = True  # the final sort as two fused kernels instead of a radix sort's passes
         # What the CUDA graphs capture: the top-k forward, compiled by torch.compile where asked (the module itself
         # stays eager).
-        self._network_forward = torch.compile(self.aliked.forward, dynamic=False) if self.compiled else self.aliked
+        self._network_forward = (torch.compile(self.aliked.forward, dynamic=False) if self.compiled and not background
+                                 else self.aliked)
         if self.torch_device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest convolution once per size
 
     def describe(self) -> str:
         return (super().describe() + (", torch.compile" if self.compiled else "")
+                + (" (in the background)" if self.background_compile else "")
                 + (", CUDA graph" if self.cuda_graph else "")
                 + (", feature-read kernel" if self.feature_reads == "triton" else ""))
 
@@ -181,11 +200,8 @@ class TorchExtractor(Extractor):
         if min(height, width) < MIN_IMAGE_SIDE:
             raise AlikedError(f"The image is {width}x{height} pixels; ALIKED needs at least {MIN_IMAGE_SIDE} "
                               "pixels on each side.")
-        captured = self._graphs.get((height, width, "device-rgb"))
-        if captured is None:
-            captured = self._graphs[(height, width, "device-rgb")] = CapturedExtraction(
-                self._network_forward, self.torch_device, self.dtype, (height, width, 3), "rgb",
-                min(self.top_k, height * width), upload=False)
+        captured = self._captured((height, width, "device-rgb"), (height, width, 3), "rgb",
+                                  min(self.top_k, height * width), upload=False)
         keypoints, scores, descriptors = captured.from_device(image)
         valid = int(np.count_nonzero(scores > self.score_threshold))
         return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
@@ -201,10 +217,7 @@ class TorchExtractor(Extractor):
         top_k = min(self.top_k, height * width)
         if self.cuda_graph:
             layout = "grey" if pixels.ndim == 2 and channel_order in CHANNEL_ORDERS else channel_order
-            captured = self._graphs.get((height, width, layout))
-            if captured is None:
-                captured = self._graphs[(height, width, layout)] = CapturedExtraction(
-                    self._network_forward, self.torch_device, self.dtype, pixels.shape, channel_order, top_k)
+            captured = self._captured((height, width, layout), pixels.shape, channel_order, top_k)
             keypoints, scores, descriptors = captured(pixels)
             valid = int(np.count_nonzero(scores > self.score_threshold))
             return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
@@ -230,13 +243,80 @@ class TorchExtractor(Extractor):
         )
 
 
+    def _captured(self, key: tuple[int, int, str], shape: tuple[int, ...], channel_order: str, top_k: int,
+                  upload: bool = True) -> CapturedExtraction:
+        """The CUDA graph of one image size and layout, captured on its first frame.
+
+        Compiling in the background, the first graph of a size runs the eager module, and its compilation is queued
+        on the worker; a later frame, once it is compiled and no other build runs beside the capture, captures the
+        compiled forward in its place. A size whose compilation failed keeps its eager graph (the worker logged why).
+        """
+        captured = self._graphs.get(key)
+        if captured is not None and captured.final:
+            return captured
+
+        def capture(forward, final: bool = True) -> CapturedExtraction:
+            return CapturedExtraction(forward, self.torch_device, self.dtype, shape, channel_order, top_k,
+                                      upload=upload, final=final)
+
+        if self._builds is None:
+            captured = self._graphs[key] = capture(self._network_forward)
+        elif captured is None:
+            captured = self._graphs[key] = capture(self.aliked, final=False)
+            self._builds.submit(key, lambda: self._compile_size(shape, channel_order, top_k))
+        elif self._builds.state(key) == FAILED:
+            captured.final = True
+        elif self._builds.state(key) == DONE and not self._builds.busy:
+            captured = self._graphs[key] = capture(self._builds.result(key))
+            _logger.info("The compiled graph of %s serves from now on", key)
+        return captured
+
+    def _compile_size(self, shape: tuple[int, ...], channel_order: str, top_k: int):
+        """(The worker.) torch.compile's forward, compiled for one image size and layout: one call on a network
+        input made as the graph makes it (same shape, strides and dtype: the capture then meets no recompilation),
+        on a stream of the worker's own."""
+        with torch.cuda.device(self.torch_device):
+            if self._fast_forward is None:
+                reads = self._fast_reads
+                if reads == "auto":
+                    reads = "triton" if load_kernel().AVAILABLE else "torch"
+                self._fast_module.network.feature_reads = self.feature_reads = reads
+                self._fast_forward = torch.compile(self._fast_module.forward, dynamic=False)
+            stream = torch.cuda.Stream(self.torch_device)
+            with torch.inference_mode(), torch.cuda.stream(stream):
+                pixels = torch.full(shape, 128, dtype=torch.uint8, device=self.torch_device)
+                self._fast_forward(pixels_to_network_input(pixels, channel_order, self.dtype), top_k)
+            stream.synchronize()
+        return self._fast_forward
+
+    def wait_for_compilation(self, timeout: float | None = None) -> bool:
+        """Block until the background compilations queued so far have ended (or ``timeout`` seconds); whether they
+        have. The next frame of each size then captures its compiled graph. True at once where nothing compiles in
+        the background."""
+        if self._builds is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for key in list(self._graphs):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if self._builds.wait(key, left) == PENDING:
+                return False
+        return True
+
+    def close(self) -> None:
+        if self._builds is not None:
+            self._builds.close()  # a compilation under way finishes on its daemon thread, unused
+        super().close()
+
+
 class CapturedExtraction:
     """One image size and pixel layout's extraction captured as a CUDA graph, with its pinned host buffers (see
     TorchExtractor): the host buffer has the camera's shape, grey (H, W) or colour (H, W, 3)."""
 
     def __init__(self, network_forward, device: torch.device, dtype: torch.dtype, shape: tuple[int, ...],
-                 channel_order: str, top_k: int, upload: bool = True):
+                 channel_order: str, top_k: int, upload: bool = True, final: bool = True):
         # upload=False: the frame is put on the device by the caller (a JPEG decoded there), not copied from the host.
+        # final=False: a stand-in (the eager graph) until the compiled forward of this size is ready.
+        self.final = final
         self.host_image = torch.empty(shape, dtype=torch.uint8).pin_memory()
         self.device_image = torch.empty(shape, dtype=torch.uint8, device=device)
         self.network_forward, self.dtype, self.top_k = network_forward, dtype, top_k
@@ -251,7 +331,9 @@ class CapturedExtraction:
             self.host_outputs = tuple(torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in outputs)
             self.stream.synchronize()
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph, stream=self.stream):
+            # thread_local: a background compilation may run CUDA work on its own thread meanwhile; only this
+            # thread's calls must be capture-safe.
+            with torch.cuda.graph(self.graph, stream=self.stream, capture_error_mode="thread_local"):
                 outputs = self._frame()
                 for host, output in zip(self.host_outputs, outputs):
                     host.copy_(output, non_blocking=True)

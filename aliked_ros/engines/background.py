@@ -1,0 +1,121 @@
+"""Slow builds (torch.compile of one image size) done on a worker thread while the caller goes on serving.
+
+The torch engine's compiled fast path makes a robot wait 30-40 s (12 s from torch.compile's cache) before its first
+frame (BENCHMARKS.md, "Start-up"). With a background build the engine serves the uncompiled CUDA graph at once and
+changes to the compiled one when its compilation is done. This module is the part that knows nothing of torch: a
+queue of keyed jobs run one at a time, in order, on one daemon thread (a process that exits or is killed does not
+wait for a compilation it no longer needs).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from typing import Any, Callable, Hashable
+
+_logger = logging.getLogger(__name__)
+
+PENDING, DONE, FAILED = "pending", "done", "failed"
+
+
+class BackgroundBuilds:
+    """Jobs by key, run one at a time on a daemon thread.
+
+    Convention:
+        - :meth:`submit` queues ``job`` (no argument; returns the built thing) under ``key``; a key already submitted
+          is left as it is (one build per key).
+        - :meth:`state` is ``None`` (never submitted), ``"pending"`` (queued or running), ``"done"`` or ``"failed"``;
+          :meth:`result` is the job's return value once done; :meth:`error` the exception of a failed job (also
+          logged once, through ``log``).
+        - :attr:`busy` is true while a job runs or waits: callers that must not overlap a build (a CUDA graph
+          capture) wait for it to be false.
+        - :meth:`close` drops the jobs not yet started; the running one finishes on its daemon thread.
+    """
+
+    def __init__(self, name: str = "aliked-build", log: Callable[[str], None] | None = None):
+        self._name = name
+        self._log = log or _logger.warning
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._queue: deque[Hashable] = deque()
+        self._jobs: dict[Hashable, Callable[[], Any]] = {}
+        self._states: dict[Hashable, str] = {}
+        self._results: dict[Hashable, Any] = {}
+        self._errors: dict[Hashable, BaseException] = {}
+        self._running = 0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, key: Hashable, job: Callable[[], Any]) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("BackgroundBuilds is closed")
+            if key in self._states:
+                return
+            self._states[key] = PENDING
+            self._jobs[key] = job
+            self._queue.append(key)
+            if self._thread is None:  # started on the first job: an engine that never builds has no thread
+                self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def state(self, key: Hashable) -> str | None:
+        with self._lock:
+            return self._states.get(key)
+
+    def result(self, key: Hashable) -> Any:
+        with self._lock:
+            if self._states.get(key) != DONE:
+                raise KeyError(f"{key!r} is not built ({self._states.get(key)})")
+            return self._results[key]
+
+    def error(self, key: Hashable) -> BaseException | None:
+        with self._lock:
+            return self._errors.get(key)
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return bool(self._queue) or self._running > 0
+
+    def wait(self, key: Hashable, timeout: float | None = None) -> str | None:
+        """Block until ``key``'s job has ended (or ``timeout`` seconds); its state then."""
+        with self._wake:
+            self._wake.wait_for(lambda: self._states.get(key) != PENDING, timeout)  # close() ends the queued
+            return self._states.get(key)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for key in self._queue:
+                self._states[key] = FAILED
+                self._errors[key] = RuntimeError("closed before it was built")
+            self._queue.clear()
+            self._jobs.clear()
+            self._wake.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._queue or self._closed)
+                if self._closed and not self._queue:
+                    return
+                key = self._queue.popleft()
+                job = self._jobs.pop(key)
+                self._running += 1
+            try:
+                value, error = job(), None
+            except Exception as caught:  # a failed build must not end the thread, nor lose the reason
+                value, error = None, caught
+            with self._wake:
+                self._running -= 1
+                if error is None:
+                    self._states[key], self._results[key] = DONE, value
+                else:
+                    self._states[key], self._errors[key] = FAILED, error
+                self._wake.notify_all()
+            if error is not None:
+                self._log(f"Background build {key!r} failed: {type(error).__name__}: "
+                          f"{(str(error).strip().splitlines() or [''])[0][:300]}")

@@ -1,0 +1,115 @@
+"""Background builds: the worker that compiles the torch engine's image sizes while the uncompiled graph serves."""
+
+import shutil
+import threading
+import time
+
+import pytest
+import torch
+
+from aliked_ros.engines.background import DONE, FAILED, PENDING, BackgroundBuilds
+
+
+def test_jobs_run_in_order_once_per_key_and_keep_their_results():
+    builds = BackgroundBuilds()
+    release = threading.Event()
+    order = []
+
+    def job(name, wait=False):
+        def run():
+            if wait:
+                release.wait(5)
+            order.append(name)
+            return name.upper()
+        return run
+
+    builds.submit("a", job("a", wait=True))
+    builds.submit("b", job("b"))
+    builds.submit("a", job("again"))  # a key is built once: the second job is ignored
+    assert builds.state("a") == PENDING and builds.busy
+    with pytest.raises(KeyError, match="not built"):
+        builds.result("a")
+    release.set()
+    assert builds.wait("b", timeout=5) == DONE
+    assert order == ["a", "b"]
+    assert (builds.result("a"), builds.result("b")) == ("A", "B")
+    assert not builds.busy and builds.state("never") is None
+
+
+def test_a_failed_job_is_kept_as_failed_with_its_reason_and_the_worker_goes_on():
+    messages = []
+    builds = BackgroundBuilds(log=messages.append)
+
+    def broken():
+        raise RuntimeError("no Triton here\nsecond line")
+
+    builds.submit("bad", broken)
+    builds.submit("good", lambda: 1)
+    assert builds.wait("good", timeout=5) == DONE
+    assert builds.state("bad") == FAILED
+    assert isinstance(builds.error("bad"), RuntimeError)
+    assert messages == ["Background build 'bad' failed: RuntimeError: no Triton here"]
+
+
+def test_close_drops_the_queued_jobs_and_the_thread_is_a_daemon():
+    builds = BackgroundBuilds()
+    started, release = threading.Event(), threading.Event()
+
+    def slow():
+        started.set()
+        release.wait(5)
+        return "slow"
+
+    builds.submit("running", slow)
+    builds.submit("queued", lambda: "never")
+    assert started.wait(5)
+    assert builds._thread.daemon  # a node that exits does not wait for a compilation it no longer needs
+    builds.close()
+    assert builds.state("queued") == FAILED and "closed" in str(builds.error("queued"))
+    release.set()
+    assert builds.wait("running", timeout=5) == DONE  # the running one ends on its own
+    with pytest.raises(RuntimeError, match="closed"):
+        builds.submit("late", lambda: None)
+    builds._thread.join(5)
+    assert not builds._thread.is_alive()
+
+
+def test_wait_gives_up_after_its_timeout():
+    builds = BackgroundBuilds()
+    release = threading.Event()
+    builds.submit("slow", lambda: release.wait(5))
+    start = time.monotonic()
+    assert builds.wait("slow", timeout=0.2) == PENDING
+    assert time.monotonic() - start < 2
+    release.set()
+    assert builds.wait("slow", timeout=5) == DONE
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_torch_compile_on_the_worker_while_the_caller_runs_the_module_eagerly(tmp_path, monkeypatch):
+    """What the torch engine relies on: Dynamo and Inductor compile on the worker thread while the calling thread
+    keeps running the eager module, and the compiled forward then serves the caller with the same results."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.SELU(), torch.nn.Conv2d(8, 4, 1)).eval()
+    example = torch.rand(1, 3, 24, 32)
+    builds = BackgroundBuilds()
+
+    def compile_for_example():
+        forward = torch.compile(module, dynamic=False)
+        with torch.inference_mode():
+            forward(example)
+        return forward
+
+    builds.submit("24x32", compile_for_example)
+    eager_calls = 0
+    with torch.inference_mode():
+        expected = module(example)
+        while builds.state("24x32") == PENDING:  # the caller goes on serving meanwhile
+            torch.testing.assert_close(module(example), expected)
+            eager_calls += 1
+        assert builds.state("24x32") == DONE, builds.error("24x32")
+        compiled = builds.result("24x32")
+        torch.testing.assert_close(compiled(example), expected, rtol=1e-5, atol=1e-5)
+    assert eager_calls > 0
