@@ -242,7 +242,6 @@ class TorchExtractor(Extractor):
             width,
         )
 
-
     def _captured(self, key: tuple[int, int, str], shape: tuple[int, ...], channel_order: str, top_k: int,
                   upload: bool = True) -> CapturedExtraction:
         """The CUDA graph of one image size and layout, captured on its first frame.
@@ -257,7 +256,7 @@ class TorchExtractor(Extractor):
 
         def capture(forward, final: bool = True) -> CapturedExtraction:
             return CapturedExtraction(forward, self.torch_device, self.dtype, shape, channel_order, top_k,
-                                      upload=upload, final=final)
+                                      upload=upload, final=final, beside_builds=self._builds is not None)
 
         if self._builds is None:
             captured = self._graphs[key] = capture(self._network_forward)
@@ -313,9 +312,12 @@ class CapturedExtraction:
     TorchExtractor): the host buffer has the camera's shape, grey (H, W) or colour (H, W, 3)."""
 
     def __init__(self, network_forward, device: torch.device, dtype: torch.dtype, shape: tuple[int, ...],
-                 channel_order: str, top_k: int, upload: bool = True, final: bool = True):
+                 channel_order: str, top_k: int, upload: bool = True, final: bool = True,
+                 beside_builds: bool = False):
         # upload=False: the frame is put on the device by the caller (a JPEG decoded there), not copied from the host.
         # final=False: a stand-in (the eager graph) until the compiled forward of this size is ready.
+        # beside_builds: a background compilation may run CUDA work on its own thread during the capture, so only
+        # this thread's calls must be capture-safe ("thread_local"); otherwise CUDA's strictest check ("global").
         self.final = final
         self.host_image = torch.empty(shape, dtype=torch.uint8).pin_memory()
         self.device_image = torch.empty(shape, dtype=torch.uint8, device=device)
@@ -331,9 +333,8 @@ class CapturedExtraction:
             self.host_outputs = tuple(torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in outputs)
             self.stream.synchronize()
             self.graph = torch.cuda.CUDAGraph()
-            # thread_local: a background compilation may run CUDA work on its own thread meanwhile; only this
-            # thread's calls must be capture-safe.
-            with torch.cuda.graph(self.graph, stream=self.stream, capture_error_mode="thread_local"):
+            mode = "thread_local" if beside_builds else "global"
+            with torch.cuda.graph(self.graph, stream=self.stream, capture_error_mode=mode):
                 outputs = self._frame()
                 for host, output in zip(self.host_outputs, outputs):
                     host.copy_(output, non_blocking=True)
