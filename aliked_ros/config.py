@@ -112,7 +112,7 @@ CHECKS: dict[str, Callable] = {
     "weights_path": _path_text, "onnx_path": _path_text, "engine_path": _path_text, "cache_dir": _path_text,
     "image_height": _size, "image_width": _size, "onnxruntime_providers": _choice(ONNXRUNTIME_PROVIDERS),
     "input_format": _choice(INPUT_FORMATS), "feature_reads": validation.feature_reads,
-    "background_compile": validation.flag,
+    "background_compile": validation.flag, "compile_mode": validation.compile_mode,
 }
 
 
@@ -161,6 +161,9 @@ class ExtractorConfig:
     # The torch engine's fast path: serve the uncompiled CUDA graph at once and compile on a worker thread, changing
     # to the compiled graph when it is ready (a first frame in seconds instead of after the compilation).
     background_compile: bool = False
+    # torch.compile's mode for the fast path: default, or max-autotune-no-cudagraphs (Inductor times Triton templates
+    # against cuDNN/cuBLAS for each convolution and matrix product and keeps the fastest; minutes more to compile).
+    compile_mode: str = "default"
 
     def __post_init__(self):
         defaults = yaml_defaults()

@@ -113,6 +113,10 @@ def test_engine_specs_parse_with_aliases_in_order_once():
     assert (reads.feature_reads, fast.feature_reads) == ("torch", "auto")
     assert ((reads.precision, reads.cuda_graph, reads.compile_mode)
             == (fast.precision, fast.cuda_graph, fast.compile_mode))
+    # Inductor's autotuning: the fast path but for torch.compile's mode.
+    tuned = ENGINE_SPECS["torch-compiled-autotune-graph-fp16"]
+    assert (tuned.compile_mode, tuned.feature_reads, tuned.precision, tuned.cuda_graph) == (
+        "max-autotune-no-cudagraphs", fast.feature_reads, fast.precision, fast.cuda_graph)
     with pytest.raises(AlikedError, match="Unknown engine 'torch-fp8'.*torch-fp32"):
         parse_engines("torch-fp32,torch-fp8")
     with pytest.raises(AlikedError, match="empty"):

@@ -242,6 +242,18 @@ def test_background_compilation_serves_at_once_then_changes_to_the_compiled_grap
     fast.close()
 
 
+def test_compile_modes_with_cuda_graphs_of_their_own_are_refused():
+    from aliked_ros.errors import AlikedError
+
+    assert (ExtractorConfig().compile_mode, ExtractorConfig().background_compile) == ("default", False)
+    assert ExtractorConfig(compile_mode="max-autotune-no-cudagraphs").compile_mode == "max-autotune-no-cudagraphs"
+    for mode in ("reduce-overhead", "max-autotune"):  # they would capture inside the engine's graph
+        with pytest.raises(AlikedError, match="compile_mode"):
+            ExtractorConfig(compile_mode=mode)
+        with pytest.raises(AlikedError, match="compile_mode"):
+            create_extractor("torch", model="aliked-t16", device="cpu", compile_mode=mode)
+
+
 def test_the_feature_read_kernel_is_asked_for_and_refused_where_it_cannot_run():
     from aliked_ros.errors import AlikedError
 

@@ -18,7 +18,8 @@ class RowSpec:
     runtime: str  # torch, onnxruntime, tensorrt; kornia or lightglue for a reference
     precision: str = "fp32"
     cuda_graph: bool = False
-    compile_mode: str | None = None  # references: None (eager), "default" or "reduce-overhead"
+    # None (eager); "default" or "reduce-overhead" (references); "default" or "max-autotune-no-cudagraphs" (torch)
+    compile_mode: str | None = None
     label: str = ""  # the table's name for it
     feature_reads: str = "auto"  # the torch engine's descriptor-head reads (ExtractorConfig.feature_reads)
 
@@ -49,6 +50,9 @@ ENGINE_SPECS = {spec.name: spec for spec in (
     # 17): beside the row above in one run, what the kernel pays.
     RowSpec("torch-compiled-graph-gathers-fp16", "engine", "torch", "fp16", cuda_graph=True, compile_mode="default",
             label="torch compiled + CUDA graph, gathers fp16", feature_reads="torch"),
+    # Inductor's autotuning of the convolutions and matrix products (issue 17): beside the default mode in one run.
+    RowSpec("torch-compiled-autotune-graph-fp16", "engine", "torch", "fp16", cuda_graph=True,
+            compile_mode="max-autotune-no-cudagraphs", label="torch compiled (max-autotune) + CUDA graph fp16"),
     RowSpec("onnxruntime-fp32", "engine", "onnxruntime", "fp32", label="onnxruntime fp32"),
     RowSpec("onnxruntime-fp16", "engine", "onnxruntime", "fp16", label="onnxruntime fp16"),
     RowSpec("tensorrt-fp16", "engine", "tensorrt", "fp16", label="TensorRT fp16"),

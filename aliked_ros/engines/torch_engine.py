@@ -73,6 +73,10 @@ class TorchExtractor(Extractor):
           elementwise, pooling, upsampling and sampling work into Triton kernels) before it is captured; the first
           frame of each size then waits for the compilation (tens of seconds; see BENCHMARKS.md for what it gains).
           Needs Triton (desktop CUDA builds of PyTorch have it).
+        - ``compile_mode``: torch.compile's mode, "default" or "max-autotune-no-cudagraphs" (Inductor times its
+          Triton templates against cuDNN and cuBLAS for every convolution and matrix product; longer compilation).
+        - ``background_compile`` (with ``compile``): each new image size is served at once by the uncompiled CUDA
+          graph while a worker thread compiles it; the compiled graph takes over when ready (see ``_captured``).
         - ``feature_reads``: how the descriptor head reads the feature pyramid. ``"triton"`` (CUDA with Triton):
           one Triton kernel (:mod:`~aliked_ros.model.sampling_kernel`); ``"torch"``: gathers, the formulation that
           runs everywhere (and that ONNX exports); ``"auto"`` (the default): the kernel on the compiled fast path,
@@ -85,13 +89,15 @@ class TorchExtractor(Extractor):
     def __init__(self, model: str = "aliked-n16rot", top_k: int = 1000, *, device: str = "auto",
                  precision: str = "fp32", score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
                  weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False,
-                 compile: bool = False, feature_reads: str = "auto", background_compile: bool = False):
+                 compile: bool = False, feature_reads: str = "auto", background_compile: bool = False,
+                 compile_mode: str = "default"):
         model = validation.model(model)
         top_k = validation.top_k(top_k)
         score_threshold = validation.score_threshold(score_threshold)
         max_keypoints = validation.max_keypoints(max_keypoints)
         precision = validation.precision(precision)
         feature_reads = validation.feature_reads(feature_reads)
+        self.compile_mode = validation.compile_mode(compile_mode)
         for name, value in (("cuda_graph", cuda_graph), ("compile", compile), ("allow_download", allow_download),
                             ("background_compile", background_compile)):
             validation.flag(value, name)
@@ -147,13 +153,17 @@ class TorchExtractor(Extractor):
             self.aliked.rank_sort = True  # the final sort as two fused kernels instead of a radix sort's passes
         # What the CUDA graphs capture: the top-k forward, compiled by torch.compile where asked (the module itself
         # stays eager).
-        self._network_forward = (torch.compile(self.aliked.forward, dynamic=False) if self.compiled and not background
-                                 else self.aliked)
+        self._network_forward = (self._compile(self.aliked) if self.compiled and not background else self.aliked)
         if self.torch_device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest convolution once per size
 
+    def _compile(self, module: torch.nn.Module):
+        mode = None if self.compile_mode == "default" else self.compile_mode
+        return torch.compile(module.forward, dynamic=False, mode=mode)
+
     def describe(self) -> str:
         return (super().describe() + (", torch.compile" if self.compiled else "")
+                + (f" {self.compile_mode}" if self.compiled and self.compile_mode != "default" else "")
                 + (" (in the background)" if self.background_compile else "")
                 + (", CUDA graph" if self.cuda_graph else "")
                 + (", feature-read kernel" if self.feature_reads == "triton" else ""))
@@ -280,7 +290,7 @@ class TorchExtractor(Extractor):
                 if reads == "auto":
                     reads = "triton" if load_kernel().AVAILABLE else "torch"
                 self._fast_module.network.feature_reads = self.feature_reads = reads
-                self._fast_forward = torch.compile(self._fast_module.forward, dynamic=False)
+                self._fast_forward = self._compile(self._fast_module)
             stream = torch.cuda.Stream(self.torch_device)
             with torch.inference_mode(), torch.cuda.stream(stream):
                 pixels = torch.full(shape, 128, dtype=torch.uint8, device=self.torch_device)
