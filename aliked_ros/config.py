@@ -113,6 +113,7 @@ CHECKS: dict[str, Callable] = {
     "image_height": _size, "image_width": _size, "onnxruntime_providers": _choice(ONNXRUNTIME_PROVIDERS),
     "input_format": _choice(INPUT_FORMATS), "feature_reads": validation.feature_reads,
     "background_compile": validation.flag, "compile_mode": validation.compile_mode,
+    "deform_reads": validation.deform_reads,
 }
 
 
@@ -164,6 +165,9 @@ class ExtractorConfig:
     # torch.compile's mode for the fast path: default, or max-autotune-no-cudagraphs (Inductor times Triton templates
     # against cuDNN/cuBLAS for each convolution and matrix product and keeps the fastest; minutes more to compile).
     compile_mode: str = "default"
+    # The torch engine's deformable convolutions on CUDA: torch (gathers) or triton (one kernel for the bilinear reads;
+    # an experiment until a bench run measures it).
+    deform_reads: str = "torch"
 
     def __post_init__(self):
         defaults = yaml_defaults()

@@ -20,6 +20,7 @@ from aliked_ros.errors import InvalidTypeError, InvalidValueError
 SCORE_THRESHOLD_MAX = 0.999
 PRECISIONS = ("fp32", "fp16")
 FEATURE_READS = ("auto", "torch", "triton")  # the torch engine's descriptor-head reads (TorchExtractor)
+DEFORM_READS = ("torch", "triton")  # the torch engine's deformable-convolution reads (TorchExtractor)
 # torch.compile's modes that leave the CUDA graph to the engine (the others capture graphs of their own).
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -93,6 +94,12 @@ def precision(value, name: str = "precision") -> str:
 def feature_reads(value, name: str = "feature_reads") -> str:
     if value not in FEATURE_READS:
         raise InvalidValueError(f"Unknown {name} {value!r}: choose one of {', '.join(FEATURE_READS)}.")
+    return value
+
+
+def deform_reads(value, name: str = "deform_reads") -> str:
+    if value not in DEFORM_READS:
+        raise InvalidValueError(f"Unknown {name} {value!r}: choose one of {', '.join(DEFORM_READS)}.")
     return value
 
 

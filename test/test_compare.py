@@ -215,6 +215,7 @@ def test_comparison_math_needs_neither_torch_nor_ros():
      "torch", {"precision": "fp16", "cuda_graph": True, "compile": True}),
     ("torch:compile=true,feature_reads=triton", "torch", {"compile": True, "feature_reads": "triton"}),
     ("torch:compile_mode=max-autotune-no-cudagraphs", "torch", {"compile_mode": "max-autotune-no-cudagraphs"}),
+    ("torch:deform_reads=triton,compile=true", "torch", {"deform_reads": "triton", "compile": True}),
     ("onnxruntime:onnx_path=x.onnx,providers=cpu", "onnxruntime", {"onnx_path": "x.onnx", "providers": "cpu"}),
     ("onnxruntime:dir/x.onnx,device=cuda", "onnxruntime", {"onnx_path": "dir/x.onnx", "device": "cuda"}),
     ("x.onnx", "onnxruntime", {"onnx_path": "x.onnx"}),

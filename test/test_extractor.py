@@ -197,16 +197,16 @@ def test_compile_cache_lives_in_our_cache_unless_the_user_chose_a_place(monkeypa
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
-@pytest.mark.parametrize("feature_reads", ["torch", "triton"])
-def test_compiled_fast_path_keeps_the_precision_bounds(rgb_frame, gray_frame, feature_reads):
+@pytest.mark.parametrize("feature_reads, deform_reads", [("torch", "torch"), ("triton", "torch"), ("auto", "triton")])
+def test_compiled_fast_path_keeps_the_precision_bounds(rgb_frame, gray_frame, feature_reads, deform_reads):
     """torch.compile + CUDA graph + float16 against float32 eager: the issue's bounds, ≥ 99 % of keypoints mutually
-    matched within 1 px and median descriptor cosine ≥ 0.999; with the feature-read kernel too."""
-    if feature_reads == "triton":
+    matched within 1 px and median descriptor cosine ≥ 0.999; with the feature-read and deformable-read kernels too."""
+    if "triton" in (feature_reads, deform_reads):
         pytest.importorskip("triton")
     options = dict(model="aliked-t16", top_k=1000, device="cuda")
     reference = create_extractor("torch", precision="fp32", cuda_graph=False, **options)
     fast = create_extractor("torch", precision="fp16", cuda_graph=True, compile=True, feature_reads=feature_reads,
-                            **options)
+                            deform_reads=deform_reads, **options)
     for image in (rgb_frame, gray_frame, rgb_frame):
         expected, result = reference.extract(image), fast.extract(image)
         matches = match_features(expected, result, max_distance=1.0)
@@ -260,8 +260,11 @@ def test_the_feature_read_kernel_is_asked_for_and_refused_where_it_cannot_run():
     assert ExtractorConfig().feature_reads == "auto"
     with pytest.raises(AlikedError, match="feature_reads"):
         ExtractorConfig(feature_reads="cuda")
-    with pytest.raises(AlikedError, match="needs a CUDA device and Triton"):
-        create_extractor("torch", model="aliked-t16", device="cpu", feature_reads="triton")
+    for reads in ("feature_reads", "deform_reads"):
+        with pytest.raises(AlikedError, match="need a CUDA device and Triton"):
+            create_extractor("torch", model="aliked-t16", device="cpu", **{reads: "triton"})
+    with pytest.raises(AlikedError, match="deform_reads"):
+        ExtractorConfig(deform_reads="cuda")
     # "auto" reads with gathers wherever the engine is not the compiled CUDA fast path: here, the CPU.
     for compiled in (False, True):
         extractor = create_extractor("torch", model="aliked-t16", device="cpu", compile=compiled)

@@ -49,7 +49,8 @@ def open_runner(row: PlannedRow, model: str, top_k: int, images: ImageSet, *, ca
                              image_height=images.height, image_width=images.width)
     if spec.runtime == "torch":
         config = config.replace(device=row.device, cuda_graph=spec.cuda_graph, compile=spec.compile_mode is not None,
-                                feature_reads=spec.feature_reads, compile_mode=spec.compile_mode or "default")
+                                feature_reads=spec.feature_reads, compile_mode=spec.compile_mode or "default",
+                                deform_reads=spec.deform_reads)
     elif spec.runtime == "onnxruntime":
         config = config.replace(onnxruntime_providers=row.provider)
     extractor = create_extractor(config, log=log)

@@ -45,7 +45,8 @@ def create_extractor(config: ExtractorConfig | str | None = None, /, *, log: Log
                               score_threshold=config.score_threshold, max_keypoints=config.max_keypoints,
                               weights=config.weights_path or None, cuda_graph=config.cuda_graph,
                               compile=config.compile, feature_reads=config.feature_reads,
-                              background_compile=config.background_compile, compile_mode=config.compile_mode)
+                              background_compile=config.background_compile, compile_mode=config.compile_mode,
+                              deform_reads=config.deform_reads)
     if config.engine == "onnxruntime":
         from aliked_ros.engines.onnxruntime_engine import OnnxRuntimeExtractor
 

@@ -77,6 +77,9 @@ class TorchExtractor(Extractor):
           Triton templates against cuDNN and cuBLAS for every convolution and matrix product; longer compilation).
         - ``background_compile`` (with ``compile``): each new image size is served at once by the uncompiled CUDA
           graph while a worker thread compiles it; the compiled graph takes over when ready (see ``_captured``).
+        - ``deform_reads="triton"`` (CUDA with Triton): the backbone's deformable convolutions read their input with
+          one Triton kernel (:mod:`~aliked_ros.model.deform_kernel`) instead of gathers; an experiment, "torch" by
+          default until a bench run measures it.
         - ``feature_reads``: how the descriptor head reads the feature pyramid. ``"triton"`` (CUDA with Triton):
           one Triton kernel (:mod:`~aliked_ros.model.sampling_kernel`); ``"torch"``: gathers, the formulation that
           runs everywhere (and that ONNX exports); ``"auto"`` (the default): the kernel on the compiled fast path,
@@ -90,7 +93,7 @@ class TorchExtractor(Extractor):
                  precision: str = "fp32", score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
                  weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False,
                  compile: bool = False, feature_reads: str = "auto", background_compile: bool = False,
-                 compile_mode: str = "default"):
+                 compile_mode: str = "default", deform_reads: str = "torch"):
         model = validation.model(model)
         top_k = validation.top_k(top_k)
         score_threshold = validation.score_threshold(score_threshold)
@@ -98,6 +101,7 @@ class TorchExtractor(Extractor):
         precision = validation.precision(precision)
         feature_reads = validation.feature_reads(feature_reads)
         self.compile_mode = validation.compile_mode(compile_mode)
+        self.deform_reads = validation.deform_reads(deform_reads)
         for name, value in (("cuda_graph", cuda_graph), ("compile", compile), ("allow_download", allow_download),
                             ("background_compile", background_compile)):
             validation.flag(value, name)
@@ -106,7 +110,7 @@ class TorchExtractor(Extractor):
             raise AlikedError("compile=True needs Triton on CUDA (torch.compile's GPU code generator), which this "
                               "PyTorch lacks; run with compile=False (the CUDA graph alone).")
         fast_path = compile and cuda_graph and self.torch_device.type == "cuda" and top_k > 0
-        if fast_path or feature_reads == "triton":
+        if fast_path or "triton" in (feature_reads, self.deform_reads):
             # Before anything imports the compiler (the kernel below does): torch's cache_dir() writes its /tmp
             # default into TORCHINDUCTOR_CACHE_DIR when first asked, which would then pass for the user's choice.
             self.compile_cache = use_persistent_compile_cache()
@@ -115,9 +119,10 @@ class TorchExtractor(Extractor):
         # the worker decides (importing the kernel brings the compiler stack, seconds the start should not wait for).
         if feature_reads == "auto" and not background:
             feature_reads = "triton" if fast_path and load_kernel().AVAILABLE else "torch"
-        if feature_reads == "triton" and (self.torch_device.type != "cuda" or not load_kernel().AVAILABLE):
-            raise AlikedError("feature_reads='triton' runs a Triton kernel on CUDA: it needs a CUDA device and Triton "
-                              "(with torch >= 2.6); use feature_reads='torch' here.")
+        if "triton" in (feature_reads, self.deform_reads) and (self.torch_device.type != "cuda"
+                                                              or not load_kernel().AVAILABLE):
+            raise AlikedError("feature_reads='triton' and deform_reads='triton' run Triton kernels on CUDA: they need "
+                              "a CUDA device and Triton (with torch >= 2.6); use 'torch' here.")
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.aliked = load_aliked(model, max(top_k, 1), weights, allow_download=allow_download)
         self.aliked.network.fold_batch_norm()  # inference only: one pass over the activations less per layer
@@ -151,6 +156,8 @@ class TorchExtractor(Extractor):
             self._builds = BackgroundBuilds("aliked-compile", log=_logger.warning)
         elif self.compiled:
             self.aliked.rank_sort = True  # the final sort as two fused kernels instead of a radix sort's passes
+        if self.deform_reads == "triton":  # on the module the fast path compiles (the eager one where none is)
+            (self._fast_module if background else self.aliked).network.set_deform_implementation("triton")
         # What the CUDA graphs capture: the top-k forward, compiled by torch.compile where asked (the module itself
         # stays eager).
         self._network_forward = (self._compile(self.aliked) if self.compiled and not background else self.aliked)
@@ -166,7 +173,8 @@ class TorchExtractor(Extractor):
                 + (f" {self.compile_mode}" if self.compiled and self.compile_mode != "default" else "")
                 + (" (in the background)" if self.background_compile else "")
                 + (", CUDA graph" if self.cuda_graph else "")
-                + (", feature-read kernel" if self.feature_reads == "triton" else ""))
+                + (", feature-read kernel" if self.feature_reads == "triton" else "")
+                + (", deformable-read kernel" if self.deform_reads == "triton" else ""))
 
     def device_memory(self) -> dict[str, float] | None:
         if self.torch_device.type != "cuda":

@@ -5,9 +5,11 @@ have ``2 * kh * kw`` channels, a ``(dy, dx)`` pair per kernel tap in row-major t
 bilinearly at ``(y - pad + i + dy, x - pad + j + dx)`` with zeros outside. ALIKED uses stride 1, dilation 1, one
 offset group and no modulation mask; this module implements exactly that.
 
-Two implementations compute it:
+Three implementations compute it:
 - ``tensor``: gathers and one matrix product, any device, any dtype, exportable as plain ONNX ops.
 - ``torchvision``: torchvision's fused kernel, faster where torchvision is installed; never required.
+- ``triton``: one Triton kernel for the bilinear reads, then one matrix product (:mod:`~aliked_ros.model.deform_kernel`;
+  one image at a time, ``C`` a power of two; other inputs take the tensor path). Opt-in, for the compiled CUDA path.
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ class DeformableConv2d(nn.Module):
 
     def deform(self, x: Tensor, offset: Tensor) -> Tensor:
         weight, bias = self.regular_conv.weight, self.regular_conv.bias  # a bias appears once BN is folded in
+        if self.implementation == "triton":
+            from aliked_ros.model import deform_kernel  # Triton and the compiler stack: only where asked for
+
+            if deform_kernel.input_channels(x, offset, weight.shape[-2:]) is not None:
+                return deform_kernel.deform_conv2d_triton(x, offset, weight, self.padding, bias)
+            return deform_conv2d_tensor(x, offset, weight, self.padding, bias)
         fused = torchvision_deform_conv2d() if self.implementation in ("auto", "torchvision") else None
         # torchvision's kernel is not safe to capture in a CUDA graph: replays gave other outputs than eager runs
         # (H100, torch 2.11, torchvision 0.26). While capturing, 'auto' takes the tensor path, which is.

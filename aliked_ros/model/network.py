@@ -188,7 +188,7 @@ class AlikedNetwork(nn.Module):
                 setattr(block, bn_name, nn.Identity())
 
     def set_deform_implementation(self, implementation: str) -> None:
-        """Choose the deformable convolution kernel: 'auto', 'tensor' or 'torchvision' (see deform_conv)."""
+        """Choose the deformable convolution kernel: 'auto', 'tensor', 'torchvision' or 'triton' (see deform_conv)."""
         for module in self.modules():
             if isinstance(module, DeformableConv2d):
                 module.implementation = implementation

@@ -69,7 +69,7 @@ if AVAILABLE:
     from torch.library import wrap_triton
 
     @triton.jit
-    def _neighbour(x0, y0, fx, fy, corner: tl.constexpr, width, height):
+    def bilinear_neighbour(x0, y0, fx, fy, corner: tl.constexpr, width, height):
         """Neighbour ``corner`` of bilinear sampling (top-left, top-right, bottom-left, bottom-right, as
         bilinear_taps): its column and row clamped inside the ``width`` × ``height`` map, and its weight, 0 where the
         neighbour lies outside (so reading the clamped pixel there changes nothing)."""
@@ -102,7 +102,7 @@ if AVAILABLE:
         mixed = tl.zeros((BLOCK, CHANNELS), dtype=tl.float32)
         for corner in tl.static_range(4):
             # Past the last row or column a neighbour weighs 0 (F.interpolate reads the edge twice: the same value).
-            column, row, weight = _neighbour(x0, y0, fx, fy, corner, level_width, level_height)
+            column, row, weight = bilinear_neighbour(x0, y0, fx, fy, corner, level_width, level_height)
             pixel = row * stride_y + column * stride_x
             values = tl.load(level + pixel[:, None] + channels[None, :] * stride_c).to(tl.float32)
             mixed += values * weight[:, None]
@@ -144,7 +144,7 @@ if AVAILABLE:
         part3 = tl.zeros((BLOCK, CHANNELS), dtype=tl.float32)
         for neighbour in tl.static_range(1 if INTEGER_PIXELS else 4):  # bilinear_taps' order
             # Clamped inside the cropped map (a neighbour outside weighs 0), then into the padded full map.
-            column, row, weight = _neighbour(x0, y0, fx, fy, neighbour, width, height)
+            column, row, weight = bilinear_neighbour(x0, y0, fx, fy, neighbour, width, height)
             full_x = column + left
             full_y = row + top
             pixel0 = full_y * stride0_y + full_x * stride0_x

@@ -1,0 +1,82 @@
+"""The deformable-convolution Triton kernel (``aliked_ros.model.deform_kernel``) computes what the tensor formulation
+computes: in Triton's interpreter on the CPU (a subprocess; the cases are in ``deform_kernel_cases.py``), and with
+CUDA for real, eagerly, inside ``torch.compile`` and in a CUDA graph."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from deform_kernel_cases import CASE_IDS, CASES, TOLERANCES, check, kernel_and_reference, random_inputs
+
+from aliked_ros.model import deform_kernel
+from aliked_ros.model.deform_conv import DeformableConv2d
+
+TEST_DIR = Path(__file__).resolve().parent
+
+
+def triton_missing() -> str | None:
+    try:
+        import triton  # noqa: F401
+    except Exception as error:
+        return f"Triton does not import here ({type(error).__name__}: {error})"
+    if not deform_kernel.AVAILABLE:
+        return "torch.library.triton_op is missing (torch >= 2.6 has it)"
+    return None
+
+
+needs_triton = pytest.mark.skipif(triton_missing() is not None, reason=str(triton_missing()))
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or triton_missing() is not None,
+                                reason="needs a CUDA device and Triton")
+
+
+@needs_triton
+def test_kernel_in_the_triton_interpreter_matches_the_tensor_formulation():
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             str(TEST_DIR / "deform_kernel_cases.py")], cwd=TEST_DIR.parent, capture_output=True,
+                            text=True, timeout=900, env={**os.environ, "TRITON_INTERPRET": "1"})
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
+
+
+def test_inputs_the_kernel_cannot_read_take_the_tensor_path():
+    x, offset, weight, bias = random_inputs(12, 16, 16, torch.float32, "channels_first")
+    assert deform_kernel.input_channels(x, offset, (3, 3)) == 16
+    assert deform_kernel.input_channels(x[:, :12], offset, (3, 3)) is None  # C not a power of two
+    assert deform_kernel.input_channels(x.expand(2, -1, -1, -1), offset, (3, 3)) is None  # a batch
+    assert deform_kernel.input_channels(x, offset[:, :16], (3, 3)) is None
+    layer = DeformableConv2d(12, 8)
+    layer.implementation = "triton"
+    with torch.no_grad():  # C = 12 is refused by the kernel: the tensor formulation answers, no Triton needed
+        layer.deform(x[:, :12], offset)
+
+
+@needs_cuda
+@pytest.mark.parametrize("height, width, dtype, layout, channels", CASES, ids=CASE_IDS)
+def test_cuda_kernel_matches_the_tensor_formulation(height, width, dtype, layout, channels):
+    check(*random_inputs(height, width, channels, dtype, layout, device="cuda"))
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
+def test_cuda_kernel_inside_torch_compile_and_a_cuda_graph(dtype):
+    from torch._inductor.utils import run_and_get_code
+
+    x, offset, weight, bias = random_inputs(48, 156, 64, dtype, "channels_last", device="cuda")
+    compiled = torch.compile(deform_kernel.deform_conv2d_triton, fullgraph=True, dynamic=False)
+    result, code = run_and_get_code(compiled, x, offset, weight, 1, bias)
+    assert any("_deformable_columns_kernel" in source for source in code)
+    _, reference = kernel_and_reference(x, offset, weight, bias)
+    torch.testing.assert_close(result.float(), reference.float(), rtol=0, atol=TOLERANCES[dtype])
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = compiled(x, offset, weight, 1, bias)
+    offset.copy_(offset.flip(-1))  # new offsets in the same memory
+    graph.replay()
+    torch.cuda.synchronize()
+    _, reference = kernel_and_reference(x, offset, weight, bias)
+    torch.testing.assert_close(captured.float(), reference.float(), rtol=0, atol=TOLERANCES[dtype])
