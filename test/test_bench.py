@@ -368,7 +368,13 @@ def test_profile_summary_takes_gpu_time_on_cuda_and_cpu_self_time_on_the_cpu():
     assert gpu.total_us_per_frame == pytest.approx(85.0) and gpu.calls_per_frame == pytest.approx(5.0)
     assert [(o.name, o.microseconds_per_frame, o.calls_per_frame) for o in gpu.top] == [
         ("sm90_xmma_fprop", 60.0, 3.0), ("triton_poi_fused_selu", 20.0, 1.0)]
+    # Every entry counts in the kinds, those below the top too.
+    assert gpu.by_kind == pytest.approx({"convolutions and matrix products (cuDNN, cuBLAS, CUTLASS)": 60.0,
+                                         "Inductor (Triton)": 20.0, "copies": 5.0})
+    assert list(gpu.by_kind) == ["convolutions and matrix products (cuDNN, cuBLAS, CUTLASS)", "Inductor (Triton)",
+                                 "copies"]
     cpu = summarize_profile(events, frames=20, cuda=False)
+    assert cpu.by_kind is None
     assert [o.name for o in cpu.top] == ["aten::conv2d", "cudaGraphLaunch"]
     assert cpu.total_us_per_frame == pytest.approx(60.0)
 
@@ -483,3 +489,33 @@ def test_frame_path_option_times_every_encoding_beside_the_engine_row(crops, tmp
     measurements = json.loads(raw.read_text())["measurements"]
     assert [stats["encoding"] for stats in measurements[1]["frame_path"]] == ["mono8"]
     assert json.loads(raw.read_text())["config"]["frame_path"] is True
+
+
+def test_kernel_kinds_from_the_names_of_an_h100_profile():
+    from aliked_ros.bench.profiler import kernel_kind
+
+    names = {  # as torch.profiler named them on the H100 (BENCHMARKS.md)
+        "sm80_xmma_fprop_implicit_gemm_indexed_wo_smem_f16f16_f16f32_f32_nhwckrsc_nhwc": "convolutions",
+        "void cudnn::cnn::conv2d_grouped_direct_kernel<false, true>": "convolutions",
+        "at::native::mbtopk::computeDigitCumSum(short*, unsigned int*, unsigned int)": "top-k",
+        "void at::native::radixSortKVInPlace<-2, -1, 32, 32, float, long, unsigned int>": "top-k",
+        "triton_poi_fused__to_copy_add_arange_bitwise_and_clamp_ge_index_le_mul_stack_transpose": "Inductor",
+        "_feature_pyramid_read_kernel": "aliked_ros",
+        "Memcpy HtoD (Pinned -> Device)": "copies",
+        "void at::native::vectorized_elementwise_kernel<4>": "other",
+    }
+    for name, kind in names.items():
+        assert kernel_kind(name).startswith(kind), (name, kernel_kind(name))
+
+
+def test_a_gpu_profile_in_the_report_says_its_time_by_kind():
+    from aliked_ros.bench.report import profile_table
+
+    events = [fake_event("sm90_xmma_fprop", "CUDA", 60, device_us=1200.0),
+              fake_event("triton_poi_fused_selu", "CUDA", 20, device_us=400.0),
+              fake_event("Memcpy HtoD", "CUDA", 20, device_us=100.0)]
+    measurement = SimpleNamespace(label="torch compiled + CUDA graph fp16", model="aliked-t16", top_k=1000,
+                                  image_set="tum", profile=summarize_profile(events, frames=20, cuda=True, top=1))
+    lines = profile_table(measurement)
+    assert lines[-1] == ("By kind (every entry, told by its name): convolutions and matrix products (cuDNN, cuBLAS, "
+                         "CUTLASS) 60.0 µs, Inductor (Triton) 20.0 µs, copies 5.0 µs.")

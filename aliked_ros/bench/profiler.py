@@ -8,6 +8,16 @@ from typing import Callable, Sequence
 import numpy as np
 
 PROFILE_TOP = 12
+# GPU work by kind, told by the kernel's name (first match wins): where a frame's kernel time goes, in a few numbers.
+KERNEL_KINDS = (
+    ("copies", ("Memcpy", "Memset")),
+    ("top-k and sort (PyTorch)", ("mbtopk", "topk", "radixSort", "sort")),
+    ("aliked_ros Triton kernels", ("_feature_pyramid_read_kernel", "_deformable_columns_kernel")),
+    ("Inductor (Triton)", ("triton_",)),
+    ("convolutions and matrix products (cuDNN, cuBLAS, CUTLASS)",
+     ("xmma", "cudnn", "gemm", "cutlass", "conv", "Kernel2")),
+)
+OTHER_KIND = "other"
 
 
 @dataclass
@@ -26,6 +36,15 @@ class Profile:
     total_us_per_frame: float
     calls_per_frame: float
     top: list[ProfiledOperation]
+    by_kind: dict[str, float] | None = None  # µs per frame by KERNEL_KINDS (GPU profiles), largest first
+
+
+def kernel_kind(name: str) -> str:
+    """The KERNEL_KINDS entry a GPU kernel's name belongs to, else "other"."""
+    for kind, markers in KERNEL_KINDS:
+        if any(marker in name for marker in markers):
+            return kind
+    return OTHER_KIND
 
 
 def profile_calls(call: Callable[[np.ndarray], object], frames: Sequence[np.ndarray], count: int, cuda: bool,
@@ -61,6 +80,13 @@ def summarize_profile(events, frames: int, cuda: bool, top: int = PROFILE_TOP) -
         if micros > 0:
             operations.append(ProfiledOperation(event.key, micros / frames, event.count / frames))
     operations.sort(key=lambda operation: operation.microseconds_per_frame, reverse=True)
+    by_kind = None
+    if cuda:
+        totals: dict[str, float] = {}
+        for operation in operations:
+            kind = kernel_kind(operation.name)
+            totals[kind] = totals.get(kind, 0.0) + operation.microseconds_per_frame
+        by_kind = dict(sorted(totals.items(), key=lambda item: item[1], reverse=True))
     return Profile(frames=frames, clock="GPU kernel time" if cuda else "CPU operator self time",
                    total_us_per_frame=sum(o.microseconds_per_frame for o in operations),
-                   calls_per_frame=sum(o.calls_per_frame for o in operations), top=operations[:top])
+                   calls_per_frame=sum(o.calls_per_frame for o in operations), top=operations[:top], by_kind=by_kind)

@@ -91,7 +91,11 @@ def profile_table(measurement: Measurement) -> list[str]:
         share = operation.microseconds_per_frame / profile.total_us_per_frame if profile.total_us_per_frame else 0
         rows.append([f"`{name}`", f"{operation.microseconds_per_frame:.1f}", f"{operation.calls_per_frame:.1f}",
                      f"{share:.0%}"])
-    return lines + [markdown_table(columns, rows)]
+    lines.append(markdown_table(columns, rows))
+    if profile.by_kind:  # every entry, not only the largest, by the kind its name tells
+        lines += ["", "By kind (every entry, told by its name): " + ", ".join(
+            f"{kind} {micros:.1f} µs" for kind, micros in profile.by_kind.items()) + "."]
+    return lines
 
 
 def format_report(result: BenchResult) -> str:
