@@ -119,10 +119,12 @@ class TorchExtractor(Extractor):
         # the worker decides (importing the kernel brings the compiler stack, seconds the start should not wait for).
         if feature_reads == "auto" and not background:
             feature_reads = "triton" if fast_path and load_kernel().AVAILABLE else "torch"
-        if "triton" in (feature_reads, self.deform_reads) and (self.torch_device.type != "cuda"
-                                                              or not load_kernel().AVAILABLE):
-            raise AlikedError("feature_reads='triton' and deform_reads='triton' run Triton kernels on CUDA: they need "
-                              "a CUDA device and Triton (with torch >= 2.6); use 'torch' here.")
+        kernels = [name for name, reads in (("feature_reads", feature_reads), ("deform_reads", self.deform_reads))
+                   if reads == "triton"]
+        if kernels and (self.torch_device.type != "cuda" or not load_kernel().AVAILABLE):
+            asked = " and ".join(f"{name}='triton'" for name in kernels)
+            raise AlikedError(f"{asked} runs a Triton kernel on CUDA: it needs a CUDA device and Triton (with torch "
+                              f">= 2.6); use {' and '.join(f'{name}=' + repr('torch') for name in kernels)} here.")
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.aliked = load_aliked(model, max(top_k, 1), weights, allow_download=allow_download)
         self.aliked.network.fold_batch_norm()  # inference only: one pass over the activations less per layer
