@@ -113,3 +113,29 @@ def test_torch_compile_on_the_worker_while_the_caller_runs_the_module_eagerly(tm
         compiled = builds.result("24x32")
         torch.testing.assert_close(compiled(example), expected, rtol=1e-5, atol=1e-5)
     assert eager_calls > 0
+
+
+def test_an_exit_while_a_job_runs_waits_for_it(tmp_path):
+    """The interpreter's shutdown must not cut a running job off (a compilation cut off there aborts the process):
+    the exit waits for it, and queued jobs are dropped."""
+    import subprocess
+    import sys
+
+    done, dropped = tmp_path / "done", tmp_path / "dropped"
+    code = f"""
+import threading, time
+from pathlib import Path
+from aliked_ros.engines.background import BackgroundBuilds
+started = threading.Event()
+def slow():
+    started.set()
+    time.sleep(1.5)
+    Path({str(done)!r}).write_text("finished")
+builds = BackgroundBuilds()
+builds.submit("slow", slow)
+builds.submit("queued", lambda: Path({str(dropped)!r}).write_text("ran"))
+started.wait(5)
+"""  # and the script ends here, the job still running
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert done.read_text() == "finished" and not dropped.exists()

@@ -9,6 +9,7 @@ wait for a compilation it no longer needs).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from collections import deque
@@ -31,6 +32,9 @@ class BackgroundBuilds:
         - :attr:`busy` is true while a job runs or waits: callers that must not overlap a build (a CUDA graph
           capture) wait for it to be false.
         - :meth:`close` drops the jobs not yet started; the running one finishes on its daemon thread.
+        - A process that exits while a job runs waits for it to end (a compilation cut off by the interpreter's
+          shutdown aborts the process instead): an exit during a background compilation takes up to its remaining
+          time, and the compilation may end in an error then (logged), which nothing uses any more.
     """
 
     def __init__(self, name: str = "aliked-build", log: Callable[[str], None] | None = None):
@@ -59,6 +63,7 @@ class BackgroundBuilds:
             if self._thread is None:  # started on the first job: an engine that never builds has no thread
                 self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
                 self._thread.start()
+                atexit.register(self._finish_at_exit)
             self._wake.notify()
 
     def state(self, key: Hashable) -> str | None:
@@ -95,6 +100,14 @@ class BackgroundBuilds:
             self._queue.clear()
             self._jobs.clear()
             self._wake.notify_all()
+
+    def _finish_at_exit(self) -> None:
+        """At interpreter exit: drop the queued jobs and let the running one end first. A daemon thread still inside
+        a compilation when the runtime finalises aborts the process (C++ threads of the compiler destroyed under it:
+        "terminate called without an active exception", seen on the CPU), so the exit waits for it instead."""
+        self.close()
+        with self._wake:
+            self._wake.wait_for(lambda: self._running == 0)
 
     def _work(self) -> None:
         while True:
