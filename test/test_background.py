@@ -67,7 +67,8 @@ def test_close_drops_the_queued_jobs_and_the_thread_is_a_daemon():
     builds.close()
     assert builds.state("queued") == FAILED and "closed" in str(builds.error("queued"))
     release.set()
-    assert builds.wait("running", timeout=5) == DONE  # the running one ends on its own
+    assert builds.wait("running", timeout=5) == FAILED  # it ends on its own, its result kept by nobody
+    assert "closed while it was built" in str(builds.error("running"))
     with pytest.raises(RuntimeError, match="closed"):
         builds.submit("late", lambda: None)
     builds._thread.join(5)

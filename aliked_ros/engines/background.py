@@ -99,6 +99,7 @@ class BackgroundBuilds:
                 self._errors[key] = RuntimeError("closed before it was built")
             self._queue.clear()
             self._jobs.clear()
+            self._results.clear()  # compiled forwards hold their modules (and GPU memory): nothing uses them now
             self._wake.notify_all()
 
     def _finish_at_exit(self) -> None:
@@ -114,6 +115,7 @@ class BackgroundBuilds:
             with self._wake:
                 self._wake.wait_for(lambda: self._queue or self._closed)
                 if self._closed and not self._queue:
+                    atexit.unregister(self._finish_at_exit)  # the handler held this object (and its results)
                     return
                 key = self._queue.popleft()
                 job = self._jobs.pop(key)
@@ -124,7 +126,10 @@ class BackgroundBuilds:
                 value, error = None, caught
             with self._wake:
                 self._running -= 1
-                if error is None:
+                if error is None and self._closed:
+                    self._states[key] = FAILED
+                    self._errors[key] = RuntimeError("closed while it was built")
+                elif error is None:
                     self._states[key], self._results[key] = DONE, value
                 else:
                     self._states[key], self._errors[key] = FAILED, error
