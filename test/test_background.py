@@ -75,6 +75,17 @@ def test_close_drops_the_queued_jobs_and_the_thread_is_a_daemon():
     assert not builds._thread.is_alive()
 
 
+def test_wait_idle_waits_for_every_queued_job():
+    builds = BackgroundBuilds()
+    assert builds.wait_idle(timeout=0)  # nothing queued: idle at once
+    release = threading.Event()
+    builds.submit("first", lambda: release.wait(5))
+    builds.submit("second", lambda: "b")
+    assert not builds.wait_idle(timeout=0.1)
+    release.set()
+    assert builds.wait_idle(timeout=5) and builds.state("second") == DONE
+
+
 def test_wait_gives_up_after_its_timeout():
     builds = BackgroundBuilds()
     release = threading.Event()

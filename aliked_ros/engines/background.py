@@ -91,6 +91,11 @@ class BackgroundBuilds:
             self._wake.wait_for(lambda: self._states.get(key) != PENDING, timeout)  # close() ends the queued
             return self._states.get(key)
 
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no job waits or runs (or ``timeout`` seconds); whether none does."""
+        with self._wake:
+            return self._wake.wait_for(lambda: not self._queue and self._running == 0, timeout)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

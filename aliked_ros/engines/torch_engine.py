@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import time
 
 import numpy as np
 import torch
@@ -13,7 +12,7 @@ import torch
 from aliked_ros import validation
 from aliked_ros.config import DEFAULT_MAX_KEYPOINTS
 from aliked_ros.devices import has_triton, resolve_device
-from aliked_ros.engines.background import DONE, FAILED, PENDING, BackgroundBuilds
+from aliked_ros.engines.background import DONE, FAILED, BackgroundBuilds
 from aliked_ros.engines.base import Extractor
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
@@ -220,8 +219,10 @@ class TorchExtractor(Extractor):
         if min(height, width) < MIN_IMAGE_SIDE:
             raise AlikedError(f"The image is {width}x{height} pixels; ALIKED needs at least {MIN_IMAGE_SIDE} "
                               "pixels on each side.")
-        captured = self._captured((height, width, "device-rgb"), (height, width, 3), "rgb",
-                                  min(self.top_k, height * width), upload=False)
+        top_k = min(self.top_k, height * width)
+        captured = self._captured((height, width, "device-rgb"), (height, width, 3), "rgb", top_k, upload=False)
+        if captured is None:  # no graph yet for this size: the eager module, as _extract_pixels does
+            return self._eager_top_k(pixels_to_network_input(image, "rgb", self.dtype), top_k, height, width)
         keypoints, scores, descriptors = captured.from_device(image)
         valid = int(np.count_nonzero(scores > self.score_threshold))
         return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
@@ -238,22 +239,19 @@ class TorchExtractor(Extractor):
         if self.cuda_graph:
             layout = "grey" if pixels.ndim == 2 and channel_order in CHANNEL_ORDERS else channel_order
             captured = self._captured((height, width, layout), pixels.shape, channel_order, top_k)
-            keypoints, scores, descriptors = captured(pixels)
-            valid = int(np.count_nonzero(scores > self.score_threshold))
-            return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
+            if captured is not None:
+                keypoints, scores, descriptors = captured(pixels)
+                valid = int(np.count_nonzero(scores > self.score_threshold))
+                return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height,
+                                width)
         # torch.from_numpy wants a writeable array; message buffers are read-only views (a copy is cheap here).
         host = torch.from_numpy(pixels) if pixels.flags.writeable else torch.tensor(pixels)
         image = host.to(self.torch_device, non_blocking=True)
         network_input = pixels_to_network_input(image, channel_order, self.dtype)
         if self.top_k > 0:
-            keypoints, scores, descriptors = self.aliked(network_input, top_k)
-            # One host sync. The slots without a maximum score 0 and sort last; score_threshold (0 unless given)
-            # cuts the sorted rows the same way.
-            valid = int((scores > self.score_threshold).sum())
-            keypoints, scores, descriptors = keypoints[:valid], scores[:valid], descriptors[:valid]
-        else:
-            keypoints, scores, descriptors = self.aliked.detect_threshold(
-                network_input, self.score_threshold, self.max_keypoints)
+            return self._eager_top_k(network_input, top_k, height, width)
+        keypoints, scores, descriptors = self.aliked.detect_threshold(
+            network_input, self.score_threshold, self.max_keypoints)
         return Features(
             keypoints.float().cpu().numpy(),
             scores.float().cpu().numpy(),
@@ -262,13 +260,24 @@ class TorchExtractor(Extractor):
             width,
         )
 
-    def _captured(self, key: tuple[int, int, str], shape: tuple[int, ...], channel_order: str, top_k: int,
-                  upload: bool = True) -> CapturedExtraction:
-        """The CUDA graph of one image size and layout, captured on its first frame.
+    def _eager_top_k(self, network_input: torch.Tensor, top_k: int, height: int, width: int) -> Features:
+        keypoints, scores, descriptors = self.aliked(network_input, top_k)
+        # One host sync. The slots without a maximum score 0 and sort last; score_threshold (0 unless given) cuts
+        # the sorted rows the same way.
+        valid = int((scores > self.score_threshold).sum())
+        return Features(keypoints[:valid].float().cpu().numpy(), scores[:valid].float().cpu().numpy(),
+                        descriptors[:valid].float().cpu().numpy(), height, width)
 
-        Compiling in the background, the first graph of a size runs the eager module, and its compilation is queued
-        on the worker; a later frame, once it is compiled and no other build runs beside the capture, captures the
-        compiled forward in its place. A size whose compilation failed keeps its eager graph (the worker logged why).
+    def _captured(self, key: tuple[int, int, str], shape: tuple[int, ...], channel_order: str,
+                  top_k: int, upload: bool = True) -> CapturedExtraction | None:
+        """The CUDA graph of one image size and layout, captured on its first frame; None where the frame must run
+        the eager module instead.
+
+        Compiling in the background, a size's first frame queues its compilation on the worker and captures the
+        eager module's graph to serve meanwhile; once compiled, a frame captures the compiled forward in its place.
+        No capture ever overlaps a build (CUDA forbids work on other threads that a capture could depend on): while
+        one runs, a size without a graph yet is served by the eager module uncaptured, and a finished build waits
+        for the worker to be idle. A size whose compilation failed keeps its eager graph (the worker logged why).
         """
         captured = self._graphs.get(key)
         if captured is not None and captured.final:
@@ -276,18 +285,22 @@ class TorchExtractor(Extractor):
 
         def capture(forward, final: bool = True) -> CapturedExtraction:
             return CapturedExtraction(forward, self.torch_device, self.dtype, shape, channel_order, top_k,
-                                      upload=upload, final=final, beside_builds=self._builds is not None)
+                                      upload=upload, final=final)
 
         if self._builds is None:
-            captured = self._graphs[key] = capture(self._network_forward)
-        elif captured is None:
-            captured = self._graphs[key] = capture(self.aliked, final=False)
+            self._graphs[key] = capture(self._network_forward)
+            return self._graphs[key]
+        state, idle = self._builds.state(key), not self._builds.busy  # only this thread submits: idle stays idle
+        if state is None:
+            if idle:
+                captured = self._graphs[key] = capture(self.aliked, final=False)
             self._builds.submit(key, lambda: self._compile_size(shape, channel_order, top_k))
-        elif self._builds.state(key) == FAILED:
-            captured.final = True
-        elif self._builds.state(key) == DONE and not self._builds.busy:
+        elif state == DONE and idle:
             captured = self._graphs[key] = capture(self._builds.result(key))
             _logger.info("The compiled graph of %s serves from now on", key)
+        elif state == FAILED and (captured is not None or idle):
+            captured = self._graphs[key] = captured or capture(self.aliked)
+            captured.final = True
         return captured
 
     def _compile_size(self, shape: tuple[int, ...], channel_order: str, top_k: int):
@@ -314,12 +327,7 @@ class TorchExtractor(Extractor):
         the background."""
         if self._builds is None:
             return True
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for key in list(self._graphs):
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if self._builds.wait(key, left) == PENDING:
-                return False
-        return True
+        return self._builds.wait_idle(timeout)
 
     def close(self) -> None:
         if self._builds is not None:
@@ -332,12 +340,9 @@ class CapturedExtraction:
     TorchExtractor): the host buffer has the camera's shape, grey (H, W) or colour (H, W, 3)."""
 
     def __init__(self, network_forward, device: torch.device, dtype: torch.dtype, shape: tuple[int, ...],
-                 channel_order: str, top_k: int, upload: bool = True, final: bool = True,
-                 beside_builds: bool = False):
+                 channel_order: str, top_k: int, upload: bool = True, final: bool = True):
         # upload=False: the frame is put on the device by the caller (a JPEG decoded there), not copied from the host.
         # final=False: a stand-in (the eager graph) until the compiled forward of this size is ready.
-        # beside_builds: a background compilation may run CUDA work on its own thread during the capture, so only
-        # this thread's calls must be capture-safe ("thread_local"); otherwise CUDA's strictest check ("global").
         self.final = final
         self.host_image = torch.empty(shape, dtype=torch.uint8).pin_memory()
         self.device_image = torch.empty(shape, dtype=torch.uint8, device=device)
@@ -353,8 +358,7 @@ class CapturedExtraction:
             self.host_outputs = tuple(torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in outputs)
             self.stream.synchronize()
             self.graph = torch.cuda.CUDAGraph()
-            mode = "thread_local" if beside_builds else "global"
-            with torch.cuda.graph(self.graph, stream=self.stream, capture_error_mode=mode):
+            with torch.cuda.graph(self.graph, stream=self.stream):
                 outputs = self._frame()
                 for host, output in zip(self.host_outputs, outputs):
                     host.copy_(output, non_blocking=True)
