@@ -71,8 +71,9 @@ def test_close_drops_the_queued_jobs_and_the_thread_is_a_daemon():
     assert "closed while it was built" in str(builds.error("running"))
     with pytest.raises(RuntimeError, match="closed"):
         builds.submit("late", lambda: None)
-    builds._thread.join(5)
-    assert not builds._thread.is_alive()
+    # The worker stays, idle: a thread that ran torch's compiler must not end while the interpreter shuts down.
+    builds._thread.join(0.2)
+    assert builds._thread.is_alive() and not builds.busy
 
 
 def test_wait_idle_waits_for_every_queued_job():

@@ -31,7 +31,10 @@ class BackgroundBuilds:
           logged once, through ``log``).
         - :attr:`busy` is true while a job runs or waits: callers that must not overlap a build (a CUDA graph
           capture) wait for it to be false.
-        - :meth:`close` drops the jobs not yet started; the running one finishes on its daemon thread.
+        - :meth:`close` drops the jobs not yet started and the results (compiled forwards hold their module's GPU
+          memory); the running job finishes on the daemon thread, which then stays idle: a thread that ran torch's
+          compiler and ends while the interpreter shuts down aborts the process ("terminate called without an active
+          exception", seen on the CPU, in about one exit in two), so it never ends.
         - A process that exits while a job runs waits for it to end (a compilation cut off by the interpreter's
           shutdown aborts the process instead): an exit during a background compilation takes up to its remaining
           time, and the compilation may end in an error then (logged), which nothing uses any more.
@@ -108,9 +111,8 @@ class BackgroundBuilds:
             self._wake.notify_all()
 
     def _finish_at_exit(self) -> None:
-        """At interpreter exit: drop the queued jobs and let the running one end first. A daemon thread still inside
-        a compilation when the runtime finalises aborts the process (C++ threads of the compiler destroyed under it:
-        "terminate called without an active exception", seen on the CPU), so the exit waits for it instead."""
+        """At interpreter exit: drop the queued jobs and let the running one end first (a daemon thread still inside
+        a compilation when the runtime finalises aborts the process)."""
         self.close()
         with self._wake:
             self._wake.wait_for(lambda: self._running == 0)
@@ -118,10 +120,7 @@ class BackgroundBuilds:
     def _work(self) -> None:
         while True:
             with self._wake:
-                self._wake.wait_for(lambda: self._queue or self._closed)
-                if self._closed and not self._queue:
-                    atexit.unregister(self._finish_at_exit)  # the handler held this object (and its results)
-                    return
+                self._wake.wait_for(lambda: self._queue)  # closed: never woken again (see the class docstring)
                 key = self._queue.popleft()
                 job = self._jobs.pop(key)
                 self._running += 1
