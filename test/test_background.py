@@ -100,9 +100,14 @@ def test_wait_gives_up_after_its_timeout():
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile on the CPU needs a C++ compiler")
-def test_torch_compile_on_the_worker_while_the_caller_runs_the_module_eagerly(tmp_path, monkeypatch):
+def test_torch_compile_on_the_worker_while_the_caller_goes_on(tmp_path, monkeypatch):
     """What the torch engine relies on: Dynamo and Inductor compile on the worker thread while the calling thread
-    keeps running the eager module, and the compiled forward then serves the caller with the same results."""
+    goes on with tensor work, and the compiled forward then serves the caller with the same results.
+
+    The caller calls no nn.Module meanwhile: torch's FX tracers patch ``nn.Module.__call__`` for every thread while
+    they trace, and a module called on another thread then lands in the tracer ("module is not installed as a
+    submodule", seen here in about one run in three when this test called the module eagerly). The engine keeps to
+    that rule: during a build it only replays CUDA graphs."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.SELU(), torch.nn.Conv2d(8, 4, 1)).eval()
@@ -115,17 +120,18 @@ def test_torch_compile_on_the_worker_while_the_caller_runs_the_module_eagerly(tm
             forward(example)
         return forward
 
-    builds.submit("24x32", compile_for_example)
-    eager_calls = 0
     with torch.inference_mode():
         expected = module(example)
-        while builds.state("24x32") == PENDING:  # the caller goes on serving meanwhile
-            torch.testing.assert_close(module(example), expected)
-            eager_calls += 1
-        assert builds.state("24x32") == DONE, builds.error("24x32")
-        compiled = builds.result("24x32")
-        torch.testing.assert_close(compiled(example), expected, rtol=1e-5, atol=1e-5)
-    assert eager_calls > 0
+    builds.submit("24x32", compile_for_example)
+    other_work = 0
+    matrix = torch.rand(64, 64)
+    while builds.state("24x32") == PENDING:  # the caller goes on meanwhile
+        torch.testing.assert_close(matrix @ torch.eye(64), matrix)
+        other_work += 1
+    assert builds.state("24x32") == DONE, builds.error("24x32")
+    with torch.inference_mode():
+        torch.testing.assert_close(builds.result("24x32")(example), expected, rtol=1e-5, atol=1e-5)
+    assert other_work > 0
 
 
 def test_an_exit_while_a_job_runs_waits_for_it(tmp_path):
