@@ -158,3 +158,23 @@ started.wait(5)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert done.read_text() == "finished" and not dropped.exists()
+
+
+def test_graph_steps_make_nothing_while_the_worker_compiles():
+    """The torch engine's rule for its graphs when it compiles in the background (next_graph_step): while the worker
+    compiles only replays (a stand-in, or another layout's graph), and each size is compiled once."""
+    from aliked_ros.engines.torch_engine import next_graph_step
+
+    for build in (None, PENDING, DONE, FAILED):
+        assert next_graph_step("final", busy=True, build=build) == "replay"
+        assert next_graph_step("final", busy=False, build=build) == "replay"
+        assert next_graph_step("stand-in", busy=True, build=build) == "replay"
+        assert next_graph_step("none", busy=True, build=build) == "elsewhere"
+    # Idle: the first frame of a size captures the eager module's graph and queues the size's compilation ...
+    assert next_graph_step("none", busy=False, build=None) == "stand-in"
+    # ... a compiled size captures its compiled graph, for any layout (one compilation per size) ...
+    assert next_graph_step("stand-in", busy=False, build=DONE) == "compiled"
+    assert next_graph_step("none", busy=False, build=DONE) == "compiled"
+    # ... and a failed one keeps the eager module's graph for good.
+    assert next_graph_step("stand-in", busy=False, build=FAILED) == "keep"
+    assert next_graph_step("none", busy=False, build=FAILED) == "eager-final"

@@ -51,6 +51,36 @@ def use_persistent_compile_cache() -> str:
     return os.environ[COMPILE_CACHE_ENV]
 
 
+def next_graph_step(graph: str, busy: bool, build: str | None) -> str:
+    """What a frame does about its graph when the engine compiles in the background (TorchExtractor._captured).
+
+    Args:
+        graph: this size and layout's graph: "none", "stand-in" (the eager module's, until the compiled one) or
+            "final".
+        busy: whether the worker is compiling (or has builds queued).
+        build: the state of this size's compilation (background.PENDING, DONE, FAILED, or None: never queued).
+
+    Returns:
+        "replay" the graph there is; "elsewhere": no graph may be made now, so replay another layout's graph of the
+        size (converting on the host) or wait for the worker; "stand-in": capture the eager module's graph and queue
+        the size's compilation; "compiled": capture the compiled forward; "keep": the stand-in stays for good (its
+        compilation failed); "eager-final": capture the eager module's graph for good (failed, no stand-in yet).
+
+    While the worker compiles, nothing but replays: no capture (CUDA forbids work on other threads that a capture
+    could depend on) and no eager module call (torch's FX tracers patch ``nn.Module.__call__`` for every thread
+    while they trace, so a module called meanwhile lands in the tracer).
+    """
+    if graph == "final":
+        return "replay"
+    if busy:
+        return "replay" if graph == "stand-in" else "elsewhere"
+    if build == DONE:
+        return "compiled"
+    if build == FAILED:
+        return "keep" if graph == "stand-in" else "eager-final"
+    return "stand-in"  # never queued (idle and pending cannot meet: idle means nothing queued or running)
+
+
 class TorchExtractor(Extractor):
     """ALIKED in PyTorch eager mode.
 
@@ -155,6 +185,7 @@ class TorchExtractor(Extractor):
             self._fast_reads = feature_reads
             self._fast_forward = None  # torch.compile's, made by the worker's first build
             self._builds = BackgroundBuilds("aliked-compile", log=_logger.warning)
+            self._waited_for_builds = False  # said once: a frame that waits for the worker
         elif self.compiled:
             self.aliked.rank_sort = True  # the final sort as two fused kernels instead of a radix sort's passes
         if self.deform_reads == "triton":  # on the module the fast path compiles (the eager one where none is)
@@ -221,8 +252,8 @@ class TorchExtractor(Extractor):
                               "pixels on each side.")
         top_k = min(self.top_k, height * width)
         captured = self._captured((height, width, "device-rgb"), (height, width, 3), "rgb", top_k, upload=False)
-        if captured is None:  # no graph yet for this size: the eager module, as _extract_pixels does
-            return self._eager_top_k(pixels_to_network_input(image, "rgb", self.dtype), top_k, height, width)
+        if captured is None:  # none may be made while the worker compiles: through the RGB graph of this size
+            return self._extract_elsewhere(image.cpu().numpy(), "rgb", top_k)
         keypoints, scores, descriptors = captured.from_device(image)
         valid = int(np.count_nonzero(scores > self.score_threshold))
         return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
@@ -239,18 +270,23 @@ class TorchExtractor(Extractor):
         if self.cuda_graph:
             layout = "grey" if pixels.ndim == 2 and channel_order in CHANNEL_ORDERS else channel_order
             captured = self._captured((height, width, layout), pixels.shape, channel_order, top_k)
-            if captured is not None:
-                keypoints, scores, descriptors = captured(pixels)
-                valid = int(np.count_nonzero(scores > self.score_threshold))
-                return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height,
-                                width)
+            if captured is None:  # none may be made while the worker compiles
+                return self._extract_elsewhere(pixels, channel_order, top_k)
+            keypoints, scores, descriptors = captured(pixels)
+            valid = int(np.count_nonzero(scores > self.score_threshold))
+            return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
         # torch.from_numpy wants a writeable array; message buffers are read-only views (a copy is cheap here).
         host = torch.from_numpy(pixels) if pixels.flags.writeable else torch.tensor(pixels)
         image = host.to(self.torch_device, non_blocking=True)
         network_input = pixels_to_network_input(image, channel_order, self.dtype)
         if self.top_k > 0:
-            return self._eager_top_k(network_input, top_k, height, width)
-        keypoints, scores, descriptors = self.aliked.detect_threshold(
+            keypoints, scores, descriptors = self.aliked(network_input, top_k)
+            # One host sync. The slots without a maximum score 0 and sort last; score_threshold (0 unless given)
+            # cuts the sorted rows the same way.
+            valid = int((scores > self.score_threshold).sum())
+            keypoints, scores, descriptors = keypoints[:valid], scores[:valid], descriptors[:valid]
+        else:
+            keypoints, scores, descriptors = self.aliked.detect_threshold(
             network_input, self.score_threshold, self.max_keypoints)
         return Features(
             keypoints.float().cpu().numpy(),
@@ -260,13 +296,22 @@ class TorchExtractor(Extractor):
             width,
         )
 
-    def _eager_top_k(self, network_input: torch.Tensor, top_k: int, height: int, width: int) -> Features:
-        keypoints, scores, descriptors = self.aliked(network_input, top_k)
-        # One host sync. The slots without a maximum score 0 and sort last; score_threshold (0 unless given) cuts
-        # the sorted rows the same way.
-        valid = int((scores > self.score_threshold).sum())
-        return Features(keypoints[:valid].float().cpu().numpy(), scores[:valid].float().cpu().numpy(),
-                        descriptors[:valid].float().cpu().numpy(), height, width)
+    def _extract_elsewhere(self, pixels: np.ndarray, channel_order: str, top_k: int) -> Features:
+        """A frame whose graph cannot be made while the worker compiles: made RGB on the host and replayed through
+        this size's RGB graph (the warm-up makes one); without one, after the worker has finished."""
+        height, width = pixels.shape[:2]
+        rgb_graph = self._graphs.get((height, width, "rgb"))
+        if rgb_graph is None:
+            if not self._waited_for_builds:
+                self._waited_for_builds = True
+                _logger.warning("A %dx%d frame waits for the background compilation under way to end before its "
+                                "graph is captured (warm up each image size in RGB to serve it meanwhile)",
+                                width, height)
+            self._builds.wait_idle()
+            return self._extract_pixels(pixels, channel_order)
+        keypoints, scores, descriptors = rgb_graph(as_rgb(pixels, channel_order))
+        valid = int(np.count_nonzero(scores > self.score_threshold))
+        return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
 
     def _captured(self, key: tuple[int, int, str], shape: tuple[int, ...], channel_order: str,
                   top_k: int, upload: bool = True) -> CapturedExtraction | None:
@@ -274,10 +319,10 @@ class TorchExtractor(Extractor):
         the eager module instead.
 
         Compiling in the background, a size's first frame queues its compilation on the worker and captures the
-        eager module's graph to serve meanwhile; once compiled, a frame captures the compiled forward in its place.
-        No capture ever overlaps a build (CUDA forbids work on other threads that a capture could depend on): while
-        one runs, a size without a graph yet is served by the eager module uncaptured, and a finished build waits
-        for the worker to be idle. A size whose compilation failed keeps its eager graph (the worker logged why).
+        eager module's graph to serve meanwhile; once compiled, a frame captures the compiled forward in its place
+        (one compilation per size: every layout's network input has the same shape and strides). While the worker
+        compiles nothing is captured and no module is called eagerly (:func:`next_graph_step` says why): a layout
+        without a graph then returns None (see :meth:`_extract_elsewhere`).
         """
         captured = self._graphs.get(key)
         if captured is not None and captured.final:
@@ -290,23 +335,26 @@ class TorchExtractor(Extractor):
         if self._builds is None:
             self._graphs[key] = capture(self._network_forward)
             return self._graphs[key]
-        state, idle = self._builds.state(key), not self._builds.busy  # only this thread submits: idle stays idle
-        if state is None:
-            if idle:
-                captured = self._graphs[key] = capture(self.aliked, final=False)
-            self._builds.submit(key, lambda: self._compile_size(shape, channel_order, top_k))
-        elif state == DONE and idle:
-            captured = self._graphs[key] = capture(self._builds.result(key))
+        size = (key[0], key[1], top_k)
+        # Only this thread submits builds: a worker found idle here stays idle until the next submit below.
+        step = next_graph_step("none" if captured is None else "stand-in", self._builds.busy, self._builds.state(size))
+        if step == "stand-in":
+            captured = self._graphs[key] = capture(self.aliked, final=False)
+            self._builds.submit(size, lambda: self._compile_size(*size))
+        elif step == "compiled":
+            captured = self._graphs[key] = capture(self._builds.result(size))
             _logger.info("The compiled graph of %s serves from now on", key)
-        elif state == FAILED and (captured is not None or idle):
+        elif step in ("keep", "eager-final"):
             captured = self._graphs[key] = captured or capture(self.aliked)
             captured.final = True
+        elif step == "elsewhere":
+            return None
         return captured
 
-    def _compile_size(self, shape: tuple[int, ...], channel_order: str, top_k: int):
-        """(The worker.) torch.compile's forward, compiled for one image size and layout: one call on a network
-        input made as the graph makes it (same shape, strides and dtype: the capture then meets no recompilation),
-        on a stream of the worker's own."""
+    def _compile_size(self, height: int, width: int, top_k: int):
+        """(The worker.) torch.compile's forward, compiled for one image size: one call on a network input made as
+        the graphs make it (the same shape, strides and dtype for every layout: their captures meet no
+        recompilation), on a stream of the worker's own."""
         with torch.cuda.device(self.torch_device):
             if self._fast_forward is None:
                 reads = self._fast_reads
@@ -316,8 +364,8 @@ class TorchExtractor(Extractor):
                 self._fast_forward = self._compile(self._fast_module)
             stream = torch.cuda.Stream(self.torch_device)
             with torch.inference_mode(), torch.cuda.stream(stream):
-                pixels = torch.full(shape, 128, dtype=torch.uint8, device=self.torch_device)
-                self._fast_forward(pixels_to_network_input(pixels, channel_order, self.dtype), top_k)
+                pixels = torch.full((height, width, 3), 128, dtype=torch.uint8, device=self.torch_device)
+                self._fast_forward(pixels_to_network_input(pixels, "rgb", self.dtype), top_k)
             stream.synchronize()
         return self._fast_forward
 
