@@ -232,7 +232,9 @@ def test_background_compilation_serves_at_once_then_changes_to_the_compiled_grap
     assert not stand_in.final
     results.append(("grey", fast.extract(gray_frame)))  # most likely while the worker compiles
     assert fast.wait_for_compilation(timeout=600)
-    results += [("rgb", fast.extract(rgb_frame)), ("grey", fast.extract(gray_frame))]
+    results.append(("grey", fast.extract(gray_frame)))  # the compiled graph for grey; the RGB stand-in goes
+    assert list(fast._graphs) == [(*key[:2], "grey")]
+    results.append(("rgb", fast.extract(rgb_frame)))
     assert fast._graphs[key] is not stand_in and len(fast._graphs) == 2
     assert all(graph.final for graph in fast._graphs.values())
     assert fast.feature_reads == "triton"

@@ -342,6 +342,10 @@ class TorchExtractor(Extractor):
             captured = self._graphs[key] = capture(self.aliked, final=False)
             self._builds.submit(size, lambda: self._compile_size(*size))
         elif step == "compiled":
+            # Other layouts' stand-ins of this size go (their graphs hold the eager module's activations); a frame
+            # of theirs captures its compiled graph when it comes.
+            for other in [other for other, graph in self._graphs.items() if other[:2] == key[:2] and not graph.final]:
+                del self._graphs[other]
             captured = self._graphs[key] = capture(self._builds.result(size))
             _logger.info("The compiled graph of %s serves from now on", key)
         elif step in ("keep", "eager-final"):
