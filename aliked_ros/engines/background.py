@@ -3,8 +3,7 @@
 The torch engine's compiled fast path makes a robot wait 30-40 s (12 s from torch.compile's cache) before its first
 frame (BENCHMARKS.md, "Start-up"). With a background build the engine serves the uncompiled CUDA graph at once and
 changes to the compiled one when its compilation is done. This module is the part that knows nothing of torch: a
-queue of keyed jobs run one at a time, in order, on one daemon thread (a process that exits or is killed does not
-wait for a compilation it no longer needs).
+queue of keyed jobs run one at a time, in order, on one daemon thread.
 """
 
 from __future__ import annotations
@@ -29,8 +28,8 @@ class BackgroundBuilds:
         - :meth:`state` is ``None`` (never submitted), ``"pending"`` (queued or running), ``"done"`` or ``"failed"``;
           :meth:`result` is the job's return value once done; :meth:`error` the exception of a failed job (also
           logged once, through ``log``).
-        - :attr:`busy` is true while a job runs or waits: callers that must not overlap a build (a CUDA graph
-          capture) wait for it to be false.
+        - :attr:`busy` is true while a job runs or waits: what must not overlap a build (a CUDA graph capture, an
+          eager module call: see ``torch_engine.next_graph_step``) waits for it to be false.
         - :meth:`close` drops the jobs not yet started and the results (compiled forwards hold their module's GPU
           memory); the running job finishes on the daemon thread, which then stays idle: a thread that ran torch's
           compiler and ends while the interpreter shuts down aborts the process ("terminate called without an active
