@@ -257,6 +257,9 @@ class ExtractorConfig:
             log("compile is on but this PyTorch has no Triton: the CUDA graph runs uncompiled (slower; see "
                 "BENCHMARKS.md)")
             compile = False
+        elif compile and self.background_compile:
+            log("torch.compile in the background: each image size is served by the uncompiled CUDA graph until a "
+                "worker thread has compiled it (tens of seconds on a desktop GPU, longer on a Jetson)")
         elif compile:
             log("torch.compile: the first frame of each image size compiles first (tens of seconds on a desktop "
                 "GPU, longer on a Jetson)")
