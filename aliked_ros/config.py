@@ -79,11 +79,7 @@ PARAMETER_OF = {"model": "model", "engine": "engine", "device": "device", "preci
 
 
 def _choice(choices: tuple[str, ...]) -> Callable:
-    def check(value, name: str) -> str:
-        if value not in choices:
-            raise InvalidValueError(f"Unknown {name} {value!r}: choose one of {', '.join(choices)}.")
-        return value
-    return check
+    return lambda value, name: validation.one_of(value, choices, name)
 
 
 def _path_text(value, name: str) -> str:

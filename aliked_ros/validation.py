@@ -91,23 +91,24 @@ def precision(value, name: str = "precision") -> str:
     return value
 
 
-def feature_reads(value, name: str = "feature_reads") -> str:
-    if value not in FEATURE_READS:
-        raise InvalidValueError(f"Unknown {name} {value!r}: choose one of {', '.join(FEATURE_READS)}.")
+def one_of(value, choices: tuple[str, ...], name: str, why: str = "") -> str:
+    """``value`` if it is one of ``choices``, else an InvalidValueError that lists them (and says ``why``)."""
+    if value not in choices:
+        raise InvalidValueError(f"Unknown {name} {value!r}: choose one of {', '.join(choices)}{why}.")
     return value
+
+
+def feature_reads(value, name: str = "feature_reads") -> str:
+    return one_of(value, FEATURE_READS, name)
 
 
 def deform_reads(value, name: str = "deform_reads") -> str:
-    if value not in DEFORM_READS:
-        raise InvalidValueError(f"Unknown {name} {value!r}: choose one of {', '.join(DEFORM_READS)}.")
-    return value
+    return one_of(value, DEFORM_READS, name)
 
 
 def compile_mode(value, name: str = "compile_mode") -> str:
-    if value not in COMPILE_MODES:
-        raise InvalidValueError(f"Unknown {name} {value!r}: choose one of {', '.join(COMPILE_MODES)} (torch.compile's "
-                                "modes with CUDA graphs of their own would capture inside the engine's graph).")
-    return value
+    return one_of(value, COMPILE_MODES, name, " (torch.compile's modes with CUDA graphs of their own would capture "
+                                               "inside the engine's graph)")
 
 
 def flag(value, name: str) -> bool:

@@ -4,41 +4,18 @@ CUDA for real, eagerly, inside ``torch.compile`` and in a CUDA graph."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from deform_kernel_cases import CASE_IDS, CASES, TOLERANCES, check, kernel_and_reference, random_inputs
+from triton_kernels import needs_cuda, needs_triton, run_cases_in_the_interpreter
 
 from aliked_ros.model import deform_kernel
 from aliked_ros.model.deform_conv import DeformableConv2d
 
-TEST_DIR = Path(__file__).resolve().parent
-
-
-def triton_missing() -> str | None:
-    try:
-        import triton  # noqa: F401
-    except Exception as error:
-        return f"Triton does not import here ({type(error).__name__}: {error})"
-    if not deform_kernel.AVAILABLE:
-        return "torch.library.triton_op is missing (torch >= 2.6 has it)"
-    return None
-
-
-needs_triton = pytest.mark.skipif(triton_missing() is not None, reason=str(triton_missing()))
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or triton_missing() is not None,
-                                reason="needs a CUDA device and Triton")
-
 
 @needs_triton
 def test_kernel_in_the_triton_interpreter_matches_the_tensor_formulation():
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             str(TEST_DIR / "deform_kernel_cases.py")], cwd=TEST_DIR.parent, capture_output=True,
-                            text=True, timeout=900, env={**os.environ, "TRITON_INTERPRET": "1"})
+    result = run_cases_in_the_interpreter("deform_kernel_cases.py")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
 

@@ -8,9 +8,6 @@ Triton is imported; the cases are in ``sampling_kernel_cases.py``). With CUDA it
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,39 +15,17 @@ from sampling_kernel_cases import (CASE_IDS, CASES, TOLERANCES, check_read, head
                                    kernel_and_reference, pixel_positions, random_aliked, random_pyramid,
                                    sample_positions)
 
+from triton_kernels import TEST_DIR, needs_cuda, needs_triton, run_cases_in_the_interpreter, run_python
+
 from aliked_ros.model import sampling_kernel
 from aliked_ros.model.feature_lookup import FeaturePyramid
-
-TEST_DIR = Path(__file__).resolve().parent
-
-
-def triton_missing() -> str | None:
-    """Why the kernel cannot run here, or None."""
-    try:
-        import triton  # noqa: F401
-    except Exception as error:  # not installed, or broken for this torch
-        return f"Triton does not import here ({type(error).__name__}: {error})"
-    if not sampling_kernel.AVAILABLE:
-        return "torch.library.triton_op is missing (torch >= 2.6 has it)"
-    return None
-
-
-needs_triton = pytest.mark.skipif(triton_missing() is not None, reason=str(triton_missing()))
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or triton_missing() is not None,
-                                reason="needs a CUDA device and Triton")
-
-
-def run_python(arguments: list[str], **environment: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *arguments], cwd=TEST_DIR.parent, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, **environment})
 
 
 # --- everywhere ---------------------------------------------------------------------------------------------------
 
 @needs_triton
 def test_kernel_in_the_triton_interpreter_matches_the_torch_formulation():
-    result = run_python(["-m", "pytest", "-q", "-p", "no:cacheprovider", str(TEST_DIR / "sampling_kernel_cases.py")],
-                        TRITON_INTERPRET="1")
+    result = run_cases_in_the_interpreter("sampling_kernel_cases.py")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
 
