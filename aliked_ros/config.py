@@ -156,14 +156,16 @@ class ExtractorConfig:
     input_format: str | None = None  # a static engine's input layout: rgb, bgr, gray, or auto (the camera's)
     feature_reads: str = "auto"  # the torch engine's descriptor-head reads: auto, torch (gathers) or triton (kernel)
     # The torch engine's fast path: serve the uncompiled CUDA graph at once and compile on a worker thread, changing
-    # to the compiled graph when it is ready (a first frame in seconds instead of after the compilation).
+    # to the compiled graph when it is ready (a first frame in seconds instead of after the compilation). Off unless
+    # asked: a program that calls extract() gets the compiled graph's output from its first frame. The node's
+    # parameter of that name (on in config/aliked.yaml) asks for it (processing.extractor_config).
     background_compile: bool = False
     # torch.compile's mode for the fast path: default, or max-autotune-no-cudagraphs (Inductor times Triton templates
     # against cuDNN/cuBLAS for each convolution and matrix product and keeps the fastest; minutes more to compile).
     compile_mode: str = "default"
-    # The torch engine's deformable convolutions on CUDA: torch (gathers) or triton (one kernel for the bilinear reads;
-    # an experiment until a bench run measures it).
-    deform_reads: str = "torch"
+    # The torch engine's deformable-convolution reads: auto (the Triton kernel on the compiled CUDA fast path, where it
+    # pays; gathers elsewhere), torch (gathers) or triton (one kernel for the bilinear reads).
+    deform_reads: str = "auto"
 
     def __post_init__(self):
         defaults = yaml_defaults()

@@ -62,6 +62,8 @@ SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("precision", str, "network arithmetic: auto (fp16 on a GPU, fp32 on the CPU), fp16 or fp32",
                   choices=config.PRECISIONS, check=config.CHECKS["precision"]),
     ParameterSpec("torch_compile", bool, "torch engine on CUDA: torch.compile the extraction before its CUDA graph"),
+    ParameterSpec("background_compile", bool, "with torch_compile: serve the uncompiled CUDA graph while a worker "
+                  "thread compiles"),
     ParameterSpec("top_k", int, "keypoints per image (the engine's fixed K)", minimum=1, maximum=10000,
                   check=_node_top_k),
     ParameterSpec("score_threshold", float, "publish keypoints scoring above this", read_only=False, minimum=0.0,

@@ -96,6 +96,8 @@ def extractor_config(values: Mapping[str, Any], image_size: tuple[int, int] | No
     ``input_format`` is auto. Its score_threshold is 0: the :class:`FrameProcessor` thresholds each frame, since the
     node's threshold changes at run time."""
     overrides: dict[str, Any] = dict(image_height=image_size[0], image_width=image_size[1]) if image_size else {}
+    if "background_compile" in values:  # the node's parameter; the library's default is off (see ExtractorConfig)
+        overrides["background_compile"] = values["background_compile"]
     if first_image is not None and values.get("input_format", "auto") == "auto":
         overrides["input_format"] = input_format_of(first_image)
     return ExtractorConfig.from_parameters(values, score_threshold=0.0, **overrides)

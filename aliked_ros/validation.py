@@ -20,7 +20,7 @@ from aliked_ros.errors import InvalidTypeError, InvalidValueError
 SCORE_THRESHOLD_MAX = 0.999
 PRECISIONS = ("fp32", "fp16")
 FEATURE_READS = ("auto", "torch", "triton")  # the torch engine's descriptor-head reads (TorchExtractor)
-DEFORM_READS = ("torch", "triton")  # the torch engine's deformable-convolution reads (TorchExtractor)
+DEFORM_READS = ("auto", "torch", "triton")  # the torch engine's deformable-convolution reads (TorchExtractor)
 # torch.compile's modes that leave the CUDA graph to the engine (the others capture graphs of their own).
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")

@@ -113,9 +113,9 @@ def test_engine_specs_parse_with_aliases_in_order_once():
     assert (reads.feature_reads, fast.feature_reads) == ("torch", "auto")
     assert ((reads.precision, reads.cuda_graph, reads.compile_mode)
             == (fast.precision, fast.cuda_graph, fast.compile_mode))
-    deform = ENGINE_SPECS["torch-compiled-graph-deform-fp16"]  # the fast path but for the deformable reads
+    deform = ENGINE_SPECS["torch-compiled-graph-deform-gathers-fp16"]  # the fast path but for the deformable reads
     assert (deform.deform_reads, fast.deform_reads, deform.feature_reads, deform.compile_mode) == (
-        "triton", "torch", fast.feature_reads, fast.compile_mode)
+        "torch", "auto", fast.feature_reads, fast.compile_mode)
     # Inductor's autotuning: the fast path but for torch.compile's mode.
     tuned = ENGINE_SPECS["torch-compiled-autotune-graph-fp16"]
     assert (tuned.compile_mode, tuned.feature_reads, tuned.precision, tuned.cuda_graph) == (

@@ -197,7 +197,7 @@ def test_compile_cache_lives_in_our_cache_unless_the_user_chose_a_place(monkeypa
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
-@pytest.mark.parametrize("feature_reads, deform_reads", [("torch", "torch"), ("triton", "torch"), ("auto", "triton")])
+@pytest.mark.parametrize("feature_reads, deform_reads", [("torch", "torch"), ("triton", "torch"), ("auto", "auto")])
 def test_compiled_fast_path_keeps_the_precision_bounds(rgb_frame, gray_frame, feature_reads, deform_reads):
     """torch.compile + CUDA graph + float16 against float32 eager: the issue's bounds, ≥ 99 % of keypoints mutually
     matched within 1 px and median descriptor cosine ≥ 0.999; with the feature-read and deformable-read kernels too."""
@@ -215,11 +215,14 @@ def test_compiled_fast_path_keeps_the_precision_bounds(rgb_frame, gray_frame, fe
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
-def test_background_compilation_serves_at_once_then_changes_to_the_compiled_graph(rgb_frame, gray_frame):
+def test_background_compilation_serves_at_once_then_changes_to_the_compiled_graph(rgb_frame):
     """background_compile: the first frames come from the eager CUDA graph while the worker compiles (a grey frame
-    meanwhile through the RGB graph, made RGB on the host); after it, compiled graphs serve both layouts, and every
-    result keeps the fast path's precision bounds against float32 eager."""
+    of the same size meanwhile through the RGB graph, made RGB on the host); after it, compiled graphs serve both
+    layouts, and every result keeps the fast path's precision bounds against float32 eager."""
     pytest.importorskip("triton")
+    import cv2
+
+    gray_frame = cv2.cvtColor(rgb_frame, cv2.COLOR_RGB2GRAY)  # one size: one compilation serves both layouts
     options = dict(model="aliked-t16", top_k=1000, device="cuda")
     reference = create_extractor("torch", precision="fp32", cuda_graph=False, **options)
     fast = create_extractor("torch", precision="fp16", cuda_graph=True, compile=True, background_compile=True,
@@ -237,7 +240,7 @@ def test_background_compilation_serves_at_once_then_changes_to_the_compiled_grap
     results.append(("rgb", fast.extract(rgb_frame)))
     assert fast._graphs[key] is not stand_in and len(fast._graphs) == 2
     assert all(graph.final for graph in fast._graphs.values())
-    assert fast.feature_reads == "triton"
+    assert (fast.feature_reads, fast.deform_reads) == ("triton", "triton")
     expected = {"rgb": reference.extract(rgb_frame), "grey": reference.extract(gray_frame)}
     for layout, result in results:
         matches = match_features(expected[layout], result, max_distance=1.0)
@@ -273,6 +276,9 @@ def test_the_feature_read_kernel_is_asked_for_and_refused_where_it_cannot_run():
     for compiled in (False, True):
         extractor = create_extractor("torch", model="aliked-t16", device="cpu", compile=compiled)
         assert extractor.feature_reads == extractor.aliked.network.feature_reads == "torch"
+        assert extractor.deform_reads == "torch"
+        assert "triton" not in {module.implementation for module in extractor.aliked.modules()
+                                if hasattr(module, "implementation")}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
@@ -296,9 +302,13 @@ def test_the_compiled_engine_keeps_torch_compile_cache_in_ours(tmp_path):
 def test_auto_reads_with_the_kernel_on_the_compiled_fast_path_only():
     pytest.importorskip("triton")
     options = dict(model="aliked-t16", top_k=1000, device="cuda", precision="fp16")
-    assert create_extractor("torch", cuda_graph=True, compile=True, **options).feature_reads == "triton"
-    assert create_extractor("torch", cuda_graph=True, compile=False, **options).feature_reads == "torch"
-    assert create_extractor("torch", cuda_graph=False, compile=False, **options).feature_reads == "torch"
+    fast = create_extractor("torch", cuda_graph=True, compile=True, **options)
+    assert (fast.feature_reads, fast.deform_reads) == ("triton", "triton")
+    assert {module.implementation for module in fast.aliked.modules() if hasattr(module, "implementation")} == {
+        "triton"}
+    for cuda_graph in (True, False):
+        extractor = create_extractor("torch", cuda_graph=cuda_graph, compile=False, **options)
+        assert (extractor.feature_reads, extractor.deform_reads) == ("torch", "torch")
 
 
 def test_the_network_gives_the_same_features_with_channels_last_levels():

@@ -227,3 +227,17 @@ def test_node_parameters_give_cuda_the_compiled_graph():
         extractor = extractor_from_parameters(values, log=lambda line: None)
         assert (extractor.precision, extractor.cuda_graph) == ("fp16", True)
         assert extractor.compiled == (torch_compile and triton)
+        assert extractor.background_compile == (torch_compile and triton)  # the node's default: in the background
+        extractor.close()
+
+
+def test_the_node_compiles_in_the_background_and_the_library_does_not():
+    from aliked_ros import parameters
+    from aliked_ros.config import ExtractorConfig
+    from aliked_ros.processing import extractor_config
+
+    values = parameters.resolve({"engine": "torch"})
+    assert values["background_compile"] is True and extractor_config(values).background_compile is True
+    assert extractor_config(dict(values, background_compile=False)).background_compile is False
+    assert ExtractorConfig().background_compile is False and ExtractorConfig(compile=True).background_compile is False
+

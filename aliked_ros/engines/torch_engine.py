@@ -106,9 +106,10 @@ class TorchExtractor(Extractor):
           Triton templates against cuDNN and cuBLAS for every convolution and matrix product; longer compilation).
         - ``background_compile`` (with ``compile``): each new image size is served at once by the uncompiled CUDA
           graph while a worker thread compiles it; the compiled graph takes over when ready (see ``_captured``).
-        - ``deform_reads="triton"`` (CUDA with Triton): the backbone's deformable convolutions read their input with
-          one Triton kernel (:mod:`~aliked_ros.model.deform_kernel`) instead of gathers; an experiment, "torch" by
-          default until a bench run measures it.
+        - ``deform_reads``: how the backbone's deformable convolutions read their input. ``"triton"`` (CUDA with
+          Triton): one Triton kernel for the bilinear reads (:mod:`~aliked_ros.model.deform_kernel`); ``"torch"``:
+          gathers; ``"auto"`` (the default): the kernel on the compiled fast path, where it took 0.15 ms off an
+          aliked-n16rot frame and 0.01 ms off an aliked-t16 frame (BENCHMARKS.md), gathers elsewhere.
         - ``feature_reads``: how the descriptor head reads the feature pyramid. ``"triton"`` (CUDA with Triton):
           one Triton kernel (:mod:`~aliked_ros.model.sampling_kernel`); ``"torch"``: gathers, the formulation that
           runs everywhere (and that ONNX exports); ``"auto"`` (the default): the kernel on the compiled fast path,
@@ -122,7 +123,7 @@ class TorchExtractor(Extractor):
                  precision: str = "fp32", score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
                  weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False,
                  compile: bool = False, feature_reads: str = "auto", background_compile: bool = False,
-                 compile_mode: str = "default", deform_reads: str = "torch"):
+                 compile_mode: str = "default", deform_reads: str = "auto"):
         model = validation.model(model)
         top_k = validation.top_k(top_k)
         score_threshold = validation.score_threshold(score_threshold)
@@ -130,7 +131,7 @@ class TorchExtractor(Extractor):
         precision = validation.precision(precision)
         feature_reads = validation.feature_reads(feature_reads)
         self.compile_mode = validation.compile_mode(compile_mode)
-        self.deform_reads = validation.deform_reads(deform_reads)
+        deform_reads = validation.deform_reads(deform_reads)
         for name, value in (("cuda_graph", cuda_graph), ("compile", compile), ("allow_download", allow_download),
                             ("background_compile", background_compile)):
             validation.flag(value, name)
@@ -139,16 +140,20 @@ class TorchExtractor(Extractor):
             raise AlikedError("compile=True needs Triton on CUDA (torch.compile's GPU code generator), which this "
                               "PyTorch lacks; run with compile=False (the CUDA graph alone).")
         fast_path = compile and cuda_graph and self.torch_device.type == "cuda" and top_k > 0
-        if fast_path or "triton" in (feature_reads, self.deform_reads):
+        if fast_path or "triton" in (feature_reads, deform_reads):
             # Before anything imports the compiler (the kernel below does): torch's cache_dir() writes its /tmp
             # default into TORCHINDUCTOR_CACHE_DIR when first asked, which would then pass for the user's choice.
             self.compile_cache = use_persistent_compile_cache()
         background = background_compile and fast_path
-        # The kernel where it was measured to pay (BENCHMARKS.md): the compiled fast path. Compiling in the background,
-        # the worker decides (importing the kernel brings the compiler stack, seconds the start should not wait for).
-        if feature_reads == "auto" and not background:
-            feature_reads = "triton" if fast_path and load_kernel().AVAILABLE else "torch"
-        kernels = [name for name, reads in (("feature_reads", feature_reads), ("deform_reads", self.deform_reads))
+        # The kernels where they were measured to pay (BENCHMARKS.md): the compiled fast path. Compiling in the
+        # background, the worker decides (importing a kernel brings the compiler stack, seconds the start should not
+        # wait for).
+        if not background:
+            kernels_pay = fast_path and load_kernel().AVAILABLE
+            feature_reads, deform_reads = (("triton" if kernels_pay else "torch") if reads == "auto" else reads
+                                           for reads in (feature_reads, deform_reads))
+        self.deform_reads = "torch" if background else deform_reads  # the serving module's (the worker's: below)
+        kernels = [name for name, reads in (("feature_reads", feature_reads), ("deform_reads", deform_reads))
                    if reads == "triton"]
         if kernels and (self.torch_device.type != "cuda" or not load_kernel().AVAILABLE):
             asked = " and ".join(f"{name}='triton'" for name in kernels)
@@ -182,14 +187,14 @@ class TorchExtractor(Extractor):
             # compiled, one image size at a time, on a worker thread (see _captured).
             self._fast_module = copy.deepcopy(self.aliked)
             self._fast_module.rank_sort = True
-            self._fast_reads = feature_reads
+            self._fast_reads = feature_reads, deform_reads
             self._fast_forward = None  # torch.compile's, made by the worker's first build
             self._builds = BackgroundBuilds("aliked-compile", log=_logger.warning)
             self._waited_for_builds = False  # said once: a frame that waits for the worker
         elif self.compiled:
             self.aliked.rank_sort = True  # the final sort as two fused kernels instead of a radix sort's passes
         if self.deform_reads == "triton":  # on the module the fast path compiles (the eager one where none is)
-            (self._fast_module if background else self.aliked).network.set_deform_implementation("triton")
+            self.aliked.network.set_deform_implementation("triton")
         # What the CUDA graphs capture: the top-k forward, compiled by torch.compile where asked (the module itself
         # stays eager).
         self._network_forward = (self._compile(self.aliked) if self.compiled and not background else self.aliked)
@@ -361,10 +366,12 @@ class TorchExtractor(Extractor):
         recompilation), on a stream of the worker's own."""
         with torch.cuda.device(self.torch_device):
             if self._fast_forward is None:
-                reads = self._fast_reads
-                if reads == "auto":
-                    reads = "triton" if load_kernel().AVAILABLE else "torch"
-                self._fast_module.network.feature_reads = self.feature_reads = reads
+                feature_reads, deform_reads = (("triton" if load_kernel().AVAILABLE else "torch") if reads == "auto"
+                                               else reads for reads in self._fast_reads)
+                self._fast_module.network.feature_reads = self.feature_reads = feature_reads
+                if deform_reads == "triton":
+                    self._fast_module.network.set_deform_implementation("triton")
+                self.deform_reads = deform_reads
                 self._fast_forward = self._compile(self._fast_module)
             stream = torch.cuda.Stream(self.torch_device)
             with torch.inference_mode(), torch.cuda.stream(stream):

@@ -148,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
         raise AlikedError(f"--output-topic must be an absolute topic name such as /keypoints, "
                           f"not {args.output_topic!r}.")
     values = parameters.resolve(overrides_from_args(args), args.params_file)
+    # Offline, every frame from the compiled graph: a bag waits for the compilation, it has no camera to keep up with.
+    values["background_compile"] = False
     source = Path(args.bag)
     with bags.open_bag(source) as reader:
         topic = bags.select_image_topic(reader, args.topic)

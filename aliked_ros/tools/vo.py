@@ -242,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
     options = odometry_options(args)
     explicit_camera(args)  # its errors before any work
     values = parameters.resolve(overrides_from_args(args), args.params_file)
+    # Offline, every frame from the compiled graph: a bag waits for the compilation, it has no camera to keep up with.
+    values["background_compile"] = False
     kept: list[Features] | None = [] if args.evaluate and not args.compare_fp16 else None
     with open_input(args) as source:
         first = f" (the first {args.max_frames} used)" if args.max_frames and args.max_frames < source.total else ""
