@@ -46,6 +46,24 @@ class LatencySummary:
         )
 
 
+def health(summary: LatencySummary, *, budget_ms: float, max_drop_ratio: float, ready: bool,
+           engine_error: str | None = None, compiling: bool = False) -> tuple[str, str]:
+    """The node's diagnostic status: its level ("OK", "WARN" or "ERROR") and message. ``compiling``: the engine
+    serves the uncompiled graph while torch.compile runs in the background, which explains a latency over budget."""
+    why = " while torch.compile runs in the background (the uncompiled graph serves)" if compiling else ""
+    if engine_error:
+        return "ERROR", f"engine failed: {engine_error}"
+    if not ready:
+        return "WARN", "engine loading"
+    if summary.end_to_end_p95_ms is not None and summary.end_to_end_p95_ms > budget_ms:
+        return "WARN", f"end-to-end p95 {summary.end_to_end_p95_ms:.1f} ms over the {budget_ms:g} ms budget{why}"
+    if summary.drop_ratio > max_drop_ratio:
+        return "WARN", f"dropping {summary.drop_ratio:.0%} of frames{why}"
+    if summary.frames == 0:
+        return "OK", "waiting for images"
+    return "OK", summary.describe() + ("; torch.compile runs in the background" if compiling else "")
+
+
 def _rate(times: collections.deque) -> float | None:
     if len(times) < 2 or times[-1] <= times[0]:
         return None

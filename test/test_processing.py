@@ -156,6 +156,53 @@ def test_latency_monitor_statistics():
     assert "dropped" in summary.describe()
 
 
+def test_the_diagnostic_status_says_why_a_frame_is_late():
+    from aliked_ros.latency import health
+
+    now = [0.0]
+    monitor = LatencyMonitor(window=10, clock=lambda: now[0])
+    assert health(monitor.summary(), budget_ms=50, max_drop_ratio=0.2, ready=False) == ("WARN", "engine loading")
+    assert health(monitor.summary(), budget_ms=50, max_drop_ratio=0.2, ready=True) == ("OK", "waiting for images")
+    assert health(monitor.summary(), budget_ms=50, max_drop_ratio=0.2, ready=True, engine_error="no CUDA") == (
+        "ERROR", "engine failed: no CUDA")
+    for frame in range(10):
+        now[0] = frame * 0.1
+        monitor.received()
+        monitor.published(processing_seconds=0.040, end_to_end_seconds=0.080)  # over a 50 ms budget
+    late = monitor.summary()
+    level, message = health(late, budget_ms=50, max_drop_ratio=0.2, ready=True)
+    assert level == "WARN" and message == "end-to-end p95 80.0 ms over the 50 ms budget"
+    level, message = health(late, budget_ms=50, max_drop_ratio=0.2, ready=True, compiling=True)
+    assert level == "WARN" and message.startswith("end-to-end p95 80.0 ms over the 50 ms budget while torch.compile")
+    level, message = health(late, budget_ms=100, max_drop_ratio=0.2, ready=True, compiling=True)
+    assert level == "OK" and message.endswith("; torch.compile runs in the background")
+    for frame in range(10):
+        monitor.received()
+        monitor.dropped()
+    level, message = health(monitor.summary(), budget_ms=100, max_drop_ratio=0.2, ready=True)
+    assert level == "WARN" and message.startswith("dropping")
+
+
+def test_the_package_logs_go_where_the_node_sends_them():
+    import logging
+
+    from aliked_ros.log_forwarding import forward_package_logs
+
+    got = []
+    stop = forward_package_logs(lambda level, text: got.append((level, text)))
+    logger = logging.getLogger("aliked_ros.engines.torch_engine")
+    try:
+        logger.info("compiled graph serves")
+        logger.debug("not this")
+        logger.warning("a frame waits")
+    finally:
+        stop()
+    logger.warning("after: not forwarded")
+    assert got == [(logging.INFO, "compiled graph serves"), (logging.WARNING, "a frame waits")]
+    package = logging.getLogger("aliked_ros")
+    assert package.propagate and not package.handlers  # undone
+
+
 class FixedExtractor:
     """A tiny extractor with known features: the processor's logic is under test, not the network."""
 

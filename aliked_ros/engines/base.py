@@ -83,6 +83,11 @@ class Extractor(abc.ABC):
         """Device memory in MiB where the engine can read it (for diagnostics), else None."""
         return None
 
+    @property
+    def compiling(self) -> bool:
+        """Whether a compilation runs in the background meanwhile (frames are then served by a slower stand-in)."""
+        return False
+
     def close(self) -> None:
         """Release device resources; the extractor is unusable afterwards."""
 

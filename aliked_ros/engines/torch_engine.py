@@ -380,6 +380,10 @@ class TorchExtractor(Extractor):
             stream.synchronize()
         return self._fast_forward
 
+    @property
+    def compiling(self) -> bool:
+        return self._builds is not None and self._builds.busy
+
     def wait_for_compilation(self, timeout: float | None = None) -> bool:
         """Block until the background compilations queued so far have ended (or ``timeout`` seconds); whether they
         have. The next frame of each size then captures its compiled graph. True at once where nothing compiles in

@@ -9,6 +9,7 @@ declared from ``aliked_ros.parameters`` with their defaults from config/aliked.y
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -24,7 +25,8 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from aliked_ros import parameters
 from aliked_ros.errors import AlikedError
-from aliked_ros.latency import LatencyMonitor
+from aliked_ros.latency import LatencyMonitor, health
+from aliked_ros.log_forwarding import forward_package_logs
 from aliked_ros.msg import Keypoints
 from aliked_ros.processing import FrameProcessor, extractor_from_parameters, needs_first_image, needs_image_size
 from aliked_ros.ros import spinning
@@ -55,6 +57,10 @@ class AlikedNode(Node):
         except AlikedError as error:
             raise SystemExit(f"aliked_node: {error}") from None
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        ros_logger = self.get_logger()
+        self._stop_log_forwarding = forward_package_logs(lambda level, text: (
+            ros_logger.error if level >= logging.ERROR else ros_logger.warning if level >= logging.WARNING
+            else ros_logger.info)(text))
 
         self._condition = threading.Condition()
         self._pending: tuple[object, float] | None = None
@@ -119,22 +125,14 @@ class AlikedNode(Node):
             engine_error, ready = self._engine_error, self.processor is not None
         for key, value in vars(summary).items():
             status.add(key, "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value)))
+        compiling = ready and self.processor.extractor.compiling
         if ready:
             for key, value in (self.processor.extractor.device_memory() or {}).items():
                 status.add(key, f"{value:.1f}")
-        if engine_error:
-            status.summary(DiagnosticStatus.ERROR, f"engine failed: {engine_error}")
-        elif not ready:
-            status.summary(DiagnosticStatus.WARN, "engine loading")
-        elif summary.end_to_end_p95_ms is not None and summary.end_to_end_p95_ms > budget:
-            status.summary(DiagnosticStatus.WARN, f"end-to-end p95 {summary.end_to_end_p95_ms:.1f} ms over the "
-                                                  f"{budget:g} ms budget")
-        elif summary.drop_ratio > max_drops:
-            status.summary(DiagnosticStatus.WARN, f"dropping {summary.drop_ratio:.0%} of frames")
-        elif summary.frames == 0:
-            status.summary(DiagnosticStatus.OK, "waiting for images")
-        else:
-            status.summary(DiagnosticStatus.OK, summary.describe())
+            status.add("compiling_in_background", str(compiling).lower())
+        level, message = health(summary, budget_ms=budget, max_drop_ratio=max_drops, ready=ready,
+                                engine_error=engine_error, compiling=compiling)
+        status.summary(getattr(DiagnosticStatus, level), message)
         return status
 
     # --- the worker thread ----------------------------------------------------------------------------------------
@@ -276,6 +274,7 @@ class AlikedNode(Node):
             return
         if self.processor is not None:
             self.processor.extractor.close()
+        self._stop_log_forwarding()
 
 
 def main(args=None) -> None:

@@ -117,6 +117,7 @@ class TestAlikedNode(ClientNodeTestCase):
                          (height, width, "bgr8"))
         status = [s for array in diagnostics for s in array.status if "aliked" in s.name][-1]
         self.assertIn("processing_p50_ms", {value.key for value in status.values})
+        self.assertIn("compiling_in_background", {value.key for value in status.values})
 
         # score_threshold changes at run time; top_k needs a new engine and is refused with a reason.
         client = self.node.create_client(SetParameters, "/vo/aliked_node/set_parameters")
