@@ -24,6 +24,23 @@ class ForwardingHandler(logging.Handler):
             self.handleError(record)
 
 
+def write_by_level(error: Callable[[str], None], warning: Callable[[str], None],
+                   info: Callable[[str], None]) -> Callable[[int, str], None]:
+    """A ``write(levelno, text)`` that calls ``error``, ``warning`` or ``info`` (an rclpy logger's methods), each
+    from a line of its own: rclpy keys a logger's settings by the calling line, and refuses a line that logs at two
+    severities ("Logger severity cannot be changed between calls")."""
+
+    def write(level: int, text: str) -> None:
+        if level >= logging.ERROR:
+            error(text)
+        elif level >= logging.WARNING:
+            warning(text)
+        else:
+            info(text)
+
+    return write
+
+
 def forward_package_logs(write: Callable[[int, str], None], level: int = logging.INFO) -> Callable[[], None]:
     """Send the package's records at ``level`` and above to ``write(levelno, text)`` (and no longer up to the root
     logger); returns the function that undoes it."""

@@ -203,6 +203,19 @@ def test_the_package_logs_go_where_the_node_sends_them():
     assert package.propagate and not package.handlers  # undone
 
 
+def test_each_severity_reaches_its_own_method():
+    import logging
+
+    from aliked_ros.log_forwarding import write_by_level
+
+    got = []
+    write = write_by_level(*(lambda text, name=name: got.append((name, text)) for name in ("error", "warning", "info")))
+    for level in (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG):
+        write(level, logging.getLevelName(level))
+    assert got == [("error", "CRITICAL"), ("error", "ERROR"), ("warning", "WARNING"), ("info", "INFO"),
+                   ("info", "DEBUG")]
+
+
 class FixedExtractor:
     """A tiny extractor with known features: the processor's logic is under test, not the network."""
 

@@ -9,7 +9,6 @@ declared from ``aliked_ros.parameters`` with their defaults from config/aliked.y
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 
@@ -26,7 +25,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from aliked_ros import parameters
 from aliked_ros.errors import AlikedError
 from aliked_ros.latency import LatencyMonitor, health
-from aliked_ros.log_forwarding import forward_package_logs
+from aliked_ros.log_forwarding import forward_package_logs, write_by_level
 from aliked_ros.msg import Keypoints
 from aliked_ros.processing import FrameProcessor, extractor_from_parameters, needs_first_image, needs_image_size
 from aliked_ros.ros import spinning
@@ -58,9 +57,8 @@ class AlikedNode(Node):
             raise SystemExit(f"aliked_node: {error}") from None
         self.add_on_set_parameters_callback(self._on_set_parameters)
         ros_logger = self.get_logger()
-        self._stop_log_forwarding = forward_package_logs(lambda level, text: (
-            ros_logger.error if level >= logging.ERROR else ros_logger.warning if level >= logging.WARNING
-            else ros_logger.info)(text))
+        self._stop_log_forwarding = forward_package_logs(
+            write_by_level(ros_logger.error, ros_logger.warning, ros_logger.info))
 
         self._condition = threading.Condition()
         self._pending: tuple[object, float] | None = None
