@@ -178,3 +178,36 @@ def test_graph_steps_make_nothing_while_the_worker_compiles():
     # ... and a failed one keeps the eager module's graph for good.
     assert next_graph_step("stand-in", busy=False, build=FAILED) == "keep"
     assert next_graph_step("none", busy=False, build=FAILED) == "eager-final"
+
+
+def test_a_program_that_is_done_can_leave_without_waiting_for_a_running_job(tmp_path):
+    """exit_without_waiting_for_builds: where a job runs, the process ends at once with the code given (its output
+    flushed), the job cut off; where none runs, it returns and the program goes on."""
+    import subprocess
+    import sys
+    import time
+
+    done = tmp_path / "done"
+    code = f"""
+import threading, time
+from pathlib import Path
+from aliked_ros.engines.background import BackgroundBuilds, builds_running, exit_without_waiting_for_builds
+assert not builds_running()
+exit_without_waiting_for_builds(3)  # nothing runs: returns
+started = threading.Event()
+def slow():
+    started.set()
+    time.sleep(30)
+    Path({str(done)!r}).write_text("finished")
+builds = BackgroundBuilds()
+builds.submit("slow", slow)
+started.wait(5)
+assert builds_running()
+print("leaving", end="")  # no newline: flushed by the exit, not by a line buffer
+exit_without_waiting_for_builds(7)
+print("not reached")
+"""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (7, "leaving"), result.stderr[-2000:]
+    assert time.perf_counter() - start < 20 and not done.exists()

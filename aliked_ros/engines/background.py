@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
+import sys
 import threading
+import weakref
 from collections import deque
 from typing import Any, Callable, Hashable
 
 _logger = logging.getLogger(__name__)
 
 PENDING, DONE, FAILED = "pending", "done", "failed"
+_every_builds: weakref.WeakSet[BackgroundBuilds] = weakref.WeakSet()  # for builds_running()
 
 
 class BackgroundBuilds:
@@ -36,7 +40,8 @@ class BackgroundBuilds:
           exception", seen on the CPU, in about one exit in two), so it never ends.
         - A process that exits while a job runs waits for it to end (a compilation cut off by the interpreter's
           shutdown aborts the process instead): an exit during a background compilation takes up to its remaining
-          time, and the compilation may end in an error then (logged), which nothing uses any more.
+          time, and the compilation may end in an error then (logged), which nothing uses any more. A program whose
+          own cleanup is done can leave at once instead (:func:`exit_without_waiting_for_builds`: the node does).
     """
 
     def __init__(self, name: str = "aliked-build", log: Callable[[str], None] | None = None):
@@ -66,6 +71,7 @@ class BackgroundBuilds:
                 self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
                 self._thread.start()
                 atexit.register(self._finish_at_exit)
+                _every_builds.add(self)
             self._wake.notify()
 
     def state(self, key: Hashable) -> str | None:
@@ -140,3 +146,24 @@ class BackgroundBuilds:
             if error is not None:
                 self._log(f"Background build {key!r} failed: {type(error).__name__}: "
                           f"{(str(error).strip().splitlines() or [''])[0][:300]}")
+
+
+def builds_running() -> bool:
+    """Whether a build runs now on any BackgroundBuilds of this process."""
+    return any(builds._running for builds in list(_every_builds))
+
+
+def exit_without_waiting_for_builds(code: int = 0) -> None:
+    """End the process now where a build runs, without the interpreter's shutdown (which would wait for the build,
+    tens of seconds of a compilation nothing will use; and a signal meanwhile aborts the process); return where
+    none runs. For a program's last step, its own cleanup done: atexit handlers and finalizers are skipped, so
+    stdout and stderr are flushed here first. torch's compile cache writes each entry whole (a temporary file
+    renamed), so an entry is there or not."""
+    if not builds_running():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more to say anyway
+            pass
+    os._exit(code)

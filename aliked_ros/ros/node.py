@@ -23,6 +23,7 @@ from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 
 from aliked_ros import parameters
+from aliked_ros.engines.background import builds_running, exit_without_waiting_for_builds
 from aliked_ros.errors import AlikedError
 from aliked_ros.latency import LatencyMonitor, health
 from aliked_ros.log_forwarding import forward_package_logs, write_by_level
@@ -287,8 +288,13 @@ def main(args=None) -> None:
         with spinning.signals_held_off():  # the worker first, then the node, then the context
             if node is not None:
                 node.stop()
+                if builds_running():
+                    node.get_logger().info("Exiting without waiting for the background compilation under way")
                 node.destroy_node()
             rclpy.try_shutdown()
+    # Cleanly stopped (an error would go on to its traceback): a torch.compile still running in the background is
+    # not waited for (see exit_without_waiting_for_builds).
+    exit_without_waiting_for_builds()
 
 
 if __name__ == "__main__":
