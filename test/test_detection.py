@@ -109,3 +109,20 @@ def test_rank_sort_gives_top_k_detection_the_same_result():
     ranked = detect_top_k(scores, 150, radius=2, rank_sort=True)
     assert torch.equal(plain[1], ranked[1])
     assert torch.equal(plain[0], ranked[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
+@pytest.mark.parametrize("rank_sort", [False, True])
+def test_a_float16_map_on_cuda_selects_what_its_float32_copy_selects(rank_sort):
+    """On CUDA top-k selects among the float16 map's own values (a 16-bit radix select): the keypoints and scores of
+    its float32 copy, which holds the same values. The map holds 30000 distinct float16 values (every positive
+    normal one from 2**-14 up, shuffled), so no tie leaves the choice open; 30000 values take torch.topk's
+    multi-block path, the one of a camera-sized map."""
+    generator = torch.Generator().manual_seed(5)
+    distinct = (torch.arange(30000, dtype=torch.int16) + 0x0400).view(torch.float16)
+    half = distinct[torch.randperm(30000, generator=generator)].view(1, 1, 150, 200).cuda()
+    from_half = detect_top_k(half, 1000, radius=2, rank_sort=rank_sort)
+    from_float = detect_top_k(half.float(), 1000, radius=2, rank_sort=rank_sort)
+    assert int((from_float[1] > 0).sum()) == 1000  # K real maxima, no fillers
+    assert torch.equal(from_half[1], from_float[1])
+    assert torch.equal(from_half[0], from_float[0])

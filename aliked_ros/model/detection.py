@@ -129,9 +129,13 @@ def detect_top_k(scores: Tensor, top_k: int, radius: int, rank_sort: bool = Fals
     maximum (a map with fewer than ``K`` of them) have score 0. ``rank_sort`` orders them with
     :func:`sort_descending_by_rank` instead of ``torch.sort`` (the same order; faster where it is compiled).
     """
+    # On CUDA, top-k selects among the map's own values: a float16 map (the fp16 network's) takes a 16-bit radix
+    # select, half the passes over the map of a float32 one, and its float32 copy holds the same values in the same
+    # order. (Elsewhere float32: the CPU and the ONNX export, whose runtimes lack float16 TopK kernels.)
+    selected = scores if scores.is_cuda else scores.float()
     scores = scores.float()
     is_candidate = candidate_mask(scores, radius)
-    nms_scores = torch.where(is_candidate, scores, torch.zeros_like(scores)).reshape(-1)
+    nms_scores = torch.where(is_candidate, selected, torch.zeros_like(selected)).reshape(-1)
     # The rank count orders the K rows below whatever order they come in, so topk's own sort (a radix sort on the
     # GPU) is skipped then.
     best, flat_index = torch.topk(nms_scores, top_k, sorted=not rank_sort)
