@@ -211,3 +211,37 @@ print("not reached")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout) == (7, "leaving"), result.stderr[-2000:]
     assert time.perf_counter() - start < 20 and not done.exists()
+
+
+def test_the_gil_changes_hands_quickly_while_a_build_runs_and_the_interval_comes_back_after():
+    """While any build runs, sys.getswitchinterval() is BUILD_SWITCH_INTERVAL_S (the serving thread waits less for
+    the GIL); two engines' builds overlapping, the interval found before the first comes back after the last."""
+    import sys
+    import threading
+
+    from aliked_ros.engines.background import BUILD_SWITCH_INTERVAL_S
+
+    original = sys.getswitchinterval()
+    assert original > BUILD_SWITCH_INTERVAL_S  # the interpreter's default, 5 ms
+    first_started, second_started, release_first, release_second = (threading.Event() for _ in range(4))
+    seen = {}
+
+    def job(name, started, release):
+        def run():
+            seen[name] = sys.getswitchinterval()
+            started.set()
+            release.wait(10)
+        return run
+
+    first, second = BackgroundBuilds(), BackgroundBuilds()
+    first.submit("a", job("a", first_started, release_first))
+    assert first_started.wait(10)
+    second.submit("b", job("b", second_started, release_second))
+    assert second_started.wait(10)
+    release_first.set()
+    assert first.wait("a", 10) == "done"
+    assert sys.getswitchinterval() == BUILD_SWITCH_INTERVAL_S  # the second build still runs
+    release_second.set()
+    assert second.wait("b", 10) == "done"
+    assert seen == {"a": BUILD_SWITCH_INTERVAL_S, "b": BUILD_SWITCH_INTERVAL_S}
+    assert sys.getswitchinterval() == original

@@ -9,6 +9,7 @@ queue of keyed jobs run one at a time, in order, on one daemon thread.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -21,6 +22,33 @@ _logger = logging.getLogger(__name__)
 
 PENDING, DONE, FAILED = "pending", "done", "failed"
 _every_builds: weakref.WeakSet[BackgroundBuilds] = weakref.WeakSet()  # for builds_running()
+
+# While a build runs, the interpreter asks the thread holding the GIL to hand it over after this long instead of its
+# default 5 ms: a compilation is Python that rarely lets go of the GIL by itself, and the serving thread, back from
+# each CUDA synchronisation, waited up to a switch interval for it, several times a frame.
+BUILD_SWITCH_INTERVAL_S = 0.0005
+_handoff_lock = threading.Lock()
+_handoff_users = 0
+_handoff_saved_interval = 0.0
+
+
+@contextlib.contextmanager
+def _quick_gil_handoff():
+    """sys.setswitchinterval(BUILD_SWITCH_INTERVAL_S) while any build of the process runs; the interval found
+    before the first of them is put back after the last."""
+    global _handoff_users, _handoff_saved_interval
+    with _handoff_lock:
+        if _handoff_users == 0:
+            _handoff_saved_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(_handoff_saved_interval, BUILD_SWITCH_INTERVAL_S))
+        _handoff_users += 1
+    try:
+        yield
+    finally:
+        with _handoff_lock:
+            _handoff_users -= 1
+            if _handoff_users == 0:
+                sys.setswitchinterval(_handoff_saved_interval)
 
 
 class BackgroundBuilds:
@@ -130,7 +158,8 @@ class BackgroundBuilds:
                 job = self._jobs.pop(key)
                 self._running += 1
             try:
-                value, error = job(), None
+                with _quick_gil_handoff():
+                    value, error = job(), None
             except Exception as caught:  # a failed build must not end the thread, nor lose the reason
                 value, error = None, caught
             with self._wake:
