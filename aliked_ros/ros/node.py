@@ -16,6 +16,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -51,7 +52,10 @@ class AlikedNode(Node):
         super().__init__("aliked_node", **node_options)
         defaults = parameters.defaults()
         for spec in parameters.SPECS:
-            self.declare_parameter(spec.name, defaults[spec.name], _descriptor(spec))
+            try:
+                self.declare_parameter(spec.name, defaults[spec.name], _descriptor(spec))
+            except InvalidParameterTypeException as error:  # given with the wrong type (-p, a params file)
+                raise SystemExit(f"aliked_node: {str(error).rsplit(':', 1)[0]}") from None
         try:
             self.values = parameters.resolve({spec.name: self.get_parameter(spec.name).value for spec in parameters.SPECS})
         except AlikedError as error:

@@ -96,6 +96,20 @@ class TestInterruptWhileProcessing(ClientNodeTestCase):
         self.assertFalse(arrived(2000), "published after the interrupt")
 
 
+    def test_a_parameter_of_the_wrong_type_stops_the_node_with_one_line(self, proc_info, aliked):
+        """A bool given as a word that is not one: exit code 1 and the reason, no traceback (rclpy's exception, as
+        it was, printed one)."""
+        import subprocess
+
+        result = subprocess.run(
+            [sys.executable, "-m", "aliked_ros.ros.node", "--ros-args", "-r", "__node:=wrong_type_probe",
+             "-p", "background_compile:=maybe"], capture_output=True, text=True, timeout=120)
+        self.assertEqual(result.returncode, 1, result.stderr[-2000:])
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertIn("aliked_node: Trying to set parameter 'background_compile' to 'maybe' of type 'STRING', "
+                      "expecting type 'BOOL'", result.stderr)
+
+
 @launch_testing.post_shutdown_test()
 class TestShutdown(unittest.TestCase):
     def test_exit_code_0_and_no_traceback(self, proc_info, proc_output, aliked):
