@@ -109,7 +109,7 @@ CHECKS: dict[str, Callable] = {
     "image_height": _size, "image_width": _size, "onnxruntime_providers": _choice(ONNXRUNTIME_PROVIDERS),
     "input_format": _choice(INPUT_FORMATS), "feature_reads": validation.feature_reads,
     "background_compile": validation.flag, "compile_mode": validation.compile_mode,
-    "deform_reads": validation.deform_reads,
+    "deform_reads": validation.deform_reads, "compile_in_subprocess": validation.flag,
 }
 
 
@@ -166,6 +166,10 @@ class ExtractorConfig:
     # The torch engine's deformable-convolution reads: auto (the Triton kernel on the compiled CUDA fast path, where it
     # pays; gathers elsewhere), torch (gathers) or triton (one kernel for the bilinear reads).
     deform_reads: str = "auto"
+    # With background_compile: each size is compiled first in a child process (filling torch.compile's cache), then
+    # here from that cache, so that the compilation holds the serving process's GIL for seconds, not its whole time.
+    # An experiment until measured on a GPU (BENCHMARKS.md).
+    compile_in_subprocess: bool = False
 
     def __post_init__(self):
         defaults = yaml_defaults()

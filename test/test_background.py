@@ -1,5 +1,6 @@
 """Background builds: the worker that compiles the torch engine's image sizes while the uncompiled graph serves."""
 
+import os
 import shutil
 import threading
 import time
@@ -245,3 +246,61 @@ def test_the_gil_changes_hands_quickly_while_a_build_runs_and_the_interval_comes
     assert second.wait("b", 10) == "done"
     assert seen == {"a": BUILD_SWITCH_INTERVAL_S, "b": BUILD_SWITCH_INTERVAL_S}
     assert sys.getswitchinterval() == original
+
+
+def test_a_compile_child_ends_when_its_parent_does(tmp_path):
+    """compile_child.exit_when_orphaned: a child whose parent has gone ends (a stopped node does not leave a
+    compilation running): a parent starts a child that would sleep 60 s, then exits at once."""
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = f"""
+import os, time
+from aliked_ros.engines.compile_child import exit_when_orphaned
+exit_when_orphaned(0.1)
+with open({str(pid_file)!r} + ".part", "w") as file:
+    file.write(str(os.getpid()))
+os.replace({str(pid_file)!r} + ".part", {str(pid_file)!r})  # whole when it appears
+time.sleep(60)
+"""
+    parent = f"""
+import os, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", {child!r}])
+while not os.path.exists({str(pid_file)!r}):
+    time.sleep(0.05)
+"""  # and the parent ends here, its child sleeping
+    subprocess.run([sys.executable, "-c", parent], timeout=60, check=True)
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        pytest.fail("the orphaned child still runs 20 s after its parent ended")
+
+
+def test_a_compile_child_that_cannot_compile_says_why_and_the_worker_compiles_itself(caplog):
+    """The child exits non-zero where the settings make no compiled CUDA fast path (here: the CPU); the worker logs
+    the child's last line and goes on (returns False), compiling in its own process."""
+    import logging
+    import subprocess
+    import sys
+
+    from aliked_ros.engines.torch_engine import TorchExtractor
+
+    settings = '{"model": "aliked-t16", "top_k": 100, "device": "cpu", "precision": "fp32"}'
+    result = subprocess.run([sys.executable, "-m", "aliked_ros.engines.compile_child", settings, "64", "64", "100"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "no compiled CUDA fast path" in result.stderr
+    extractor = TorchExtractor("aliked-t16", 100, device="cpu")
+    extractor._child_settings = {"model": "aliked-t16", "top_k": 100, "device": "cpu", "precision": "fp32"}
+    with caplog.at_level(logging.WARNING, logger="aliked_ros"):
+        assert extractor._compile_in_child(64, 64, 100) is False
+    assert "64x64 in a child process failed (compile_child: these settings make no compiled CUDA fast path" in (
+        caplog.text)

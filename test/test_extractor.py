@@ -249,6 +249,39 @@ def test_background_compilation_serves_at_once_then_changes_to_the_compiled_grap
     fast.close()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
+def test_a_child_process_compiles_first_and_the_worker_reads_its_cache(tmp_path):
+    """compile_in_subprocess, in a fresh process with an empty cache: the child compiles, the worker's compilation of
+    the same forward then finds every FX graph in the cache (no miss), and the compiled graph serves."""
+    pytest.importorskip("triton")
+    code = """
+import json, logging, numpy as np
+logging.basicConfig(level=logging.INFO)
+from aliked_ros.engines import create_extractor
+from torch._dynamo.utils import counters
+fast = create_extractor("torch", model="aliked-t16", top_k=1000, device="cuda", precision="fp16", cuda_graph=True,
+                        compile=True, background_compile=True, compile_in_subprocess=True)
+frame = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+fast.extract(frame)
+assert fast.wait_for_compilation(timeout=900)
+features = fast.extract(frame)
+print(json.dumps({"final": all(graph.final for graph in fast._graphs.values()), "keypoints": len(features),
+                  "hit": counters["inductor"]["fxgraph_cache_hit"], "miss": counters["inductor"]["fxgraph_cache_miss"],
+                  "describe": fast.describe()}))
+"""
+    environment = {key: value for key, value in os.environ.items() if key != "TORCHINDUCTOR_CACHE_DIR"}
+    environment["ALIKED_ROS_CACHE_DIR"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True,
+                            timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["final"] and report["keypoints"] > 0 and "first in a child process" in report["describe"]
+    assert report["hit"] >= 1 and report["miss"] == 0, report
+    assert "A child process compiled 320x240" in result.stderr
+
+
 def test_compile_modes_with_cuda_graphs_of_their_own_are_refused():
     from aliked_ros.errors import AlikedError
 

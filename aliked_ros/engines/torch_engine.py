@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import torch
@@ -25,6 +29,9 @@ from aliked_ros.model.weights import cache_dir
 GRAPH_WARMUP_RUNS = 3  # eager runs of a frame before its CUDA graph is captured
 COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 _logger = logging.getLogger(__name__)
+
+# A compilation in a child process that takes longer is stopped (a desktop GPU takes under a minute, a Jetson minutes).
+COMPILE_CHILD_TIMEOUT_S = 1800
 
 
 def use_persistent_compile_cache() -> str:
@@ -106,6 +113,9 @@ class TorchExtractor(Extractor):
           Triton templates against cuDNN and cuBLAS for every convolution and matrix product; longer compilation).
         - ``background_compile`` (with ``compile``): each new image size is served at once by the uncompiled CUDA
           graph while a worker thread compiles it; the compiled graph takes over when ready (see ``_captured``).
+          ``compile_in_subprocess`` (with it): a child process compiles each size first
+          (:mod:`~aliked_ros.engines.compile_child`) and the worker then compiles from torch.compile's cache, holding
+          the GIL, which the serving thread needs after each synchronisation, for seconds instead of the whole time.
         - ``deform_reads``: how the backbone's deformable convolutions read their input. ``"triton"`` (CUDA with
           Triton): one Triton kernel for the bilinear reads (:mod:`~aliked_ros.model.deform_kernel`); ``"torch"``:
           gathers; ``"auto"`` (the default): the kernel on the compiled fast path, where it took 0.15 ms off an
@@ -123,7 +133,7 @@ class TorchExtractor(Extractor):
                  precision: str = "fp32", score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
                  weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False,
                  compile: bool = False, feature_reads: str = "auto", background_compile: bool = False,
-                 compile_mode: str = "default", deform_reads: str = "auto"):
+                 compile_mode: str = "default", deform_reads: str = "auto", compile_in_subprocess: bool = False):
         model = validation.model(model)
         top_k = validation.top_k(top_k)
         score_threshold = validation.score_threshold(score_threshold)
@@ -133,7 +143,8 @@ class TorchExtractor(Extractor):
         self.compile_mode = validation.compile_mode(compile_mode)
         deform_reads = validation.deform_reads(deform_reads)
         for name, value in (("cuda_graph", cuda_graph), ("compile", compile), ("allow_download", allow_download),
-                            ("background_compile", background_compile)):
+                            ("background_compile", background_compile),
+                            ("compile_in_subprocess", compile_in_subprocess)):
             validation.flag(value, name)
         self.torch_device = resolve_device(validation.device(device))
         if compile and cuda_graph and self.torch_device.type == "cuda" and not has_triton():
@@ -181,6 +192,7 @@ class TorchExtractor(Extractor):
             # its algorithms there, not while capturing), and compiled code has no branch on the capture state.
             self.aliked.network.set_deform_implementation("tensor")
         self.background_compile = background
+        self.compile_in_subprocess = background and compile_in_subprocess
         self._builds: BackgroundBuilds | None = None
         if background:
             # The graphs serve this eager module at once; a copy of it (a few MB) with the fast path's settings is
@@ -188,6 +200,11 @@ class TorchExtractor(Extractor):
             self._fast_module = copy.deepcopy(self.aliked)
             self._fast_module.rank_sort = True
             self._fast_reads = feature_reads, deform_reads
+            # What a child process needs to make this engine (see compile_child).
+            self._child_settings = dict(model=model, top_k=top_k, device=str(self.torch_device), precision=precision,
+                                        weights=None if weights is None else str(weights),
+                                        allow_download=allow_download, feature_reads=feature_reads,
+                                        deform_reads=deform_reads, compile_mode=self.compile_mode)
             self._fast_forward = None  # torch.compile's, made by the worker's first build
             self._builds = BackgroundBuilds("aliked-compile", log=_logger.warning)
             self._waited_for_builds = False  # said once: a frame that waits for the worker
@@ -208,7 +225,8 @@ class TorchExtractor(Extractor):
     def describe(self) -> str:
         return (super().describe() + (", torch.compile" if self.compiled else "")
                 + (f" {self.compile_mode}" if self.compiled and self.compile_mode != "default" else "")
-                + (" (in the background)" if self.background_compile else "")
+                + (" (in the background)" if self.background_compile and not self.compile_in_subprocess else "")
+                + (" (in the background, first in a child process)" if self.compile_in_subprocess else "")
                 + (", CUDA graph" if self.cuda_graph else "")
                 + (", feature-read kernel" if self.feature_reads == "triton" else "")
                 + (", deformable-read kernel" if self.deform_reads == "triton" else ""))
@@ -363,7 +381,10 @@ class TorchExtractor(Extractor):
     def _compile_size(self, height: int, width: int, top_k: int):
         """(The worker.) torch.compile's forward, compiled for one image size: one call on a network input made as
         the graphs make it (the same shape, strides and dtype for every layout: their captures meet no
-        recompilation), on a stream of the worker's own."""
+        recompilation), on a stream of the worker's own. With ``compile_in_subprocess``, a child process compiles it
+        first and this compilation reads the child's results from torch.compile's cache."""
+        if self.compile_in_subprocess:
+            self._compile_in_child(height, width, top_k)
         with torch.cuda.device(self.torch_device):
             if self._fast_forward is None:
                 feature_reads, deform_reads = (("triton" if load_kernel().AVAILABLE else "torch") if reads == "auto"
@@ -379,6 +400,26 @@ class TorchExtractor(Extractor):
                 self._fast_forward(pixels_to_network_input(pixels, "rgb", self.dtype), top_k)
             stream.synchronize()
         return self._fast_forward
+
+    def _compile_in_child(self, height: int, width: int, top_k: int) -> bool:
+        """(The worker.) This size's compilation in a child process (``aliked_ros.engines.compile_child``), waited
+        for without the GIL; whether it compiled. A child that fails is logged, and the worker compiles here."""
+        command = [sys.executable, "-m", "aliked_ros.engines.compile_child", json.dumps(self._child_settings),
+                   str(height), str(width), str(top_k)]
+        start = time.perf_counter()
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_CHILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _logger.warning("The compilation of %dx%d in a child process took over %d s: stopped; compiling here",
+                            width, height, COMPILE_CHILD_TIMEOUT_S)
+            return False
+        if result.returncode != 0:
+            reason = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1][:300]
+            _logger.warning("The compilation of %dx%d in a child process failed (%s); compiling here", width,
+                            height, reason)
+            return False
+        _logger.info("A child process compiled %dx%d in %.1f s", width, height, time.perf_counter() - start)
+        return True
 
     @property
     def compiling(self) -> bool:

@@ -129,10 +129,10 @@ class AlikedNode(Node):
         for key, value in vars(summary).items():
             status.add(key, "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value)))
         compiling = ready and self.processor.extractor.compiling
+        status.add("compiling_in_background", str(compiling).lower())  # every report: a key a monitor can rely on
         if ready:
             for key, value in (self.processor.extractor.device_memory() or {}).items():
                 status.add(key, f"{value:.1f}")
-            status.add("compiling_in_background", str(compiling).lower())
         level, message = health(summary, budget_ms=budget, max_drop_ratio=max_drops, ready=ready,
                                 engine_error=engine_error, compiling=compiling)
         status.summary(getattr(DiagnosticStatus, level), message)
