@@ -298,6 +298,11 @@ def test_a_compile_child_that_cannot_compile_says_why_and_the_worker_compiles_it
     result = subprocess.run([sys.executable, "-m", "aliked_ros.engines.compile_child", settings, "64", "64", "100"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "no compiled CUDA fast path" in result.stderr
+    for bad in ('{"model": "aliked-x"}', "{not json"):  # one line the worker can log, not a traceback
+        result = subprocess.run([sys.executable, "-m", "aliked_ros.engines.compile_child", bad, "64", "64", "100"],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1 and result.stderr.startswith("compile_child: ") and "Traceback" not in (
+            result.stderr), result.stderr
     extractor = TorchExtractor("aliked-t16", 100, device="cpu")
     extractor._child_settings = {"model": "aliked-t16", "top_k": 100, "device": "cpu", "precision": "fp32"}
     with caplog.at_level(logging.WARNING, logger="aliked_ros"):

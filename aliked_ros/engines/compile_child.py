@@ -38,12 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     if len(arguments) != 4:
         print(__doc__.strip().splitlines()[0], file=sys.stderr)
         return 2
-    settings = json.loads(arguments[0])
-    height, width, top_k = (int(value) for value in arguments[1:])
     from aliked_ros.engines.torch_engine import TorchExtractor
+    from aliked_ros.errors import AlikedError
 
-    extractor = TorchExtractor(**settings, cuda_graph=True, compile=True, background_compile=True,
-                               compile_in_subprocess=False)
+    try:
+        settings = json.loads(arguments[0])
+        height, width, top_k = (int(value) for value in arguments[1:])
+        extractor = TorchExtractor(**settings, cuda_graph=True, compile=True, background_compile=True,
+                                   compile_in_subprocess=False)
+    except (ValueError, TypeError, AlikedError) as error:  # the parent logs this line
+        print(f"compile_child: {error}", file=sys.stderr)
+        return 1
     if not extractor.background_compile:
         print("compile_child: these settings make no compiled CUDA fast path here "
               f"({extractor.describe()})", file=sys.stderr)
