@@ -118,8 +118,8 @@ class TorchExtractor(Extractor):
           the GIL, which the serving thread needs after each synchronisation, for seconds instead of the whole time.
         - ``deform_reads``: how the backbone's deformable convolutions read their input. ``"triton"`` (CUDA with
           Triton): one Triton kernel for the bilinear reads (:mod:`~aliked_ros.model.deform_kernel`); ``"torch"``:
-          gathers; ``"auto"`` (the default): the kernel on the compiled fast path, where it took 0.15 ms off an
-          aliked-n16rot frame and 0.01 ms off an aliked-t16 frame (BENCHMARKS.md), gathers elsewhere.
+          gathers; ``"auto"`` (the default): the kernel on the compiled fast path, where it took 0.13-0.15 ms off an
+          aliked-n16rot frame and 0.09 ms of GPU time off an aliked-t16 frame (BENCHMARKS.md), gathers elsewhere.
         - ``feature_reads``: how the descriptor head reads the feature pyramid. ``"triton"`` (CUDA with Triton):
           one Triton kernel (:mod:`~aliked_ros.model.sampling_kernel`); ``"torch"``: gathers, the formulation that
           runs everywhere (and that ONNX exports); ``"auto"`` (the default): the kernel on the compiled fast path,
