@@ -18,6 +18,7 @@ from aliked_ros.config import DEFAULT_MAX_KEYPOINTS
 from aliked_ros.devices import has_triton, resolve_device
 from aliked_ros.engines.background import DONE, FAILED, BackgroundBuilds
 from aliked_ros.engines.base import Extractor
+from aliked_ros.engines.cuda_graph import CapturedExtraction
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 from aliked_ros.imaging import CHANNEL_ORDERS, as_rgb
@@ -26,7 +27,6 @@ from aliked_ros.model.configs import MIN_IMAGE_SIDE
 from aliked_ros.model.feature_lookup import load_kernel
 from aliked_ros.model.weights import cache_dir
 
-GRAPH_WARMUP_RUNS = 3  # eager runs of a frame before its CUDA graph is captured
 COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 _logger = logging.getLogger(__name__)
 
@@ -58,6 +58,11 @@ def use_persistent_compile_cache() -> str:
     return os.environ[COMPILE_CACHE_ENV]
 
 
+
+def resolve_reads(reads: tuple[str, ...], kernels_pay: bool) -> tuple[str, ...]:
+    """The feature and deformable reads with "auto" decided: the Triton kernel where ``kernels_pay`` (the compiled
+    CUDA fast path with Triton, where they were measured to pay), gathers ("torch") elsewhere."""
+    return tuple(("triton" if kernels_pay else "torch") if choice == "auto" else choice for choice in reads)
 def next_graph_step(graph: str, busy: bool, build: str | None) -> str:
     """What a frame does about its graph when the engine compiles in the background (TorchExtractor._captured).
 
@@ -160,9 +165,8 @@ class TorchExtractor(Extractor):
         # background, the worker decides (importing a kernel brings the compiler stack, seconds the start should not
         # wait for).
         if not background:
-            kernels_pay = fast_path and load_kernel().AVAILABLE
-            feature_reads, deform_reads = (("triton" if kernels_pay else "torch") if reads == "auto" else reads
-                                           for reads in (feature_reads, deform_reads))
+            feature_reads, deform_reads = resolve_reads((feature_reads, deform_reads),
+                                                        fast_path and load_kernel().AVAILABLE)
         self.deform_reads = "torch" if background else deform_reads  # the serving module's (the worker's: below)
         kernels = [name for name, reads in (("feature_reads", feature_reads), ("deform_reads", deform_reads))
                    if reads == "triton"]
@@ -387,8 +391,7 @@ class TorchExtractor(Extractor):
             self._compile_in_child(height, width, top_k)
         with torch.cuda.device(self.torch_device):
             if self._fast_forward is None:
-                feature_reads, deform_reads = (("triton" if load_kernel().AVAILABLE else "torch") if reads == "auto"
-                                               else reads for reads in self._fast_reads)
+                feature_reads, deform_reads = resolve_reads(self._fast_reads, load_kernel().AVAILABLE)
                 self._fast_module.network.feature_reads = self.feature_reads = feature_reads
                 if deform_reads == "triton":
                     self._fast_module.network.set_deform_implementation("triton")
@@ -438,56 +441,3 @@ class TorchExtractor(Extractor):
             self._builds.close()  # a compilation under way finishes on its daemon thread, unused
         super().close()
 
-
-class CapturedExtraction:
-    """One image size and pixel layout's extraction captured as a CUDA graph, with its pinned host buffers (see
-    TorchExtractor): the host buffer has the camera's shape, grey (H, W) or colour (H, W, 3)."""
-
-    def __init__(self, network_forward, device: torch.device, dtype: torch.dtype, shape: tuple[int, ...],
-                 channel_order: str, top_k: int, upload: bool = True, final: bool = True):
-        # upload=False: the frame is put on the device by the caller (a JPEG decoded there), not copied from the host.
-        # final=False: a stand-in (the eager graph) until the compiled forward of this size is ready.
-        self.final = final
-        self.host_image = torch.empty(shape, dtype=torch.uint8).pin_memory()
-        self.device_image = torch.empty(shape, dtype=torch.uint8, device=device)
-        self.network_forward, self.dtype, self.top_k = network_forward, dtype, top_k
-        self.channel_order, self.upload = channel_order, upload
-        self.stream = torch.cuda.Stream(device)
-        self.host_image.numpy()[...] = 128
-        self.device_image.fill_(128)
-        with torch.inference_mode(), torch.cuda.stream(self.stream):
-            # Kernel selection (cudnn.benchmark) and lazy initialisation, outside the graph.
-            for _ in range(GRAPH_WARMUP_RUNS):
-                outputs = self._frame()
-            self.host_outputs = tuple(torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in outputs)
-            self.stream.synchronize()
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph, stream=self.stream):
-                outputs = self._frame()
-                for host, output in zip(self.host_outputs, outputs):
-                    host.copy_(output, non_blocking=True)
-        self.stream.synchronize()
-        self.host_views = tuple(host.numpy() for host in self.host_outputs)
-
-    def _frame(self):
-        if self.upload:
-            self.device_image.copy_(self.host_image, non_blocking=True)
-        network_input = pixels_to_network_input(self.device_image, self.channel_order, self.dtype)
-        return tuple(output.float() for output in self.network_forward(network_input, self.top_k))
-
-    def __call__(self, pixels: np.ndarray):
-        np.copyto(self.host_image.numpy(), pixels)
-        with torch.cuda.stream(self.stream):  # replay() launches on the current stream: make it ours
-            self.graph.replay()
-        self.stream.synchronize()
-        return self.host_views
-
-    def from_device(self, image: torch.Tensor):
-        """Replay on a frame already on the device (made on the current stream): copied into the graph's input on
-        the graph's stream, after the current stream's work."""
-        self.stream.wait_stream(torch.cuda.current_stream(image.device))
-        with torch.cuda.stream(self.stream):
-            self.device_image.copy_(image)
-            self.graph.replay()
-        self.stream.synchronize()
-        return self.host_views

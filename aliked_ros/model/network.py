@@ -190,7 +190,8 @@ class AlikedNetwork(nn.Module):
     def set_deform_implementation(self, implementation: str) -> None:
         """Choose the deformable convolution kernel: 'auto', 'tensor', 'torchvision' or 'triton' (see deform_conv)."""
         if implementation == "triton":
-            from aliked_ros.model import deform_kernel  # noqa: F401  imported here, so that torch.compile's tracing meets no import
+            # Imported now, so that torch.compile's tracing meets no import.
+            from aliked_ros.model import deform_kernel  # noqa: F401
         for module in self.modules():
             if isinstance(module, DeformableConv2d):
                 module.implementation = implementation

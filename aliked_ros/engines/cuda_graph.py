@@ -1,0 +1,66 @@
+"""One image size and pixel layout's extraction captured as a CUDA graph (the torch engine's fast path): the
+upload of the camera's uint8 frame from pinned host memory, the network's forward, and the download of its outputs
+into pinned host memory, replayed with one synchronisation per frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from aliked_ros.model.aliked import pixels_to_network_input
+
+GRAPH_WARMUP_RUNS = 3  # eager runs of a frame before its CUDA graph is captured
+
+
+class CapturedExtraction:
+    """One image size and pixel layout's extraction captured as a CUDA graph, with its pinned host buffers (see
+    TorchExtractor): the host buffer has the camera's shape, grey (H, W) or colour (H, W, 3)."""
+
+    def __init__(self, network_forward, device: torch.device, dtype: torch.dtype, shape: tuple[int, ...],
+                 channel_order: str, top_k: int, upload: bool = True, final: bool = True):
+        # upload=False: the frame is put on the device by the caller (a JPEG decoded there), not copied from the host.
+        # final=False: a stand-in (the eager graph) until the compiled forward of this size is ready.
+        self.final = final
+        self.host_image = torch.empty(shape, dtype=torch.uint8).pin_memory()
+        self.device_image = torch.empty(shape, dtype=torch.uint8, device=device)
+        self.network_forward, self.dtype, self.top_k = network_forward, dtype, top_k
+        self.channel_order, self.upload = channel_order, upload
+        self.stream = torch.cuda.Stream(device)
+        self.host_image.numpy()[...] = 128
+        self.device_image.fill_(128)
+        with torch.inference_mode(), torch.cuda.stream(self.stream):
+            # Kernel selection (cudnn.benchmark) and lazy initialisation, outside the graph.
+            for _ in range(GRAPH_WARMUP_RUNS):
+                outputs = self._frame()
+            self.host_outputs = tuple(torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in outputs)
+            self.stream.synchronize()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, stream=self.stream):
+                outputs = self._frame()
+                for host, output in zip(self.host_outputs, outputs):
+                    host.copy_(output, non_blocking=True)
+        self.stream.synchronize()
+        self.host_views = tuple(host.numpy() for host in self.host_outputs)
+
+    def _frame(self):
+        if self.upload:
+            self.device_image.copy_(self.host_image, non_blocking=True)
+        network_input = pixels_to_network_input(self.device_image, self.channel_order, self.dtype)
+        return tuple(output.float() for output in self.network_forward(network_input, self.top_k))
+
+    def __call__(self, pixels: np.ndarray):
+        np.copyto(self.host_image.numpy(), pixels)
+        with torch.cuda.stream(self.stream):  # replay() launches on the current stream: make it ours
+            self.graph.replay()
+        self.stream.synchronize()
+        return self.host_views
+
+    def from_device(self, image: torch.Tensor):
+        """Replay on a frame already on the device (made on the current stream): copied into the graph's input on
+        the graph's stream, after the current stream's work."""
+        self.stream.wait_stream(torch.cuda.current_stream(image.device))
+        with torch.cuda.stream(self.stream):
+            self.device_image.copy_(image)
+            self.graph.replay()
+        self.stream.synchronize()
+        return self.host_views
