@@ -110,6 +110,7 @@ CHECKS: dict[str, Callable] = {
     "input_format": _choice(INPUT_FORMATS), "feature_reads": validation.feature_reads,
     "background_compile": validation.flag, "compile_mode": validation.compile_mode,
     "deform_reads": validation.deform_reads, "compile_in_subprocess": validation.flag,
+    "dense_layers": validation.dense_layers,
 }
 
 
@@ -170,6 +171,9 @@ class ExtractorConfig:
     # here from that cache, so that the compilation holds the serving process's GIL for seconds, not its whole time.
     # An experiment until measured on a GPU (BENCHMARKS.md).
     compile_in_subprocess: bool = False
+    # The torch engine's full-resolution layers (block 1, the finest level, the score head's convolutions, NMS): auto
+    # (Triton kernels on the compiled CUDA fast path, where they pay; cuDNN and torch elsewhere), torch or triton.
+    dense_layers: str = "auto"
 
     def __post_init__(self):
         defaults = yaml_defaults()

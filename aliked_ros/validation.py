@@ -21,6 +21,7 @@ SCORE_THRESHOLD_MAX = 0.999
 PRECISIONS = ("fp32", "fp16")
 FEATURE_READS = ("auto", "torch", "triton")  # the torch engine's descriptor-head reads (TorchExtractor)
 DEFORM_READS = ("auto", "torch", "triton")  # the torch engine's deformable-convolution reads (TorchExtractor)
+DENSE_LAYERS = ("auto", "torch", "triton")  # the torch engine's full-resolution layers (TorchExtractor)
 # torch.compile's modes that leave the CUDA graph to the engine (the others capture graphs of their own).
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -104,6 +105,10 @@ def feature_reads(value, name: str = "feature_reads") -> str:
 
 def deform_reads(value, name: str = "deform_reads") -> str:
     return one_of(value, DEFORM_READS, name)
+
+
+def dense_layers(value, name: str = "dense_layers") -> str:
+    return one_of(value, DENSE_LAYERS, name)
 
 
 def compile_mode(value, name: str = "compile_mode") -> str:

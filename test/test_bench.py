@@ -116,6 +116,9 @@ def test_engine_specs_parse_with_aliases_in_order_once():
     deform = ENGINE_SPECS["torch-compiled-graph-deform-gathers-fp16"]  # the fast path but for the deformable reads
     assert (deform.deform_reads, fast.deform_reads, deform.feature_reads, deform.compile_mode) == (
         "torch", "auto", fast.feature_reads, fast.compile_mode)
+    cudnn = ENGINE_SPECS["torch-compiled-graph-cudnn-fp16"]  # the fast path but for the full-resolution layers
+    assert (cudnn.dense_layers, fast.dense_layers, cudnn.deform_reads, cudnn.feature_reads, cudnn.compile_mode) == (
+        "torch", "auto", fast.deform_reads, fast.feature_reads, fast.compile_mode)
     # Inductor's autotuning: the fast path but for torch.compile's mode.
     tuned = ENGINE_SPECS["torch-compiled-autotune-graph-fp16"]
     assert (tuned.compile_mode, tuned.feature_reads, tuned.precision, tuned.cuda_graph) == (

@@ -216,6 +216,7 @@ def test_comparison_math_needs_neither_torch_nor_ros():
     ("torch:compile=true,feature_reads=triton", "torch", {"compile": True, "feature_reads": "triton"}),
     ("torch:compile_mode=max-autotune-no-cudagraphs", "torch", {"compile_mode": "max-autotune-no-cudagraphs"}),
     ("torch:deform_reads=triton,compile=true", "torch", {"deform_reads": "triton", "compile": True}),
+    ("torch:dense_layers=torch", "torch", {"dense_layers": "torch"}),
     ("onnxruntime:onnx_path=x.onnx,providers=cpu", "onnxruntime", {"onnx_path": "x.onnx", "providers": "cpu"}),
     ("onnxruntime:dir/x.onnx,device=cuda", "onnxruntime", {"onnx_path": "dir/x.onnx", "device": "cuda"}),
     ("x.onnx", "onnxruntime", {"onnx_path": "x.onnx"}),

@@ -197,16 +197,19 @@ def test_compile_cache_lives_in_our_cache_unless_the_user_chose_a_place(monkeypa
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
-@pytest.mark.parametrize("feature_reads, deform_reads", [("torch", "torch"), ("triton", "torch"), ("auto", "auto")])
-def test_compiled_fast_path_keeps_the_precision_bounds(rgb_frame, gray_frame, feature_reads, deform_reads):
+@pytest.mark.parametrize("feature_reads, deform_reads, dense_layers", [
+    ("torch", "torch", "torch"), ("triton", "torch", "torch"), ("auto", "auto", "torch"), ("auto", "auto", "auto")])
+def test_compiled_fast_path_keeps_the_precision_bounds(rgb_frame, gray_frame, feature_reads, deform_reads,
+                                                       dense_layers):
     """torch.compile + CUDA graph + float16 against float32 eager: the issue's bounds, ≥ 99 % of keypoints mutually
-    matched within 1 px and median descriptor cosine ≥ 0.999; with the feature-read and deformable-read kernels too."""
-    if "triton" in (feature_reads, deform_reads):
+    matched within 1 px and median descriptor cosine ≥ 0.999; with the feature-read, deformable-read and
+    full-resolution kernels too."""
+    if "triton" in (feature_reads, deform_reads) or "auto" in (feature_reads, deform_reads, dense_layers):
         pytest.importorskip("triton")
     options = dict(model="aliked-t16", top_k=1000, device="cuda")
     reference = create_extractor("torch", precision="fp32", cuda_graph=False, **options)
     fast = create_extractor("torch", precision="fp16", cuda_graph=True, compile=True, feature_reads=feature_reads,
-                            deform_reads=deform_reads, **options)
+                            deform_reads=deform_reads, dense_layers=dense_layers, **options)
     for image in (rgb_frame, gray_frame, rgb_frame):
         expected, result = reference.extract(image), fast.extract(image)
         matches = match_features(expected, result, max_distance=1.0)
@@ -240,7 +243,7 @@ def test_background_compilation_serves_at_once_then_changes_to_the_compiled_grap
     results.append(("rgb", fast.extract(rgb_frame)))
     assert fast._graphs[key] is not stand_in and len(fast._graphs) == 2
     assert all(graph.final for graph in fast._graphs.values())
-    assert (fast.feature_reads, fast.deform_reads) == ("triton", "triton")
+    assert (fast.feature_reads, fast.deform_reads, fast.dense_layers) == ("triton", "triton", "triton")
     expected = {"rgb": reference.extract(rgb_frame), "grey": reference.extract(gray_frame)}
     for layout, result in results:
         matches = match_features(expected[layout], result, max_distance=1.0)
@@ -300,16 +303,19 @@ def test_the_feature_read_kernel_is_asked_for_and_refused_where_it_cannot_run():
     assert ExtractorConfig().feature_reads == "auto"
     with pytest.raises(AlikedError, match="feature_reads"):
         ExtractorConfig(feature_reads="cuda")
-    for reads in ("feature_reads", "deform_reads"):
+    for reads in ("feature_reads", "deform_reads", "dense_layers"):
         with pytest.raises(AlikedError, match=f"^{reads}='triton' runs a Triton kernel on CUDA: it needs a CUDA device"):
             create_extractor("torch", model="aliked-t16", device="cpu", **{reads: "triton"})
     with pytest.raises(AlikedError, match="deform_reads"):
         ExtractorConfig(deform_reads="cuda")
+    with pytest.raises(AlikedError, match="dense_layers"):
+        ExtractorConfig(dense_layers="cudnn")
     # "auto" reads with gathers wherever the engine is not the compiled CUDA fast path: here, the CPU.
     for compiled in (False, True):
         extractor = create_extractor("torch", model="aliked-t16", device="cpu", compile=compiled)
         assert extractor.feature_reads == extractor.aliked.network.feature_reads == "torch"
         assert extractor.deform_reads == "torch"
+        assert extractor.dense_layers == extractor.aliked.network.dense_layers == "torch"
         assert "triton" not in {module.implementation for module in extractor.aliked.modules()
                                 if hasattr(module, "implementation")}
 
@@ -336,12 +342,13 @@ def test_auto_reads_with_the_kernel_on_the_compiled_fast_path_only():
     pytest.importorskip("triton")
     options = dict(model="aliked-t16", top_k=1000, device="cuda", precision="fp16")
     fast = create_extractor("torch", cuda_graph=True, compile=True, **options)
-    assert (fast.feature_reads, fast.deform_reads) == ("triton", "triton")
+    assert (fast.feature_reads, fast.deform_reads, fast.dense_layers) == ("triton", "triton", "triton")
+    assert fast.aliked.network.dense_layers == "triton" and "full-resolution kernels" in fast.describe()
     assert {module.implementation for module in fast.aliked.modules() if hasattr(module, "implementation")} == {
         "triton"}
     for cuda_graph in (True, False):
         extractor = create_extractor("torch", cuda_graph=cuda_graph, compile=False, **options)
-        assert (extractor.feature_reads, extractor.deform_reads) == ("torch", "torch")
+        assert (extractor.feature_reads, extractor.deform_reads, extractor.dense_layers) == ("torch", "torch", "torch")
 
 
 def test_the_network_gives_the_same_features_with_channels_last_levels():

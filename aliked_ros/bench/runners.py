@@ -50,7 +50,7 @@ def open_runner(row: PlannedRow, model: str, top_k: int, images: ImageSet, *, ca
     if spec.runtime == "torch":
         config = config.replace(device=row.device, cuda_graph=spec.cuda_graph, compile=spec.compile_mode is not None,
                                 feature_reads=spec.feature_reads, compile_mode=spec.compile_mode or "default",
-                                deform_reads=spec.deform_reads)
+                                deform_reads=spec.deform_reads, dense_layers=spec.dense_layers)
     elif spec.runtime == "onnxruntime":
         config = config.replace(onnxruntime_providers=row.provider)
     extractor = create_extractor(config, log=log)

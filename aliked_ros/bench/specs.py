@@ -23,6 +23,7 @@ class RowSpec:
     label: str = ""  # the table's name for it
     feature_reads: str = "auto"  # the torch engine's descriptor-head reads (ExtractorConfig.feature_reads)
     deform_reads: str = "auto"  # the torch engine's deformable-convolution reads (ExtractorConfig.deform_reads)
+    dense_layers: str = "auto"  # the torch engine's full-resolution layers (ExtractorConfig.dense_layers)
 
     @property
     def needs_cuda(self) -> bool:
@@ -58,6 +59,10 @@ ENGINE_SPECS = {spec.name: spec for spec in (
     # 17): beside the fast path in one run, what the kernel pays.
     RowSpec("torch-compiled-graph-deform-gathers-fp16", "engine", "torch", "fp16", cuda_graph=True,
             compile_mode="default", label="torch compiled + CUDA graph, deformable gathers fp16", deform_reads="torch"),
+    # The fast path with cuDNN's full-resolution convolutions and torch's NMS instead of their Triton kernels (the
+    # default since issue 17): beside the fast path in one run, what the kernels pay.
+    RowSpec("torch-compiled-graph-cudnn-fp16", "engine", "torch", "fp16", cuda_graph=True, compile_mode="default",
+            label="torch compiled + CUDA graph, cuDNN full-resolution layers fp16", dense_layers="torch"),
     RowSpec("onnxruntime-fp32", "engine", "onnxruntime", "fp32", label="onnxruntime fp32"),
     RowSpec("onnxruntime-fp16", "engine", "onnxruntime", "fp16", label="onnxruntime fp16"),
     RowSpec("tensorrt-fp16", "engine", "tensorrt", "fp16", label="TensorRT fp16"),

@@ -46,7 +46,8 @@ def create_extractor(config: ExtractorConfig | str | None = None, /, *, log: Log
                               weights=config.weights_path or None, cuda_graph=config.cuda_graph,
                               compile=config.compile, feature_reads=config.feature_reads,
                               background_compile=config.background_compile, compile_mode=config.compile_mode,
-                              deform_reads=config.deform_reads, compile_in_subprocess=config.compile_in_subprocess)
+                              deform_reads=config.deform_reads, compile_in_subprocess=config.compile_in_subprocess,
+                              dense_layers=config.dense_layers)
     if config.engine == "onnxruntime":
         from aliked_ros.engines.onnxruntime_engine import OnnxRuntimeExtractor
 

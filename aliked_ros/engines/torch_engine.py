@@ -60,8 +60,8 @@ def use_persistent_compile_cache() -> str:
 
 
 def resolve_reads(reads: tuple[str, ...], kernels_pay: bool) -> tuple[str, ...]:
-    """The feature and deformable reads with "auto" decided: the Triton kernel where ``kernels_pay`` (the compiled
-    CUDA fast path with Triton, where they were measured to pay), gathers ("torch") elsewhere."""
+    """The feature reads, deformable reads and dense layers with "auto" decided: the Triton kernels where
+    ``kernels_pay`` (the compiled CUDA fast path with Triton, where they were measured to pay), "torch" elsewhere."""
     return tuple(("triton" if kernels_pay else "torch") if choice == "auto" else choice for choice in reads)
 def next_graph_step(graph: str, busy: bool, build: str | None) -> str:
     """What a frame does about its graph when the engine compiles in the background (TorchExtractor._captured).
@@ -130,6 +130,11 @@ class TorchExtractor(Extractor):
           runs everywhere (and that ONNX exports); ``"auto"`` (the default): the kernel on the compiled fast path,
           where it took 0.05 ms (aliked-t16) and 0.31 ms (aliked-n16rot) off a frame (BENCHMARKS.md), gathers
           elsewhere.
+        - ``dense_layers``: the full-resolution layers (block 1's convolutions, the finest level, the score head's
+          convolutions, NMS). ``"triton"`` (CUDA with Triton): the kernels of :mod:`~aliked_ros.model.dense_kernels`;
+          ``"torch"``: cuDNN's convolutions and torch's pooling; ``"auto"`` (the default): the kernels on the
+          compiled fast path, where they took 0.09 ms (aliked-t16) and 0.13 ms (aliked-n16rot) off a frame
+          (BENCHMARKS.md), torch elsewhere.
     """
 
     engine = "torch"
@@ -138,7 +143,8 @@ class TorchExtractor(Extractor):
                  precision: str = "fp32", score_threshold: float = 0.0, max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
                  weights: str | os.PathLike | None = None, allow_download: bool = True, cuda_graph: bool = False,
                  compile: bool = False, feature_reads: str = "auto", background_compile: bool = False,
-                 compile_mode: str = "default", deform_reads: str = "auto", compile_in_subprocess: bool = False):
+                 compile_mode: str = "default", deform_reads: str = "auto", compile_in_subprocess: bool = False,
+                 dense_layers: str = "auto"):
         model = validation.model(model)
         top_k = validation.top_k(top_k)
         score_threshold = validation.score_threshold(score_threshold)
@@ -147,6 +153,7 @@ class TorchExtractor(Extractor):
         feature_reads = validation.feature_reads(feature_reads)
         self.compile_mode = validation.compile_mode(compile_mode)
         deform_reads = validation.deform_reads(deform_reads)
+        dense_layers = validation.dense_layers(dense_layers)
         for name, value in (("cuda_graph", cuda_graph), ("compile", compile), ("allow_download", allow_download),
                             ("background_compile", background_compile),
                             ("compile_in_subprocess", compile_in_subprocess)):
@@ -156,7 +163,7 @@ class TorchExtractor(Extractor):
             raise AlikedError("compile=True needs Triton on CUDA (torch.compile's GPU code generator), which this "
                               "PyTorch lacks; run with compile=False (the CUDA graph alone).")
         fast_path = compile and cuda_graph and self.torch_device.type == "cuda" and top_k > 0
-        if fast_path or "triton" in (feature_reads, deform_reads):
+        if fast_path or "triton" in (feature_reads, deform_reads, dense_layers):
             # Before anything imports the compiler (the kernel below does): torch's cache_dir() writes its /tmp
             # default into TORCHINDUCTOR_CACHE_DIR when first asked, which would then pass for the user's choice.
             self.compile_cache = use_persistent_compile_cache()
@@ -165,11 +172,11 @@ class TorchExtractor(Extractor):
         # background, the worker decides (importing a kernel brings the compiler stack, seconds the start should not
         # wait for).
         if not background:
-            feature_reads, deform_reads = resolve_reads((feature_reads, deform_reads),
-                                                        fast_path and load_kernel().AVAILABLE)
+            feature_reads, deform_reads, dense_layers = resolve_reads((feature_reads, deform_reads, dense_layers),
+                                                                      fast_path and load_kernel().AVAILABLE)
         self.deform_reads = "torch" if background else deform_reads  # the serving module's (the worker's: below)
-        kernels = [name for name, reads in (("feature_reads", feature_reads), ("deform_reads", deform_reads))
-                   if reads == "triton"]
+        kernels = [name for name, reads in (("feature_reads", feature_reads), ("deform_reads", deform_reads),
+                                            ("dense_layers", dense_layers)) if reads == "triton"]
         if kernels and (self.torch_device.type != "cuda" or not load_kernel().AVAILABLE):
             asked = " and ".join(f"{name}='triton'" for name in kernels)
             raise AlikedError(f"{asked} runs a Triton kernel on CUDA: it needs a CUDA device and Triton (with torch "
@@ -178,6 +185,8 @@ class TorchExtractor(Extractor):
         self.aliked = load_aliked(model, max(top_k, 1), weights, allow_download=allow_download)
         self.aliked.network.fold_batch_norm()  # inference only: one pass over the activations less per layer
         self.aliked.network.feature_reads = self.feature_reads = "torch" if background else feature_reads
+        self.dense_layers = "torch" if background else dense_layers
+        self.aliked.network.set_dense_layers(self.dense_layers)
         self.aliked.to(self.torch_device, self.dtype)
         self.model = model
         self.top_k = top_k
@@ -203,12 +212,13 @@ class TorchExtractor(Extractor):
             # compiled, one image size at a time, on a worker thread (see _captured).
             self._fast_module = copy.deepcopy(self.aliked)
             self._fast_module.rank_sort = True
-            self._fast_reads = feature_reads, deform_reads
+            self._fast_reads = feature_reads, deform_reads, dense_layers
             # What a child process needs to make this engine (see compile_child).
             self._child_settings = dict(model=model, top_k=top_k, device=str(self.torch_device), precision=precision,
                                         weights=None if weights is None else str(weights),
                                         allow_download=allow_download, feature_reads=feature_reads,
-                                        deform_reads=deform_reads, compile_mode=self.compile_mode)
+                                        deform_reads=deform_reads, compile_mode=self.compile_mode,
+                                        dense_layers=dense_layers)
             self._fast_forward = None  # torch.compile's, made by the worker's first build
             self._builds = BackgroundBuilds("aliked-compile", log=_logger.warning)
             self._waited_for_builds = False  # said once: a frame that waits for the worker
@@ -233,7 +243,8 @@ class TorchExtractor(Extractor):
                 + (" (in the background, first in a child process)" if self.compile_in_subprocess else "")
                 + (", CUDA graph" if self.cuda_graph else "")
                 + (", feature-read kernel" if self.feature_reads == "triton" else "")
-                + (", deformable-read kernel" if self.deform_reads == "triton" else ""))
+                + (", deformable-read kernel" if self.deform_reads == "triton" else "")
+                + (", full-resolution kernels" if self.dense_layers == "triton" else ""))
 
     def device_memory(self) -> dict[str, float] | None:
         if self.torch_device.type != "cuda":
@@ -391,8 +402,10 @@ class TorchExtractor(Extractor):
             self._compile_in_child(height, width, top_k)
         with torch.cuda.device(self.torch_device):
             if self._fast_forward is None:
-                feature_reads, deform_reads = resolve_reads(self._fast_reads, load_kernel().AVAILABLE)
+                feature_reads, deform_reads, dense_layers = resolve_reads(self._fast_reads, load_kernel().AVAILABLE)
                 self._fast_module.network.feature_reads = self.feature_reads = feature_reads
+                self._fast_module.network.set_dense_layers(dense_layers)
+                self.dense_layers = dense_layers
                 if deform_reads == "triton":
                     self._fast_module.network.set_deform_implementation("triton")
                 self.deform_reads = deform_reads

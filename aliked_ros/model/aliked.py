@@ -66,7 +66,8 @@ class Aliked(nn.Module):
     def forward(self, image: Tensor, top_k: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Top-k mode; ``top_k`` (a Python int, at most the pixel count) overrides the K of construction."""
         score_map, features = self.network.score_map_and_features(image)
-        keypoints, scores = detect_top_k(score_map, top_k or self.top_k, NMS_RADIUS, self.rank_sort)
+        keypoints, scores = detect_top_k(score_map, top_k or self.top_k, NMS_RADIUS, self.rank_sort,
+                                         nms_kernel=self.network.dense_layers == "triton")
         return keypoints, scores, self.network.desc_head(features, keypoints)
 
     @torch.no_grad()

@@ -122,20 +122,27 @@ def sort_descending_by_rank(values: Tensor) -> tuple[Tensor, Tensor]:
     return values[order], order
 
 
-def detect_top_k(scores: Tensor, top_k: int, radius: int, rank_sort: bool = False) -> tuple[Tensor, Tensor]:
+def detect_top_k(scores: Tensor, top_k: int, radius: int, rank_sort: bool = False,
+                 nms_kernel: bool = False) -> tuple[Tensor, Tensor]:
     """Top-k detection on one ``(1, 1, H, W)`` score map; static shapes for a fixed map size and ``top_k``.
 
     Returns ``top_k`` keypoints ``(K, 2)`` and scores ``(K,)``, sorted by score high → low; slots without a
     maximum (a map with fewer than ``K`` of them) have score 0. ``rank_sort`` orders them with
     :func:`sort_descending_by_rank` instead of ``torch.sort`` (the same order; faster where it is compiled).
+    ``nms_kernel``: NMS as the Triton passes of :func:`~aliked_ros.model.dense_kernels.nms_scores` (CUDA).
     """
     # On CUDA, top-k selects among the map's own values: a float16 map (the fp16 network's) takes a 16-bit radix
     # select, half the passes over the map of a float32 one, and its float32 copy holds the same values in the same
     # order. (Elsewhere float32: the CPU and the ONNX export, whose runtimes lack float16 TopK kernels.)
     selected = scores if scores.is_cuda else scores.float()
+    if nms_kernel:
+        from aliked_ros.model.dense_kernels import nms_scores as kernel_nms_scores
+
+        nms_scores = kernel_nms_scores(selected[0, 0], radius)
     scores = scores.float()
-    is_candidate = candidate_mask(scores, radius)
-    nms_scores = torch.where(is_candidate, selected, torch.zeros_like(selected)).reshape(-1)
+    if not nms_kernel:
+        is_candidate = candidate_mask(scores, radius)
+        nms_scores = torch.where(is_candidate, selected, torch.zeros_like(selected)).reshape(-1)
     # The rank count orders the K rows below whatever order they come in, so topk's own sort (a radix sort on the
     # GPU) is skipped then.
     best, flat_index = torch.topk(nms_scores, top_k, sorted=not rank_sort)

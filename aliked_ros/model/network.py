@@ -163,6 +163,9 @@ class AlikedNetwork(nn.Module):
         # "torch" or "triton": how the descriptor head reads the feature pyramid on CUDA (see FeaturePyramid); the
         # torch engine picks the kernel on its compiled fast path (TorchExtractor's feature_reads).
         self.feature_reads = "torch"
+        # "torch" or "triton": the full-resolution layers (block 1, the finest level, the score head) as cuDNN
+        # convolutions or as the Triton kernels of dense_kernels (TorchExtractor's dense_kernels; BatchNorm folded).
+        self.dense_layers = "torch"
 
     @torch.no_grad()
     def fold_batch_norm(self) -> None:
@@ -196,6 +199,13 @@ class AlikedNetwork(nn.Module):
             if isinstance(module, DeformableConv2d):
                 module.implementation = implementation
 
+    def set_dense_layers(self, choice: str) -> None:
+        """The full-resolution layers: "torch" (cuDNN and torch) or "triton" (dense_kernels; CUDA, BatchNorm folded)."""
+        if choice == "triton":
+            # Imported now, so that torch.compile's tracing meets no import.
+            from aliked_ros.model import dense_kernels  # noqa: F401
+        self.dense_layers = choice
+
     def score_map_and_features(self, image: Tensor) -> tuple[Tensor, FeaturePyramid]:
         """The score map ``(B, 1, H, W)`` and the feature map as a :class:`FeaturePyramid` (read where needed).
 
@@ -203,6 +213,8 @@ class AlikedNetwork(nn.Module):
         upsampling (weights summing to one) commutes with it, so each level is projected to the head's 8 channels at
         its own resolution and only those 8 channels are upsampled: the ``dim``-channel map is never built.
         """
+        if self.dense_layers == "triton":
+            return self._score_map_and_features_by_kernels(image)
         height, width = image.shape[-2:]
         levels, (top, left) = self._levels(image)
         full = levels[0].shape[-2:]
@@ -219,19 +231,59 @@ class AlikedNetwork(nn.Module):
         score_map = score_map[..., top:top + height, left:left + width]
         return score_map, FeaturePyramid(levels, top, left, height, width, kernel=self.feature_reads == "triton")
 
-    def _levels(self, image: Tensor) -> tuple[list[Tensor], tuple[int, int]]:
-        """The backbone's four levels projected to ``dim / 4`` channels, on the padded image; and (top, left)."""
+    def _score_map_and_features_by_kernels(self, image: Tensor) -> tuple[Tensor, FeaturePyramid]:
+        """:meth:`score_map_and_features` with the full-resolution layers as Triton kernels (dense_kernels): block 1's
+        convolutions, the finest level with the head's input, and the head's convolutions; BatchNorm folded."""
+        from aliked_ros.model import dense_kernels
+
+        if not isinstance(self.block1.bn1, nn.Identity) or not isinstance(self.block1.bn2, nn.Identity):
+            raise RuntimeError("The full-resolution kernels need the BatchNorm folded (fold_batch_norm).")
         height, width = image.shape[-2:]
-        left, right, top, bottom = replicate_padding(height, width)
+        image, (top, left) = self._padded(image)
+        block1 = self.block1
+        x1 = dense_kernels.direct_conv(image, block1.conv1.weight, block1.conv1.bias, "selu")
+        x1 = dense_kernels.direct_conv(x1, block1.conv2.weight, block1.conv2.bias, "selu")
+        coarse = self._coarse_levels(x1)
+        quarter = coarse[0].shape[1]
+        head_in = self.score_head[0].weight  # (8, dim, 1, 1): each level's part projected at its own resolution
+        projections = [F.conv2d(level, head_in[:, index * quarter:(index + 1) * quarter])
+                       for index, level in enumerate(coarse, start=1)]
+        finest, head_input = dense_kernels.finest_level(x1, self.conv1.weight, head_in[:, :quarter])
+        for projected in projections:
+            head_input = head_input + F.interpolate(projected, size=finest.shape[-2:], mode="bilinear",
+                                                    align_corners=True)
+        x = F.selu(head_input)
+        _, _, head_conv1, _, head_conv2, _, head_conv3 = self.score_head
+        x = dense_kernels.direct_conv(x, head_conv1.weight, None, "selu")
+        x = dense_kernels.direct_conv(x, head_conv2.weight, None, "selu")
+        score_map = dense_kernels.direct_conv(x, head_conv3.weight, None, "sigmoid")
+        score_map = score_map[..., top:top + height, left:left + width]
+        levels = [finest, *self._for_reads(coarse)]
+        return score_map, FeaturePyramid(levels, top, left, height, width, kernel=self.feature_reads == "triton")
+
+    def _padded(self, image: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """The image replicate-padded to multiples of PAD_MULTIPLE around its centre; and (top, left)."""
+        left, right, top, bottom = replicate_padding(*image.shape[-2:])
         if left or right or top or bottom:
             image = F.pad(image, (left, right, top, bottom), mode="replicate")
-        x1 = self.block1(image)
+        return image, (top, left)
+
+    def _coarse_levels(self, x1: Tensor) -> list[Tensor]:
+        """Blocks 2 to 4 from block 1's output, each projected to ``dim / 4`` channels."""
         x2 = self.block2(F.avg_pool2d(x1, 2))
         x3 = self.block3(F.avg_pool2d(x2, 4))
         x4 = self.block4(F.avg_pool2d(x3, 4))
-        pairs = ((self.conv1, x1), (self.conv2, x2), (self.conv3, x3), (self.conv4, x4))
-        levels = [F.selu(conv(x)) for conv, x in pairs]
+        return [F.selu(conv(x)) for conv, x in ((self.conv2, x2), (self.conv3, x3), (self.conv4, x4))]
+
+    def _for_reads(self, levels: list[Tensor]) -> list[Tensor]:
         if self.feature_reads == "triton":  # the kernel reads a pixel's channels as one contiguous vector there
-            levels = [level.contiguous(memory_format=torch.channels_last) for level in levels]
-        return levels, (top, left)
+            return [level.contiguous(memory_format=torch.channels_last) for level in levels]
+        return levels
+
+    def _levels(self, image: Tensor) -> tuple[list[Tensor], tuple[int, int]]:
+        """The backbone's four levels projected to ``dim / 4`` channels, on the padded image; and (top, left)."""
+        image, (top, left) = self._padded(image)
+        x1 = self.block1(image)
+        levels = [F.selu(self.conv1(x1)), *self._coarse_levels(x1)]
+        return self._for_reads(levels), (top, left)
 

@@ -16,7 +16,8 @@ _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "fals
 # Per engine: the keys a spec may set (ExtractorConfig fields, or their short names), and what a bare value is.
 SPEC_KEYS = {
     "torch": (("model", "top_k", "device", "precision", "weights", "cuda_graph", "compile", "score_threshold",
-               "max_keypoints", "feature_reads", "compile_mode", "deform_reads"), None),
+               "max_keypoints", "feature_reads", "compile_mode", "deform_reads",
+               "dense_layers"), None),
     "onnxruntime": (("onnx_path", "providers", "device", "score_threshold"), "onnx_path"),
     "tensorrt": (("engine_path", "score_threshold"), "engine_path"),
 }

@@ -1,0 +1,341 @@
+"""Triton kernels for the full-resolution layers of the compiled CUDA path (issue 17): the first block's two 3×3
+convolutions, the finest level with its part of the score head's first layer, the head's three 3×3 convolutions
+and the detector's NMS.
+
+Every one of those layers has a handful of channels (3 → 8 → 8 for aliked-t16, 3 → 16 → 16 for the n models; 8 → 4
+→ 4 → 1 in the head) at the padded image's full size. cuDNN runs them as implicit GEMMs built for tens of channels,
+each followed by a layout copy and an activation pass: on an H100 the frame's largest kernels (BENCHMARKS.md, "The
+full-resolution layers as Triton kernels"). Here a program takes a block of pixels and holds all its output
+channels in registers: each input value is read once per tap and feeds every output channel (as multiply-adds, or
+on tensor cores from 8 input channels), the bias and the activation are applied before the one write, and nothing
+is converted between layouts. NMS is the original's five
+window passes (``detection.nms_mask``), each one kernel that reads its ``(2r+1)²`` window straight from memory and
+writes one byte per pixel.
+
+Exposed as custom operators through ``torch.library.triton_op``, as :mod:`~aliked_ros.model.sampling_kernel` is
+(eager, inside torch.compile, in CUDA graphs). Triton missing, :data:`AVAILABLE` is False and nothing is registered.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from aliked_ros.model import sampling_kernel
+
+AVAILABLE = sampling_kernel.AVAILABLE
+ACTIVATIONS = {"none": 0, "selu": 1, "sigmoid": 2}
+CONV_PIXELS_PER_PROGRAM = 256
+# From this many input channels a convolution runs on tensor cores (_direct_conv_mma_kernel), below it as float32
+# multiply-adds (_direct_conv_kernel): the faster of the two for each of the layers' shapes on an H100.
+TENSOR_CORES_FROM_CHANNELS = 8
+FINEST_PIXELS_PER_PROGRAM = 128
+NMS_PIXELS_PER_PROGRAM = 512
+HEAD_CHANNELS = 8  # the score head's first layer: dim → 8
+# The NMS passes (see _nms_pass_kernel): what a pass reads and writes.
+NMS_MAXIMA, NMS_SUPPRESSED, NMS_MORE_MAXIMA, NMS_FINAL = 0, 1, 2, 3
+
+
+def _power_of_two_at_least(value: int, least: int = 1) -> int:
+    size = least
+    while size < value:
+        size *= 2
+    return size
+
+
+if AVAILABLE:
+    import triton
+    import triton.language as tl
+    from torch.library import wrap_triton
+
+
+    @triton.jit
+    def _activate(x, ACTIVATION: tl.constexpr):
+        if ACTIVATION == 1:  # SELU, torch's constants
+            x = 1.0507009873554805 * tl.where(x > 0, x, 1.6732632423543772 * (tl.exp(x) - 1.0))
+        elif ACTIVATION == 2:
+            x = 1.0 / (1.0 + tl.exp(-x))
+        return x
+
+    @triton.jit
+    def _direct_conv_kernel(
+        output, image, weight, bias, height, width, stride_c, stride_y, stride_x,
+        IN_CHANNELS: tl.constexpr, OUT_CHANNELS: tl.constexpr, OUT_PADDED: tl.constexpr, KERNEL: tl.constexpr,
+        HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        pixel_count = height * width
+        pixels = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        valid = pixels < pixel_count
+        row = pixels // width
+        column = pixels % width
+        outs = tl.arange(0, OUT_PADDED)
+        out_valid = outs < OUT_CHANNELS
+        result = tl.zeros((BLOCK, OUT_PADDED), dtype=tl.float32)
+        for channel in tl.static_range(IN_CHANNELS):
+            for tap in tl.static_range(KERNEL * KERNEL):
+                y = row + (tap // KERNEL - KERNEL // 2)
+                x = column + (tap % KERNEL - KERNEL // 2)
+                inside = valid & (y >= 0) & (y < height) & (x >= 0) & (x < width)  # zero padding
+                values = tl.load(image + channel * stride_c + y * stride_y + x * stride_x, mask=inside, other=0.0)
+                weights = tl.load(weight + outs * (IN_CHANNELS * KERNEL * KERNEL) + channel * KERNEL * KERNEL + tap,
+                                  mask=out_valid, other=0.0)
+                result += values.to(tl.float32)[:, None] * weights.to(tl.float32)[None, :]
+        if HAS_BIAS:
+            result += tl.load(bias + outs, mask=out_valid, other=0.0).to(tl.float32)[None, :]
+        result = _activate(result, ACTIVATION)
+        target = output + outs[None, :] * pixel_count + pixels[:, None]  # (1, O, H, W), contiguous
+        tl.store(target, result.to(output.dtype.element_ty), mask=valid[:, None] & out_valid[None, :])
+
+    @triton.jit
+    def _direct_conv_mma_kernel(
+        output, image, weight, bias, height, width, stride_c, stride_y, stride_x,
+        IN_CHANNELS: tl.constexpr, IN_PADDED: tl.constexpr, OUT_CHANNELS: tl.constexpr, OUT_PADDED: tl.constexpr,
+        KERNEL: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, IEEE: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        """_direct_conv_kernel on tensor cores: per tap, (pixels, C) times the tap's (C, O) weights, C and O padded
+        with zeros to at least 16 (tl.dot's least size)."""
+        pixel_count = height * width
+        pixels = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        valid = pixels < pixel_count
+        row = pixels // width
+        column = pixels % width
+        ins = tl.arange(0, IN_PADDED)
+        outs = tl.arange(0, OUT_PADDED)
+        in_valid = ins < IN_CHANNELS
+        out_valid = outs < OUT_CHANNELS
+        result = tl.zeros((BLOCK, OUT_PADDED), dtype=tl.float32)
+        for tap in tl.static_range(KERNEL * KERNEL):
+            y = row + (tap // KERNEL - KERNEL // 2)
+            x = column + (tap % KERNEL - KERNEL // 2)
+            inside = valid & (y >= 0) & (y < height) & (x >= 0) & (x < width)  # zero padding
+            values = tl.load(image + (y * stride_y + x * stride_x)[:, None] + ins[None, :] * stride_c,
+                             mask=inside[:, None] & in_valid[None, :], other=0.0)
+            # The tap's weights (C, O), read from the (O, C, k, k) weight as it is.
+            weights = tl.load(weight + outs[None, :] * (IN_CHANNELS * KERNEL * KERNEL) + ins[:, None] * KERNEL * KERNEL
+                              + tap, mask=in_valid[:, None] & out_valid[None, :], other=0.0)
+            if IEEE:
+                result += tl.dot(values, weights.to(values.dtype), input_precision="ieee")
+            else:
+                result += tl.dot(values, weights.to(values.dtype))
+        if HAS_BIAS:
+            result += tl.load(bias + outs, mask=out_valid, other=0.0).to(tl.float32)[None, :]
+        result = _activate(result, ACTIVATION)
+        target = output + outs[None, :] * pixel_count + pixels[:, None]  # (1, O, H, W), contiguous
+        tl.store(target, result.to(output.dtype.element_ty), mask=valid[:, None] & out_valid[None, :])
+
+    @triton.jit
+    def _finest_level_kernel(
+        level_output, head_output, features, project_weight, head_weight, height, width,
+        project_stride, head_stride, features_stride_c, features_stride_y, features_stride_x,
+        IN_CHANNELS: tl.constexpr, IN_PADDED: tl.constexpr, LEVEL_CHANNELS: tl.constexpr,
+        HEAD_PADDED: tl.constexpr, IEEE: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        """The finest level, selu(conv1(block 1's features)), written channels-last; and its part of the score
+        head's first layer, (1, 8, H, W): two matrix products per block of pixels, on tensor cores."""
+        pixel_count = height * width
+        pixels = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        valid = pixels < pixel_count
+        row = pixels // width
+        column = pixels % width
+        ins = tl.arange(0, IN_PADDED)
+        levels = tl.arange(0, LEVEL_CHANNELS)
+        heads = tl.arange(0, HEAD_PADDED)
+        values = tl.load(features + (row * features_stride_y + column * features_stride_x)[:, None]
+                         + ins[None, :] * features_stride_c, mask=valid[:, None] & (ins[None, :] < IN_CHANNELS),
+                         other=0.0)
+        projection = tl.load(project_weight + levels[None, :] * project_stride + ins[:, None],
+                             mask=ins[:, None] < IN_CHANNELS, other=0.0).to(values.dtype)  # (C1, Q)
+        head_rows = tl.load(head_weight + heads[None, :] * head_stride + levels[:, None],
+                            mask=heads[None, :] < 8, other=0.0).to(values.dtype)  # (Q, HEAD_PADDED)
+        if IEEE:
+            level = tl.dot(values, projection, input_precision="ieee")
+        else:
+            level = tl.dot(values, projection)
+        level = _activate(level, 1).to(level_output.dtype.element_ty)
+        # Channels-last (H, W, C): the layout the feature-read kernel reads a pixel's channels in.
+        tl.store(level_output + pixels[:, None] * LEVEL_CHANNELS + levels[None, :], level, mask=valid[:, None])
+        if IEEE:  # from the rounded level, as the layers' own pass reads it
+            head = tl.dot(level, head_rows, input_precision="ieee")
+        else:
+            head = tl.dot(level, head_rows)
+        target = head_output + heads[None, :] * pixel_count + pixels[:, None]  # (1, 8, H, W), contiguous
+        tl.store(target, head.to(head_output.dtype.element_ty), mask=valid[:, None] & (heads[None, :] < 8))
+
+    @triton.jit
+    def _nms_pass_kernel(
+        output, scores, keep, suppressed, height, width, stride_y,
+        PASS: tl.constexpr, RADIUS: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        """One of NMS's window passes over a ``height`` × ``width`` map (rows ``stride_y`` apart; masks dense):
+
+        - NMS_MAXIMA: keep = score is its window's maximum.
+        - NMS_SUPPRESSED: suppressed = a kept position in the window.
+        - NMS_MORE_MAXIMA: keep |= not suppressed and the maximum of its window of the scores with the suppressed
+          positions zeroed.
+        - NMS_FINAL: as NMS_MORE_MAXIMA, then the score where kept and at least RADIUS from the border, else 0.
+
+        The window is clipped at the border (max pooling's -inf padding).
+        """
+        pixels = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        valid = pixels < height * width
+        row = pixels // width
+        column = pixels % width
+        center = tl.load(scores + row * stride_y + column, mask=valid, other=0.0).to(tl.float32)
+        if PASS == 0:
+            best = tl.full((BLOCK,), float("-inf"), tl.float32)
+        else:
+            best = tl.zeros((BLOCK,), dtype=tl.float32)
+        for tap in tl.static_range((2 * RADIUS + 1) * (2 * RADIUS + 1)):
+            y = row + (tap // (2 * RADIUS + 1) - RADIUS)
+            x = column + (tap % (2 * RADIUS + 1) - RADIUS)
+            inside = valid & (y >= 0) & (y < height) & (x >= 0) & (x < width)
+            if PASS == 0:
+                values = tl.load(scores + y * stride_y + x, mask=inside, other=float("-inf")).to(tl.float32)
+            elif PASS == 1:
+                values = tl.load(keep + y * width + x, mask=inside, other=0).to(tl.float32)
+            else:  # the scores with the suppressed positions zeroed (scores are positive: 0 never wins a window)
+                values = tl.load(scores + y * stride_y + x, mask=inside, other=0.0).to(tl.float32)
+                gone = tl.load(suppressed + y * width + x, mask=inside, other=1)
+                values = tl.where(gone != 0, 0.0, values)
+            best = tl.maximum(best, values)
+        if PASS == 0:
+            result = center == best
+        elif PASS == 1:
+            result = best > 0
+        else:
+            kept = tl.load(keep + pixels, mask=valid, other=0) != 0
+            free = tl.load(suppressed + pixels, mask=valid, other=1) == 0
+            result = kept | (free & (center == best))
+        if PASS == 3:
+            interior = (row >= RADIUS) & (row < height - RADIUS) & (column >= RADIUS) & (column < width - RADIUS)
+            final = tl.where(result & interior, center, 0.0)
+            tl.store(output + pixels, final.to(output.dtype.element_ty), mask=valid)
+        else:
+            tl.store(output + pixels, result.to(tl.uint8), mask=valid)
+
+    KERNELS_ARE_COMPILED = isinstance(_direct_conv_kernel, triton.runtime.jit.JITFunction)
+
+    def _launchable(kernel):
+        # Named here: torch finds the kernel in this body and hashes its source into the compile cache.
+        return wrap_triton(kernel) if KERNELS_ARE_COMPILED else kernel
+
+    @torch.library.triton_op("aliked_ros::direct_conv", mutates_args=())
+    def _direct_conv(image: Tensor, weight: Tensor, bias: Optional[Tensor], activation: int) -> Tensor:
+        _, in_channels, height, width = image.shape
+        out_channels, _, kernel_size, _ = weight.shape
+        output = image.new_empty((1, out_channels, height, width))
+        if height * width:
+            grid = (triton.cdiv(height * width, CONV_PIXELS_PER_PROGRAM),)
+            arguments = (output, image, weight, bias if bias is not None else weight, height, width,
+                         *image.stride()[1:])
+            settings = dict(IN_CHANNELS=in_channels, OUT_CHANNELS=out_channels, KERNEL=kernel_size,
+                            HAS_BIAS=bias is not None, ACTIVATION=activation, BLOCK=CONV_PIXELS_PER_PROGRAM, num_warps=4)
+            if in_channels >= TENSOR_CORES_FROM_CHANNELS:
+                _launchable(_direct_conv_mma_kernel)[grid](
+                    *arguments, IN_PADDED=_power_of_two_at_least(in_channels, 16),
+                    OUT_PADDED=_power_of_two_at_least(out_channels, 16), IEEE=image.dtype == torch.float32, **settings)
+            else:
+                _launchable(_direct_conv_kernel)[grid](
+                    *arguments, OUT_PADDED=_power_of_two_at_least(out_channels), **settings)
+        return output
+
+    @_direct_conv.register_fake
+    def _(image: Tensor, weight: Tensor, bias: Optional[Tensor], activation: int) -> Tensor:
+        return image.new_empty((1, weight.shape[0], *image.shape[-2:]))
+
+    @torch.library.triton_op("aliked_ros::finest_level", mutates_args=())
+    def _finest_level(features: Tensor, project_weight: Tensor, head_weight: Tensor) -> tuple[Tensor, Tensor]:
+        _, in_channels, height, width = features.shape
+        level_channels = project_weight.shape[0]
+        # Channels-last: (1, C, H, W) with strides (H·W·C, 1, W·C, C).
+        level = features.new_empty((1, height, width, level_channels)).permute(0, 3, 1, 2)
+        head = features.new_empty((1, HEAD_CHANNELS, height, width))
+        if height * width:
+            grid = (triton.cdiv(height * width, FINEST_PIXELS_PER_PROGRAM),)
+            _launchable(_finest_level_kernel)[grid](
+                level, head, features, project_weight, head_weight, height, width, project_weight.stride(0),
+                head_weight.stride(0), *features.stride()[1:], IN_CHANNELS=in_channels,
+                IN_PADDED=_power_of_two_at_least(in_channels, 16), LEVEL_CHANNELS=level_channels, HEAD_PADDED=16,
+                IEEE=features.dtype == torch.float32, BLOCK=FINEST_PIXELS_PER_PROGRAM, num_warps=4)
+        return level, head
+
+    @_finest_level.register_fake
+    def _(features: Tensor, project_weight: Tensor, head_weight: Tensor) -> tuple[Tensor, Tensor]:
+        _, _, height, width = features.shape
+        level = features.new_empty((1, height, width, project_weight.shape[0])).permute(0, 3, 1, 2)
+        return level, features.new_empty((1, HEAD_CHANNELS, height, width))
+
+    @torch.library.triton_op("aliked_ros::nms_scores", mutates_args=())
+    def _nms_scores(scores: Tensor, radius: int) -> Tensor:
+        height, width = scores.shape
+        output = scores.new_empty((height * width,))
+        if height * width:
+            keep = torch.empty((height, width), dtype=torch.uint8, device=scores.device)
+            suppressed = torch.empty_like(keep)
+            grid = (triton.cdiv(height * width, NMS_PIXELS_PER_PROGRAM),)
+            kernel = _launchable(_nms_pass_kernel)
+            # (output, pass): maxima; then two rounds of suppression and more maxima, the last writing the scores.
+            for target, step in ((keep, NMS_MAXIMA), (suppressed, NMS_SUPPRESSED), (keep, NMS_MORE_MAXIMA),
+                                 (suppressed, NMS_SUPPRESSED), (output, NMS_FINAL)):
+                kernel[grid](target, scores, keep, suppressed, height, width, scores.stride(0), PASS=step,
+                             RADIUS=radius, BLOCK=NMS_PIXELS_PER_PROGRAM, num_warps=4)
+        return output
+
+    @_nms_scores.register_fake
+    def _(scores: Tensor, radius: int) -> Tensor:
+        return scores.new_empty((scores.shape[0] * scores.shape[1],))
+
+
+def _require_triton() -> None:
+    if not AVAILABLE:
+        raise RuntimeError("The full-resolution kernels need Triton and torch >= 2.6.")
+
+
+def direct_conv(image: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str = "none") -> Tensor:
+    """A stride-1 convolution with zero padding ``k // 2`` (nn.Conv2d's ``padding=k // 2``) of one image
+    ``(1, C, H, W)``, any strides, by a weight ``(O, C, k, k)`` (k odd), plus ``bias``, then ``activation`` ("none",
+    "selu" or "sigmoid"): ``(1, O, H, W)`` contiguous in the image's dtype, accumulated in float32. Meant for few
+    channels (every tap of every input channel is unrolled): C and O up to 16 here."""
+    _require_triton()
+    out_channels, in_channels, kernel_height, kernel_width = weight.shape
+    if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != in_channels or kernel_height != kernel_width \
+            or kernel_height % 2 == 0 or not weight.is_contiguous():
+        raise ValueError(f"direct_conv takes one image (1, C, H, W) and a contiguous weight (O, C, k, k), k odd: got "
+                         f"{tuple(image.shape)} and {tuple(weight.shape)}.")
+    return torch.ops.aliked_ros.direct_conv(image, weight, bias, ACTIVATIONS[activation])
+
+
+def finest_level(features: Tensor, project_weight: Tensor, head_weight: Tensor) -> tuple[Tensor, Tensor]:
+    """The finest level and its part of the score head's first layer, at full resolution, in one pass.
+
+    Args:
+        features: block 1's output ``(1, C1, H, W)``, C1 up to 16.
+        project_weight: conv1's weight ``(Q, C1, 1, 1)`` (Q = dim / 4, a power of two from 16).
+        head_weight: the head's first layer for this level's channels, ``(8, Q, 1, 1)`` (a slice of its weight).
+
+    Returns:
+        ``selu(conv1(features))`` ``(1, Q, H, W)``, channels-last in memory, and ``head_weight`` applied to it,
+        ``(1, 8, H, W)``.
+    """
+    _require_triton()
+    level_channels = project_weight.shape[0]
+    if features.dim() != 4 or features.shape[0] != 1 or not 0 < features.shape[1] <= 16 or level_channels < 16 \
+            or level_channels & (level_channels - 1) or project_weight.shape[1] != features.shape[1] \
+            or head_weight.shape[:2] != (HEAD_CHANNELS, level_channels):
+        raise ValueError("finest_level takes features (1, C, H, W) with C up to 16, a projection (Q, C, 1, 1) with Q a "
+                         f"power of two from 16 and the head's weights (8, Q, 1, 1): got {tuple(features.shape)}, "
+                         f"{tuple(project_weight.shape)} and {tuple(head_weight.shape)}.")
+    return torch.ops.aliked_ros.finest_level(features, project_weight.flatten(1), head_weight.flatten(1))
+
+
+def nms_scores(scores: Tensor, radius: int) -> Tensor:
+    """The score where ``detection.nms_mask`` keeps a position and it lies at least ``radius`` from the border, else
+    0, flattened: ``(H·W,)`` from an ``(H, W)`` map (rows may be strided: a crop), in the map's dtype."""
+    _require_triton()
+    if scores.dim() != 2 or scores.stride(1) != 1:
+        raise ValueError(f"nms_scores takes an (H, W) map with contiguous rows: got {tuple(scores.shape)}, strides "
+                         f"{scores.stride()}.")
+    return torch.ops.aliked_ros.nms_scores(scores, radius)

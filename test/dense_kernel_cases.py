@@ -1,0 +1,172 @@
+"""The cases the full-resolution kernels (``aliked_ros.model.dense_kernels``) are checked on, against the layers they
+replace: ``F.conv2d`` with its bias and activation, the finest level's projections, ``detection``'s NMS, and the
+network end to end.
+
+The ``test_*`` functions here run the kernels in Triton's interpreter on the CPU, in a subprocess of
+``test_dense_kernels.py`` with ``TRITON_INTERPRET=1`` (set before Triton is imported); this file's name keeps pytest
+from collecting it in the main run. The CUDA tests there use the helpers for the real run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aliked_ros.model.aliked import Aliked
+from aliked_ros.model.detection import candidate_mask, detect_top_k
+
+ACTIVATIONS = {"none": lambda x: x, "selu": F.selu, "sigmoid": torch.sigmoid}
+# Both sides accumulate in float32 (the reference's float16 cuDNN and CPU convolutions too) and round the output
+# once: float32 outputs differ by summation order only; float16 ones by up to one float16 step of outputs up to
+# about 8 (2 steps allowed).
+TOLERANCES = {torch.float32: 2e-5, torch.float16: 1.6e-2}
+# The layers' channel counts: block 1 (3 → 8 → 8 for t16, 3 → 16 → 16 for the n models) and the score head.
+CONV_CASES = [(3, 8, "selu"), (8, 8, "selu"), (3, 16, "selu"), (16, 16, "selu"), (8, 4, "selu"), (4, 4, "selu"),
+              (4, 1, "sigmoid"), (5, 3, "none")]
+CONV_IDS = [f"{i}to{o}-{activation}" for i, o, activation in CONV_CASES]
+
+
+def conv_inputs(in_channels: int, out_channels: int, dtype: torch.dtype, device="cpu", channels_last=False,
+                height: int = 13, width: int = 37, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.rand(1, in_channels, height, width, generator=generator) * 2 - 0.5
+    weight = torch.randn(out_channels, in_channels, 3, 3, generator=generator) / (3 * in_channels ** 0.5)
+    bias = torch.randn(out_channels, generator=generator) * 0.3
+    image, weight, bias = (t.to(device, dtype) for t in (image, weight, bias))
+    if channels_last:  # the network's input, a permuted uint8 frame, has these strides
+        image = image.contiguous(memory_format=torch.channels_last)
+    return image, weight, bias
+
+
+def check_conv(image, weight, bias, activation):
+    from aliked_ros.model.dense_kernels import direct_conv
+
+    result = direct_conv(image, weight, bias, activation)
+    reference = ACTIVATIONS[activation](F.conv2d(image.float(), weight.float(), bias.float(), padding=1))
+    assert result.shape == reference.shape and result.dtype == image.dtype and result.is_contiguous()
+    torch.testing.assert_close(result.float(), reference, rtol=0, atol=TOLERANCES[image.dtype])
+
+
+def finest_inputs(in_channels: int, level_channels: int, dtype: torch.dtype, device="cpu", seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.rand(1, in_channels, 24, 40, generator=generator) * 3 - 1
+    project = torch.randn(level_channels, in_channels, 1, 1, generator=generator) / in_channels ** 0.5
+    head = torch.randn(8, 4 * level_channels, 1, 1, generator=generator) / level_channels ** 0.5
+    return tuple(t.to(device, dtype) for t in (features, project, head))
+
+
+def check_finest(features, project, head):
+    from aliked_ros.model.dense_kernels import finest_level
+
+    level_channels = project.shape[0]
+    part = head[:, :level_channels]  # a slice of the head's weight, as the network passes it
+    level, head_part = finest_level(features, project, part)
+    expected_level = F.selu(F.conv2d(features.float(), project.float()))
+    # The head's part is computed from the level as stored (rounded to its dtype), as the layer by layer pass does.
+    expected_head = F.conv2d(expected_level.to(features.dtype).float(), part.float())
+    assert level.is_contiguous(memory_format=torch.channels_last) and head_part.is_contiguous()
+    tolerance = TOLERANCES[features.dtype]
+    torch.testing.assert_close(level.float(), expected_level, rtol=0, atol=tolerance)
+    torch.testing.assert_close(head_part.float(), expected_head, rtol=0, atol=tolerance)
+
+
+def score_map_with_ties(height: int, width: int, dtype: torch.dtype, device="cpu", seed: int = 0) -> torch.Tensor:
+    """A positive map with plateaus and equal neighbours (coarse levels), where NMS's later rounds keep positions."""
+    generator = torch.Generator().manual_seed(seed)
+    scores = (torch.rand(height, width, generator=generator) * 12).round() / 12 + 0.01
+    scores[3:8, 4:9] = 0.95  # a plateau: every position ties
+    scores[10, 10], scores[10, 13] = 1.0, 0.99
+    return scores.to(device, dtype)
+
+
+def expected_nms_scores(scores: torch.Tensor, radius: int) -> torch.Tensor:
+    as_map = scores[None, None]
+    keep = candidate_mask(as_map.float(), radius)
+    return torch.where(keep, as_map, torch.zeros_like(as_map)).reshape(-1)
+
+
+def network_pair(model: str, device="cpu", dtype=torch.float32, seed: int = 0) -> Aliked:
+    torch.manual_seed(seed)
+    aliked = Aliked(model, top_k=80).eval()
+    aliked.network.fold_batch_norm()
+    return aliked.to(device, dtype)
+
+
+def check_network(aliked: Aliked, image: torch.Tensor, tolerance: float):
+    """The network with the kernels gives the torch layers' keypoints, scores and descriptors."""
+    with torch.no_grad():
+        aliked.network.set_dense_layers("torch")
+        expected = aliked(image)
+        torch_map, _ = aliked.network.score_map_and_features(image)
+        aliked.network.set_dense_layers("triton")
+        result = aliked(image)
+        kernel_map, _ = aliked.network.score_map_and_features(image)
+    torch.testing.assert_close(kernel_map.float(), torch_map.float(), rtol=0, atol=tolerance)
+    for got, want in zip(result, expected):
+        torch.testing.assert_close(got, want, rtol=0, atol=tolerance)
+
+
+interpreter = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                                 reason="runs in Triton's interpreter (TRITON_INTERPRET=1, see test_dense_kernels.py)")
+
+
+@interpreter
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
+@pytest.mark.parametrize("in_channels, out_channels, activation", CONV_CASES, ids=CONV_IDS)
+def test_direct_conv_matches_conv2d(in_channels, out_channels, activation, dtype):
+    check_conv(*conv_inputs(in_channels, out_channels, dtype, channels_last=in_channels == 3), activation)
+
+
+@interpreter
+def test_direct_conv_without_a_bias_and_on_a_one_pixel_wide_map():
+    image, weight, _ = conv_inputs(4, 4, torch.float32, height=9, width=1)
+    check_conv(image, weight, torch.zeros(4), "selu")
+    from aliked_ros.model.dense_kernels import direct_conv
+    torch.testing.assert_close(direct_conv(image, weight, None, "selu"), F.selu(F.conv2d(image, weight, padding=1)),
+                               rtol=0, atol=2e-5)
+
+
+@interpreter
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
+@pytest.mark.parametrize("in_channels, level_channels", [(8, 16), (16, 32)], ids=["t16", "n16"])
+def test_finest_level_matches_its_two_projections(in_channels, level_channels, dtype):
+    check_finest(*finest_inputs(in_channels, level_channels, dtype))
+
+
+@interpreter
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
+@pytest.mark.parametrize("radius", [2, 1])
+def test_nms_scores_are_detections_nms_exactly(radius, dtype):
+    scores = score_map_with_ties(19, 31, dtype)
+    from aliked_ros.model.dense_kernels import nms_scores
+    result = nms_scores(scores, radius)
+    expected = expected_nms_scores(scores, radius)
+    assert result.dtype == dtype and torch.equal(result, expected)
+    assert 0 < int((expected > 0).sum()) < scores.numel() // 4  # maxima kept, most positions not
+
+
+@interpreter
+def test_nms_scores_read_a_cropped_map_as_it_is():
+    padded = score_map_with_ties(26, 40, torch.float32, seed=1)
+    crop = padded[3:22, 2:35]  # rows 40 apart: the network's crop of its padded map
+    from aliked_ros.model.dense_kernels import nms_scores
+    assert torch.equal(nms_scores(crop, 2), expected_nms_scores(crop.contiguous(), 2))
+
+
+@interpreter
+def test_top_k_detection_with_the_nms_kernel_is_the_same():
+    scores = score_map_with_ties(24, 30, torch.float32, seed=2)[None, None]
+    expected = detect_top_k(scores, 40, 2)
+    result = detect_top_k(scores, 40, 2, nms_kernel=True)
+    for got, want in zip(result, expected):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@interpreter
+@pytest.mark.parametrize("model", ["aliked-t16", "aliked-n16rot"])
+def test_the_network_with_the_kernels_gives_the_torch_layers_features(model):
+    # 45 × 50: replicate-padded to 64 × 64 and cropped back, as every size that is no multiple of 32.
+    check_network(network_pair(model), torch.rand(1, 3, 45, 50, generator=torch.Generator().manual_seed(3)), 2e-4)
