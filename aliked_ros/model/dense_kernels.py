@@ -8,9 +8,8 @@ each followed by a layout copy and an activation pass: on an H100 the frame's la
 full-resolution layers as Triton kernels"). Here a program takes a block of pixels and holds all its output
 channels in registers: each input value is read once per tap and feeds every output channel (as multiply-adds, or
 on tensor cores from 8 input channels), the bias and the activation are applied before the one write, and nothing
-is converted between layouts. NMS is the original's five
-window passes (``detection.nms_mask``), each one kernel that reads its ``(2r+1)²`` window straight from memory and
-writes one byte per pixel.
+is converted between layouts. NMS is the original's five window passes (``detection.nms_mask``), each one kernel
+that reads its ``(2r+1)²`` window straight from memory and writes one byte per pixel.
 
 Exposed as custom operators through ``torch.library.triton_op``, as :mod:`~aliked_ros.model.sampling_kernel` is
 (eager, inside torch.compile, in CUDA graphs). Triton missing, :data:`AVAILABLE` is False and nothing is registered.
