@@ -8,6 +8,7 @@ Triton is imported; the cases are in ``sampling_kernel_cases.py``). With CUDA it
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 import torch
@@ -157,11 +158,19 @@ print("ok", flush=True)
 
 @needs_cuda
 def test_cuda_kernel_through_torch_export_and_aotinductor(tmp_path):
-    """In a subprocess: a crash while AOTInductor's package loads or runs fails this test, not the session."""
+    """In a subprocess: a crash while AOTInductor's package loads or runs fails this test, not the session.
+
+    The export and the package's compilation must work. Loading the package crashes on the H100 with torch 2.11
+    (segmentation fault inside ``aoti_load_package``, every package tried; BENCHMARKS.md, "Issue 17 continued: an
+    AOTInductor package for the start"): that one outcome is reported as an expected failure, since the engine does
+    not load AOTInductor packages; any other failure fails."""
     search_path = os.pathsep.join(filter(None, (str(TEST_DIR), os.environ.get("PYTHONPATH"))))
     result = run_python(["-c", AOTINDUCTOR_CHECK, str(tmp_path / "sampler.pt2")], PYTHONPATH=search_path)
-    assert result.returncode == 0 and result.stdout.split()[-1:] == ["ok"], (
-        f"exit {result.returncode}, reached: {result.stdout.split()}\n{result.stderr[-4000:]}")
+    reached = result.stdout.split()
+    if result.returncode == -signal.SIGSEGV and reached == ["compiled"]:
+        pytest.xfail("AOTInductor's package loader crashed (SIGSEGV) after the package compiled: the known crash")
+    assert result.returncode == 0 and reached[-1:] == ["ok"], (
+        f"exit {result.returncode}, reached: {reached}\n{result.stderr[-4000:]}")
 
 
 def test_the_default_reads_import_neither_triton_nor_the_compiler():
