@@ -170,3 +170,40 @@ def test_top_k_detection_with_the_nms_kernel_is_the_same():
 def test_the_network_with_the_kernels_gives_the_torch_layers_features(model):
     # 45 × 50: replicate-padded to 64 × 64 and cropped back, as every size that is no multiple of 32.
     check_network(network_pair(model), torch.rand(1, 3, 45, 50, generator=torch.Generator().manual_seed(3)), 2e-4)
+
+
+def check_nms_top_k(scores: torch.Tensor, radius: int, k: int):
+    """The kernel's K values are topk's over the NMS output, each at its index, every index once."""
+    from aliked_ros.model.dense_kernels import nms_top_k
+
+    values, indices = nms_top_k(scores, radius, k)
+    nms = expected_nms_scores(scores.contiguous(), radius)
+    assert values.shape == indices.shape == (k,) and indices.dtype == torch.int64
+    assert torch.equal(torch.sort(values, descending=True).values, torch.topk(nms, k).values)
+    assert torch.equal(nms[indices], values) and torch.unique(indices).numel() == k
+
+
+@interpreter
+@pytest.mark.parametrize("k", [5, 60, 400])  # below, near and above the map's count of maxima
+def test_nms_top_k_takes_the_k_largest_of_the_nms_output(k):
+    scores = score_map_with_ties(21, 33, torch.float16, seed=4)  # ties at most thresholds
+    assert 5 < int((expected_nms_scores(scores, 2) > 0).sum()) < 400
+    check_nms_top_k(scores, 2, k)
+
+
+@interpreter
+def test_nms_top_k_on_a_cropped_map_and_every_pixel():
+    padded = score_map_with_ties(20, 24, torch.float16, seed=5)
+    check_nms_top_k(padded[2:18, 3:21], 2, 16 * 18)  # K = H·W: every maximum, then every zero
+
+
+@interpreter
+def test_top_k_detection_with_the_nms_top_k_kernel_finds_the_same_keypoints():
+    scores = score_map_with_ties(24, 30, torch.float16, seed=2)[None, None]
+    for k in (20, 200):
+        expected = detect_top_k(scores, k, 2, rank_sort=True)
+        result = detect_top_k(scores, k, 2, rank_sort=True, nms_kernel=True)
+        positive = expected[1] > 0
+        assert torch.equal(result[1], expected[1])  # the scores, sorted
+        # Rows of equal score may come in another order: the keypoints compared as sets.
+        assert sorted(map(tuple, result[0][positive].tolist())) == sorted(map(tuple, expected[0][positive].tolist()))

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dense_kernel_cases import (CONV_CASES, CONV_IDS, TOLERANCES, check_conv, check_finest, conv_inputs,
-                                expected_nms_scores, finest_inputs, network_pair, score_map_with_ties)
+from dense_kernel_cases import (CONV_CASES, CONV_IDS, TOLERANCES, check_conv, check_finest, check_nms_top_k,
+                                conv_inputs, expected_nms_scores, finest_inputs, network_pair, score_map_with_ties)
 from triton_kernels import needs_cuda, needs_triton, run_cases_in_the_interpreter
 
 from aliked_ros.model import dense_kernels
@@ -44,6 +44,10 @@ def test_inputs_the_kernels_cannot_take_are_refused_with_what_they_need():
         dense_kernels.nms_scores(torch.rand(20, 30).t(), 2)
     with pytest.raises(ValueError, match="an \\(H, W\\) map"):
         dense_kernels.nms_scores(torch.rand(1, 1, 20, 30), 2)
+    with pytest.raises(ValueError, match="float16.*got \\(20, 30\\) torch.float32"):
+        dense_kernels.nms_top_k(torch.rand(20, 30), 2, 10)
+    with pytest.raises(ValueError, match="k=601"):
+        dense_kernels.nms_top_k(torch.rand(20, 30).half(), 2, 601)
 
 
 @needs_cuda
@@ -71,30 +75,39 @@ def test_cuda_nms_scores_are_detections_nms_exactly(dtype):
 
 
 @needs_cuda
+@pytest.mark.parametrize("k", [1000, 2000, 60000])  # the last above the map's count of maxima: zeros fill
+def test_cuda_nms_top_k_takes_the_k_largest_of_the_nms_output(k):
+    padded = score_map_with_ties(384, 1248, torch.float16, device="cuda", seed=1)
+    check_nms_top_k(padded[4:380, 3:1244], 2, k)
+
+
+@needs_cuda
 def test_cuda_kernels_inside_torch_compile_and_a_cuda_graph(exact_float32_references):
     image, weight, bias = conv_inputs(8, 4, torch.float16, device="cuda", height=96, width=128)
 
     def layers(image):
         x = dense_kernels.direct_conv(image, weight, bias, "selu")
-        return x, dense_kernels.nms_scores(x[0, 0], 2)
+        values, _ = dense_kernels.nms_top_k(torch.sigmoid(x[0, 0]), 2, 100)
+        return x, dense_kernels.nms_scores(x[0, 0], 2), values.sort().values
 
     compiled = torch.compile(layers, fullgraph=True, dynamic=False)
     from torch._inductor.utils import run_and_get_code
 
-    (x, scores), code = run_and_get_code(compiled, image)
-    assert any("_direct_conv_mma_kernel" in source and "_nms_pass_kernel" in source for source in code)
-    expected_x, expected_scores = layers(image)
+    (x, scores, top), code = run_and_get_code(compiled, image)
+    assert any("_direct_conv_mma_kernel" in source and "_nms_pass_kernel" in source
+               and "_top_k_gather_kernel" in source for source in code)
+    expected_x, expected_scores, expected_top = layers(image)
     torch.testing.assert_close(x, expected_x, rtol=0, atol=0)
-    assert torch.equal(scores, expected_scores)
+    assert torch.equal(scores, expected_scores) and torch.equal(top, expected_top)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        captured_x, captured_scores = compiled(image)
-    image.copy_(image.flip(-1))  # a new frame in the same memory
+        captured_x, captured_scores, captured_top = compiled(image)
+    image.copy_(image.flip(-1))  # a new frame in the same memory: the workspace is zeroed again in the graph
     graph.replay()
     torch.cuda.synchronize()
-    expected_x, expected_scores = layers(image)
+    expected_x, expected_scores, expected_top = layers(image)
     torch.testing.assert_close(captured_x, expected_x, rtol=0, atol=TOLERANCES[torch.float16])
-    assert torch.equal(captured_scores, expected_scores)
+    assert torch.equal(captured_scores, expected_scores) and torch.equal(captured_top, expected_top)
 
 
 @needs_cuda

@@ -35,6 +35,10 @@ NMS_PIXELS_PER_PROGRAM = 512
 HEAD_CHANNELS = 8  # the score head's first layer: dim → 8
 # The NMS passes (see _nms_pass_kernel): what a pass reads and writes.
 NMS_MAXIMA, NMS_SUPPRESSED, NMS_MORE_MAXIMA, NMS_FINAL = 0, 1, 2, 3
+# Top-k over the NMS output by the bits of its positive float16 scores: one bin per value below 2 (0x4000; sigmoid
+# scores stay below 1), read by one program in chunks.
+TOP_K_BINS = 16384
+TOP_K_CHUNK = 1024
 
 
 def _power_of_two_at_least(value: int, least: int = 1) -> int:
@@ -165,8 +169,8 @@ if AVAILABLE:
 
     @triton.jit
     def _nms_pass_kernel(
-        output, scores, keep, suppressed, height, width, stride_y,
-        PASS: tl.constexpr, RADIUS: tl.constexpr, BLOCK: tl.constexpr,
+        output, scores, keep, suppressed, histogram, height, width, stride_y,
+        PASS: tl.constexpr, RADIUS: tl.constexpr, HISTOGRAM: tl.constexpr, BLOCK: tl.constexpr,
     ):
         """One of NMS's window passes over a ``height`` × ``width`` map (rows ``stride_y`` apart; masks dense):
 
@@ -174,7 +178,8 @@ if AVAILABLE:
         - NMS_SUPPRESSED: suppressed = a kept position in the window.
         - NMS_MORE_MAXIMA: keep |= not suppressed and the maximum of its window of the scores with the suppressed
           positions zeroed.
-        - NMS_FINAL: as NMS_MORE_MAXIMA, then the score where kept and at least RADIUS from the border, else 0.
+        - NMS_FINAL: as NMS_MORE_MAXIMA, then the score where kept and at least RADIUS from the border, else 0;
+          with HISTOGRAM, each positive float16 score also counts in ``histogram[its bits]`` (for top-k).
 
         The window is clipped at the border (max pooling's -inf padding).
         """
@@ -210,10 +215,62 @@ if AVAILABLE:
             result = kept | (free & (center == best))
         if PASS == 3:
             interior = (row >= RADIUS) & (row < height - RADIUS) & (column >= RADIUS) & (column < width - RADIUS)
-            final = tl.where(result & interior, center, 0.0)
-            tl.store(output + pixels, final.to(output.dtype.element_ty), mask=valid)
+            final = tl.where(result & interior, center, 0.0).to(output.dtype.element_ty)
+            tl.store(output + pixels, final, mask=valid)
+            if HISTOGRAM:  # positive float16 values order as their bits, read as integers
+                bits = final.to(tl.int16, bitcast=True).to(tl.int32)
+                tl.atomic_add(histogram + bits, 1, mask=valid & (bits > 0))
         else:
             tl.store(output + pixels, result.to(tl.uint8), mask=valid)
+
+    @triton.jit
+    def _top_k_threshold_kernel(histogram, threshold, k, BINS: tl.constexpr, CHUNK: tl.constexpr):
+        """One program: from the histogram of the positive scores' bits, the bits of the K-th largest score and the
+        count of scores above it; where fewer than K are positive, 0 and their count (zeros fill the rest)."""
+        steps = tl.arange(0, CHUNK)
+        running = tl.sum(tl.zeros((CHUNK,), dtype=tl.int32), axis=0)  # scores counted in the chunks above
+        found = running
+        bits = running
+        above = running
+        for step in tl.static_range(BINS // CHUNK):  # from the highest bins down
+            chunk = BINS // CHUNK - 1 - step
+            counts = tl.load(histogram + chunk * CHUNK + steps)
+            total = tl.sum(counts, axis=0)
+            at_or_above = total - tl.cumsum(counts, axis=0) + counts  # within the chunk, bins at or above each
+            reaches = (running + at_or_above >= k) & (found == 0)
+            last = tl.max(tl.where(reaches, steps, -1), axis=0)  # the highest bin where the count reaches K
+            hit = last >= 0
+            bits = tl.where(hit, chunk * CHUNK + last, bits)
+            above = tl.where(hit, running + tl.sum(tl.where(steps == last, at_or_above - counts, 0), axis=0), above)
+            found = tl.where(hit, 1, found)
+            running += total
+        above = tl.where(found != 0, above, running)  # fewer than K positive: all of them, then zeros (bits 0)
+        tl.store(threshold, bits)
+        tl.store(threshold + 1, above)
+
+    @triton.jit
+    def _top_k_gather_kernel(values_out, indices_out, scores, threshold, counters, count, k, BLOCK: tl.constexpr):
+        """Every score above the threshold, and as many equal to it as K needs, into the K slots (each program
+        reserves its slots with one atomic addition; their order is the programs' order of arrival)."""
+        pixels = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        valid = pixels < count
+        values = tl.load(scores + pixels, mask=valid, other=0.0)
+        bits = values.to(tl.int16, bitcast=True).to(tl.int32)
+        kth = tl.load(threshold)
+        above_count = tl.load(threshold + 1)
+        above = valid & (bits > kth)
+        flags = above.to(tl.int32)
+        first = tl.atomic_add(counters, tl.sum(flags, axis=0))
+        slot = first + tl.cumsum(flags, axis=0) - 1
+        tl.store(values_out + slot, values, mask=above)
+        tl.store(indices_out + slot, pixels.to(tl.int64), mask=above)
+        equal = valid & (bits == kth)
+        flags = equal.to(tl.int32)
+        first = tl.atomic_add(counters + 1, tl.sum(flags, axis=0))
+        rank = first + tl.cumsum(flags, axis=0) - 1
+        take = equal & (rank < k - above_count)
+        tl.store(values_out + above_count + rank, values, mask=take)
+        tl.store(indices_out + above_count + rank, pixels.to(tl.int64), mask=take)
 
     KERNELS_ARE_COMPILED = isinstance(_direct_conv_kernel, triton.runtime.jit.JITFunction)
 
@@ -269,8 +326,12 @@ if AVAILABLE:
 
     @torch.library.triton_op("aliked_ros::nms_scores", mutates_args=())
     def _nms_scores(scores: Tensor, radius: int) -> Tensor:
+        output = scores.new_empty((scores.shape[0] * scores.shape[1],))
+        _nms_passes(scores, radius, output, None)
+        return output
+
+    def _nms_passes(scores: Tensor, radius: int, output: Tensor, histogram: Tensor | None) -> None:
         height, width = scores.shape
-        output = scores.new_empty((height * width,))
         if height * width:
             keep = torch.empty((height, width), dtype=torch.uint8, device=scores.device)
             suppressed = torch.empty_like(keep)
@@ -279,13 +340,35 @@ if AVAILABLE:
             # (output, pass): maxima; then two rounds of suppression and more maxima, the last writing the scores.
             for target, step in ((keep, NMS_MAXIMA), (suppressed, NMS_SUPPRESSED), (keep, NMS_MORE_MAXIMA),
                                  (suppressed, NMS_SUPPRESSED), (output, NMS_FINAL)):
-                kernel[grid](target, scores, keep, suppressed, height, width, scores.stride(0), PASS=step,
-                             RADIUS=radius, BLOCK=NMS_PIXELS_PER_PROGRAM, num_warps=4)
-        return output
+                kernel[grid](target, scores, keep, suppressed, histogram if histogram is not None else keep, height,
+                             width, scores.stride(0), PASS=step, RADIUS=radius, HISTOGRAM=histogram is not None,
+                             BLOCK=NMS_PIXELS_PER_PROGRAM, num_warps=4)
 
     @_nms_scores.register_fake
     def _(scores: Tensor, radius: int) -> Tensor:
         return scores.new_empty((scores.shape[0] * scores.shape[1],))
+
+    @torch.library.triton_op("aliked_ros::nms_top_k", mutates_args=())
+    def _nms_top_k(scores: Tensor, radius: int, k: int) -> tuple[Tensor, Tensor]:
+        count = scores.shape[0] * scores.shape[1]
+        nms = scores.new_empty((count,))
+        # One zeroed workspace (one memset): the histogram of the scores' bits, the threshold's two numbers, and
+        # the two slot counters of the gather.
+        workspace = torch.zeros((TOP_K_BINS + 4,), dtype=torch.int32, device=scores.device)
+        histogram, threshold, counters = workspace[:TOP_K_BINS], workspace[TOP_K_BINS:], workspace[TOP_K_BINS + 2:]
+        values = scores.new_empty((k,))
+        indices = torch.empty((k,), dtype=torch.int64, device=scores.device)
+        if count:
+            _nms_passes(scores, radius, nms, histogram)
+            _launchable(_top_k_threshold_kernel)[(1,)](histogram, threshold, k, BINS=TOP_K_BINS,
+                                                       CHUNK=TOP_K_CHUNK, num_warps=8)
+            _launchable(_top_k_gather_kernel)[(triton.cdiv(count, NMS_PIXELS_PER_PROGRAM),)](
+                values, indices, nms, threshold, counters, count, k, BLOCK=NMS_PIXELS_PER_PROGRAM, num_warps=4)
+        return values, indices
+
+    @_nms_top_k.register_fake
+    def _(scores: Tensor, radius: int, k: int) -> tuple[Tensor, Tensor]:
+        return scores.new_empty((k,)), torch.empty((k,), dtype=torch.int64, device=scores.device)
 
 
 def _require_triton() -> None:
@@ -338,3 +421,16 @@ def nms_scores(scores: Tensor, radius: int) -> Tensor:
         raise ValueError(f"nms_scores takes an (H, W) map with contiguous rows: got {tuple(scores.shape)}, strides "
                          f"{scores.stride()}.")
     return torch.ops.aliked_ros.nms_scores(scores, radius)
+
+
+def nms_top_k(scores: Tensor, radius: int, k: int) -> tuple[Tensor, Tensor]:
+    """``torch.topk(nms_scores(scores, radius), k, sorted=False)`` for a float16 map of scores in (0, 2): the K
+    largest of the NMS output and their flat indices, in no particular order (ties, and zeros where fewer than K
+    maxima, taken in any order, as topk takes them). A histogram of the scores' bits made by the last NMS pass, one
+    program that finds the K-th largest in it, and one gather: three kernels instead of top-k's radix passes."""
+    _require_triton()
+    if scores.dim() != 2 or scores.stride(1) != 1 or scores.dtype != torch.float16 \
+            or not 0 < k <= scores.shape[0] * scores.shape[1]:
+        raise ValueError(f"nms_top_k takes a float16 (H, W) map with contiguous rows and 0 < k <= H·W: got "
+                         f"{tuple(scores.shape)} {scores.dtype}, strides {scores.stride()}, k={k}.")
+    return torch.ops.aliked_ros.nms_top_k(scores, radius, k)
