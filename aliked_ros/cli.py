@@ -11,14 +11,14 @@ from aliked_ros import __version__
 from aliked_ros.errors import AlikedError
 from aliked_ros.signals import Terminated, handle_termination, restore_handlers
 from aliked_ros.tools import (bench, build_engine, compare, demo, export_onnx, extract, images_to_bag, process_bag,
-                               vo)
+                               startup, vo)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aliked-ros", description="ALIKED keypoints and descriptors.")
     parser.add_argument("--version", action="version", version=f"aliked-ros {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for tool in (demo, extract, export_onnx, build_engine, images_to_bag, process_bag, compare, vo, bench):
+    for tool in (demo, extract, export_onnx, build_engine, images_to_bag, process_bag, compare, vo, bench, startup):
         tool.add_parser(subparsers)
     return parser
 

@@ -35,6 +35,21 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--output-topic", default=DEFAULT_OUTPUT_TOPIC,
                         help=f"Keypoints topic (default {DEFAULT_OUTPUT_TOPIC}, as the node publishes it without "
                              "a namespace)")
+    add_parameter_arguments(parser)
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="warm-up runs before the first image where image_height and image_width are set, as "
+                             "the node does (default 3; 0 skips)")
+    parser.add_argument("--max-frames", type=int, default=None, help="process only the first N images")
+    parser.add_argument("--storage", choices=bags.STORAGES, default=bags.DEFAULT_STORAGE,
+                        help=f"ROS 2 storage plugin of the output (default {bags.DEFAULT_STORAGE})")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --output if it is a ROS 2 bag or an empty directory (never anything else)")
+    parser.set_defaults(run=run)
+
+
+def add_parameter_arguments(parser) -> None:
+    """The node parameters a tool takes on its command line, over config/aliked.yaml and --params-file (read back
+    by :func:`overrides_from_args`); ``parser`` may be an argument group."""
     parser.add_argument("--params-file", default=None,
                         help="ROS 2 parameters file, e.g. config/tum.yaml or config/kitti.yaml (over aliked.yaml)")
     parser.add_argument("--model", default=None, help="ALIKED variant (parameter model)")
@@ -48,15 +63,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--score-threshold", type=float, default=None, help="parameter score_threshold")
     parser.add_argument("--weights", default=None, help="ALIKED .pth weights (parameter weights_path)")
     parser.add_argument("--onnx-path", default=None, help="ONNX file of the onnxruntime engine (parameter onnx_path)")
-    parser.add_argument("--warmup", type=int, default=3,
-                        help="warm-up runs before the first image where image_height and image_width are set, as "
-                             "the node does (default 3; 0 skips)")
-    parser.add_argument("--max-frames", type=int, default=None, help="process only the first N images")
-    parser.add_argument("--storage", choices=bags.STORAGES, default=bags.DEFAULT_STORAGE,
-                        help=f"ROS 2 storage plugin of the output (default {bags.DEFAULT_STORAGE})")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace --output if it is a ROS 2 bag or an empty directory (never anything else)")
-    parser.set_defaults(run=run)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:

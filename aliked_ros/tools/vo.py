@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from aliked_ros import config, datasets, outputs, parameters, vo
+from aliked_ros import datasets, outputs, parameters, vo
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 from aliked_ros.matching import MATCHERS, create_matcher
-from aliked_ros.tools.process_bag import overrides_from_args
+from aliked_ros.tools.process_bag import add_parameter_arguments, overrides_from_args
 from aliked_ros.tools.vo_input import Input, explicit_camera, extract_frames, open_input
 from aliked_ros.vo import Camera
 
@@ -80,17 +80,7 @@ def add_parser(subparsers) -> None:
     geometry.add_argument("--speed", type=float, default=None,
                           help="metres per second: each step's length is speed x its time (default: unit steps)")
     network = parser.add_argument_group("extraction, for images (node parameters; see process-bag)")
-    network.add_argument("--params-file", default=None, help="ROS 2 parameters file (over config/aliked.yaml)")
-    network.add_argument("--model", default=None, help="ALIKED variant (parameter model)")
-    network.add_argument("--engine", default=None, choices=parameters.ENGINE_CHOICES,
-                         help="parameter engine: auto, tensorrt, onnxruntime or torch")
-    network.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (parameter device)")
-    network.add_argument("--precision", default=None, choices=config.PRECISIONS,
-                         help="parameter precision (auto: fp16 on a GPU, fp32 on the CPU)")
-    network.add_argument("--top-k", type=int, default=None, help="keypoints per image (parameter top_k)")
-    network.add_argument("--score-threshold", type=float, default=None, help="parameter score_threshold")
-    network.add_argument("--weights", default=None, help="ALIKED .pth weights (parameter weights_path)")
-    network.add_argument("--onnx-path", default=None, help="ONNX file of the onnxruntime engine (parameter onnx_path)")
+    add_parameter_arguments(network)
     parser.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
     parser.add_argument("--evaluate", action="store_true",
                         help="also print checks that need no ground truth as markdown: per pair matches, inliers, "
