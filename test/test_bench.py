@@ -22,8 +22,8 @@ from aliked_ros.bench.report import format_report, result_to_json
 from aliked_ros.bench.run import CPU_REPEATS, CPU_WARMUP, GPU_REPEATS, GPU_WARMUP, BenchConfig, row_counts
 from aliked_ros.bench.specs import (DEFAULT_ENGINES, DEFAULT_REFERENCES, ENGINE_SPECS, REFERENCE_SPECS, PlannedRow,
                                     Skipped, parse_engines, parse_references, plan_rows)
-from aliked_ros.bench.timing import (LatencyStats, latency_stats, rosbags_message_builder, time_calls,
-                                     time_message_build)
+from aliked_ros.bench.timing import (LatencyStats, latency_stats, quarter_medians_ms, rosbags_message_builder,
+                                     time_calls, time_message_build)
 from aliked_ros.cli import main
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
@@ -61,6 +61,31 @@ def test_time_calls_cycles_frames_after_warmup_and_times_only_the_call():
     assert summaries == [20, 0, 10, 20, 0]
     assert last == 0
     assert seconds == [1, 1, 1, 1, 1]  # one clock read before and one after each timed call, nothing else
+
+
+def test_time_calls_calls_between_after_each_timed_frame_outside_the_clock():
+    ticks = iter(range(100))
+    calls = []
+    seconds, _, _ = time_calls(lambda frame: None, [np.zeros(1)], warmup=3, repeats=4, clock=lambda: next(ticks),
+                               between=calls.append)
+    assert calls == [0, 1, 2, 3]  # the timed frames' indices, none for the warm-up
+    assert seconds == [1, 1, 1, 1]
+
+
+def test_quarter_medians_show_a_row_that_changes_speed():
+    seconds = [0.9] * 50 + [0.8] * 50 + [0.7] * 50 + [0.7] * 49 + [5.0]  # one outlier does not move its quarter
+    assert quarter_medians_ms(seconds) == pytest.approx([900.0, 800.0, 700.0, 700.0])
+    assert quarter_medians_ms([0.001, 0.002, 0.003]) == pytest.approx([1.0, 2.0, 3.0])  # fewer frames than quarters
+
+
+def test_the_report_shows_each_rows_quarters_and_sm_clock():
+    steady = measurement("torch-graph-fp16", 0.5, gpu=True, times_ms=[0.5] * 8, sm_clock_mhz=[1980, 1980, 1755])
+    changing = measurement("kornia-graphs", 2.0, kind="reference", gpu=True, times_ms=[2.4] * 4 + [1.8] * 4)
+    failed = measurement("tensorrt-fp16", None, gpu=True, error="AlikedError: no plan")
+    report = format_report(fake_result([changing, steady, failed], gpu=True))
+    assert "- torch CUDA graph fp16: 0.5 / 0.5 / 0.5 / 0.5 ms; SM clock 1980 MHz (1755-1980, NVML, 3 readings)" in report
+    assert "- kornia compiled+graphs: 2.4 / 2.4 / 1.8 / 1.8 ms\n" in report + "\n"  # no clock read: none said
+    assert "TensorRT fp16:" not in report.split("by quarter")[1]
 
 
 def test_time_calls_keeps_no_result_but_the_last():

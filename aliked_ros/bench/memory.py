@@ -52,6 +52,16 @@ class GpuMemoryProbe:
         self.missing = f"NVML does not list this process (PID {os.getpid()}; a container's PID namespace?)"
         return None
 
+    def sm_clock_mhz(self) -> int | None:
+        """The card's SM clock now (NVML), None where NVML cannot tell: the GPU half of a frame's time scales with
+        it, and a card that lowers it under a light load runs a benchmark's rows slower for it."""
+        if self._pynvml is None:
+            return None
+        try:
+            return int(self._pynvml.nvmlDeviceGetClockInfo(self._handle, self._pynvml.NVML_CLOCK_SM))
+        except self._pynvml.NVMLError:
+            return None
+
     def close(self) -> None:
         if self._pynvml is not None:
             with contextlib.suppress(Exception):

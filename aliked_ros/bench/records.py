@@ -33,6 +33,7 @@ class Measurement:
     times_ms: list[float] = field(default_factory=list)
     keypoints_mean: float | None = None
     gpu_process_mib: float | None = None  # NVML, at the end of the row
+    sm_clock_mhz: list[int] = field(default_factory=list)  # NVML, every SM_CLOCK_EVERY-th timed frame
     gpu_process_growth_mib: float | None = None  # NVML, end of the row minus its start
     torch_peak_allocated_mib: float | None = None  # since the row's start: construction, capture, warm-up, timing
     torch_timed_peak_allocated_mib: float | None = None  # over the timed frames alone: the steady state

@@ -6,8 +6,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Sequence
 
+import numpy as np
+
 from aliked_ros import outputs
 from aliked_ros.bench.records import BenchResult, Measurement, reference_ratios
+from aliked_ros.bench.timing import quarter_medians_ms
 from aliked_ros.tables import markdown_table
 
 REPORT_TITLE = "## aliked-ros bench"
@@ -98,6 +101,18 @@ def profile_table(measurement: Measurement) -> list[str]:
     return lines
 
 
+def stability_line(measurement: Measurement) -> str | None:
+    """``- label: medians of the four quarters of its timed frames, ms; SM clock median (min-max) MHz``."""
+    if measurement.error or len(measurement.times_ms) < 4:
+        return None
+    quarters = " / ".join(f"{value:.3g}" for value in quarter_medians_ms([ms / 1e3 for ms in measurement.times_ms]))
+    line = f"- {measurement.label}: {quarters} ms"
+    clocks = measurement.sm_clock_mhz
+    if clocks:
+        line += f"; SM clock {int(np.median(clocks))} MHz ({min(clocks)}-{max(clocks)}, NVML, {len(clocks)} readings)"
+    return line
+
+
 def format_report(result: BenchResult) -> str:
     """The markdown report: how it was measured, one table per model × K × image set, then the notes."""
     machine = result.machine
@@ -145,6 +160,10 @@ def format_report(result: BenchResult) -> str:
         title = f"### {model}, K {top_k}, {set_name} {first.width}×{first.height}"
         lines += ["", title + (f" ({frames} frames)" if frames else ""), "",
                   group_table(group, references, gpu)]
+        stability = [line for line in map(stability_line, group) if line]
+        if stability:
+            lines += ["", "Over the timed frames, by quarter (a row whose speed changes midway shows it here):", "",
+                      *stability]
         if any(measurement.frame_path for measurement in group):
             lines += ["", frame_path_table(group)]
         for measurement in group:

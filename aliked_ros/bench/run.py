@@ -26,6 +26,7 @@ from aliked_ros.errors import AlikedError
 Log = Callable[[str], None]
 
 GPU_WARMUP, GPU_REPEATS = 20, 200
+SM_CLOCK_EVERY = 50  # timed frames between two readings of the GPU's SM clock (NVML, outside the clock)
 CPU_WARMUP, CPU_REPEATS = 2, 10  # a CPU frame takes 0.1 to 1 s: a CPU run stays in minutes
 
 
@@ -152,7 +153,13 @@ def measure_row(row: PlannedRow, model: str, top_k: int, images: ImageSet, confi
         if cuda and runner.torch_memory:  # the peak of the whole row is kept in torch's counter until now
             whole_row_peak = torch.cuda.max_memory_allocated(row.device)
             torch.cuda.reset_peak_memory_stats(row.device)
-        seconds, counts, last_result = time_calls(runner.call, images.frames, 0, repeats, summarize=runner.count)
+        sample_clock = None
+        if probe is not None and cuda:
+            def sample_clock(index: int) -> None:
+                if index % SM_CLOCK_EVERY == 0 and (mhz := probe.sm_clock_mhz()) is not None:
+                    measurement.sm_clock_mhz.append(mhz)
+        seconds, counts, last_result = time_calls(runner.call, images.frames, 0, repeats, summarize=runner.count,
+                                                  between=sample_clock)
         measurement.latency = latency_stats(seconds)
         measurement.times_ms = [value * 1e3 for value in seconds]
         measurement.keypoints_mean = float(np.mean(counts))

@@ -37,8 +37,10 @@ def median_ms(seconds: Sequence[float]) -> float:
 
 def time_calls(call: Callable[[np.ndarray], object], frames: Sequence[np.ndarray], warmup: int, repeats: int,
                summarize: Callable[[object], object] = lambda result: result,
-               clock=time.perf_counter) -> tuple[list[float], list[object], object]:
+               clock=time.perf_counter,
+               between: Callable[[int], None] | None = None) -> tuple[list[float], list[object], object]:
     """``warmup`` untimed calls, then ``repeats`` timed ones, cycling through frames: (seconds, summaries, last).
+    ``between`` (if given) is called after each timed frame, outside the clock, with its index among them.
 
     Only the call is inside the clock. Each result is reduced by ``summarize`` after its clock stops and then
     dropped, except the last one, as a node drops a frame's features once it has published them. Keeping every result
@@ -55,7 +57,16 @@ def time_calls(call: Callable[[np.ndarray], object], frames: Sequence[np.ndarray
         result = call(frame)
         seconds.append(clock() - start)
         summaries.append(summarize(result))
+        if between is not None:
+            between(index - warmup)
     return seconds, summaries, result
+
+
+def quarter_medians_ms(seconds: Sequence[float]) -> list[float]:
+    """The medians of the timed frames' four quarters, in order, in ms: a row that drifts or changes speed midway
+    shows it here, where its one median hides it."""
+    values = np.asarray(seconds, dtype=np.float64) * 1e3
+    return [float(np.median(part)) for part in np.array_split(values, 4) if len(part)]
 
 
 # --- the message -----------------------------------------------------------------------------------------------------

@@ -54,7 +54,6 @@ if AVAILABLE:
     import triton.language as tl
     from torch.library import wrap_triton
 
-
     @triton.jit
     def _activate(x, ACTIVATION: tl.constexpr):
         if ACTIVATION == 1:  # SELU, torch's constants
@@ -318,7 +317,8 @@ if AVAILABLE:
             arguments = (output, image, weight, bias if bias is not None else weight, height, width,
                          *image.stride()[1:])
             settings = dict(IN_CHANNELS=in_channels, OUT_CHANNELS=out_channels, KERNEL=kernel_size,
-                            HAS_BIAS=bias is not None, ACTIVATION=activation, BLOCK=CONV_PIXELS_PER_PROGRAM, num_warps=4)
+                            HAS_BIAS=bias is not None, ACTIVATION=activation, BLOCK=CONV_PIXELS_PER_PROGRAM,
+                            num_warps=4)
             if in_channels >= TENSOR_CORES_FROM_CHANNELS:
                 _launchable(_direct_conv_mma_kernel)[grid](
                     *arguments, IN_PADDED=_power_of_two_at_least(in_channels, 16),

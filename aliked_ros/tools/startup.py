@@ -43,7 +43,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ,
                         help=f"frames per second, a camera's pace (default {DEFAULT_RATE_HZ:g}; 0: back to back)")
     parser.add_argument("--duration", type=float, default=DEFAULT_DURATION_S,
-                        help=f"seconds from the engine's load after which the run ends (default {DEFAULT_DURATION_S:g})")
+                        help="seconds from the engine's load after which the run ends "
+                             f"(default {DEFAULT_DURATION_S:g})")
     parser.add_argument("--frames-after", type=int, default=DEFAULT_FRAMES_AFTER,
                         help="frames timed after the compiled graph took over (after the first frame where nothing "
                              f"compiles in the background; default {DEFAULT_FRAMES_AFTER})")
