@@ -235,3 +235,32 @@ def check_head_input(finest, projections):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
 def test_head_input_is_the_upsampled_sum_of_the_levels_shares(dtype):
     check_head_input(*head_inputs(dtype))
+
+
+def residual_inputs(in_channels: int, out_channels: int, dtype: torch.dtype, device="cpu", seed: int = 0):
+    """Block 2's end: its hidden map, second convolution, and its input with the 1×1 shortcut (t16: 8 → 16)."""
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.rand(1, out_channels, 30, 41, generator=generator) * 2 - 0.5
+    weight = torch.randn(out_channels, out_channels, 3, 3, generator=generator) / (3 * out_channels ** 0.5)
+    bias = torch.randn(out_channels, generator=generator) * 0.3
+    shortcut = torch.rand(1, in_channels, 30, 41, generator=generator) * 2 - 0.5
+    shortcut_weight = torch.randn(out_channels, in_channels, 1, 1, generator=generator) / in_channels ** 0.5
+    shortcut_bias = torch.randn(out_channels, generator=generator) * 0.3
+    return tuple(t.to(device, dtype) for t in (hidden, weight, bias, shortcut, shortcut_weight, shortcut_bias))
+
+
+def check_residual(hidden, weight, bias, shortcut, shortcut_weight, shortcut_bias):
+    from aliked_ros.model.dense_kernels import residual_conv
+
+    result = residual_conv(hidden, weight, bias, shortcut, shortcut_weight, shortcut_bias)
+    expected = F.selu(F.conv2d(hidden.float(), weight.float(), bias.float(), padding=1)
+                      + F.conv2d(shortcut.float(), shortcut_weight.float(), shortcut_bias.float()))
+    assert result.shape == expected.shape and result.dtype == hidden.dtype and result.is_contiguous()
+    torch.testing.assert_close(result.float(), expected, rtol=0, atol=TOLERANCES[hidden.dtype])
+
+
+@interpreter
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
+@pytest.mark.parametrize("in_channels, out_channels", [(8, 16), (16, 32)], ids=["t16", "n16"])
+def test_residual_conv_is_a_residual_blocks_end(in_channels, out_channels, dtype):
+    check_residual(*residual_inputs(in_channels, out_channels, dtype))

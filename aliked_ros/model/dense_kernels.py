@@ -94,12 +94,14 @@ if AVAILABLE:
     @triton.jit
     def _direct_conv_mma_kernel(
         output, image, weight, bias, height, width, stride_c, stride_y, stride_x,
+        shortcut, shortcut_weight, shortcut_bias, shortcut_stride_c, shortcut_stride_y, shortcut_stride_x,
         IN_CHANNELS: tl.constexpr, IN_PADDED: tl.constexpr, OUT_CHANNELS: tl.constexpr, OUT_PADDED: tl.constexpr,
         KERNEL: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, IEEE: tl.constexpr,
-        BLOCK: tl.constexpr,
+        SHORTCUT_CHANNELS: tl.constexpr, SHORTCUT_PADDED: tl.constexpr, BLOCK: tl.constexpr,
     ):
         """_direct_conv_kernel on tensor cores: per tap, (pixels, C) times the tap's (C, O) weights, C and O padded
-        with zeros to at least 16 (tl.dot's least size)."""
+        with zeros to at least 16 (tl.dot's least size). With SHORTCUT_CHANNELS, a residual block's end: a 1×1
+        projection of ``shortcut`` (weight (O, S), bias) is added before the activation."""
         pixel_count = height * width
         pixels = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         valid = pixels < pixel_count
@@ -125,6 +127,19 @@ if AVAILABLE:
                 result += tl.dot(values, weights.to(values.dtype))
         if HAS_BIAS:
             result += tl.load(bias + outs, mask=out_valid, other=0.0).to(tl.float32)[None, :]
+        if SHORTCUT_CHANNELS:
+            sources = tl.arange(0, SHORTCUT_PADDED)
+            source_valid = sources < SHORTCUT_CHANNELS
+            values = tl.load(shortcut + (row * shortcut_stride_y + column * shortcut_stride_x)[:, None]
+                             + sources[None, :] * shortcut_stride_c, mask=valid[:, None] & source_valid[None, :],
+                             other=0.0)
+            weights = tl.load(shortcut_weight + outs[None, :] * SHORTCUT_CHANNELS + sources[:, None],
+                              mask=source_valid[:, None] & out_valid[None, :], other=0.0)
+            if IEEE:
+                result += tl.dot(values, weights.to(values.dtype), input_precision="ieee")
+            else:
+                result += tl.dot(values, weights.to(values.dtype))
+            result += tl.load(shortcut_bias + outs, mask=out_valid, other=0.0).to(tl.float32)[None, :]
         result = _activate(result, ACTIVATION)
         target = output + outs[None, :] * pixel_count + pixels[:, None]  # (1, O, H, W), contiguous
         tl.store(target, result.to(output.dtype.element_ty), mask=valid[:, None] & out_valid[None, :])
@@ -321,8 +336,9 @@ if AVAILABLE:
                             num_warps=4)
             if in_channels >= TENSOR_CORES_FROM_CHANNELS:
                 _launchable(_direct_conv_mma_kernel)[grid](
-                    *arguments, IN_PADDED=_power_of_two_at_least(in_channels, 16),
-                    OUT_PADDED=_power_of_two_at_least(out_channels, 16), IEEE=image.dtype == torch.float32, **settings)
+                    *arguments, image, weight, weight, 0, 0, 0, IN_PADDED=_power_of_two_at_least(in_channels, 16),
+                    OUT_PADDED=_power_of_two_at_least(out_channels, 16), IEEE=image.dtype == torch.float32,
+                    SHORTCUT_CHANNELS=0, SHORTCUT_PADDED=16, **settings)
             else:
                 _launchable(_direct_conv_kernel)[grid](
                     *arguments, OUT_PADDED=_power_of_two_at_least(out_channels), **settings)
@@ -330,6 +346,30 @@ if AVAILABLE:
 
     @_direct_conv.register_fake
     def _(image: Tensor, weight: Tensor, bias: Optional[Tensor], activation: int) -> Tensor:
+        return image.new_empty((1, weight.shape[0], *image.shape[-2:]))
+
+    @torch.library.triton_op("aliked_ros::residual_conv", mutates_args=())
+    def _residual_conv(image: Tensor, weight: Tensor, bias: Tensor, shortcut: Tensor, shortcut_weight: Tensor,
+                       shortcut_bias: Tensor) -> Tensor:
+        _, in_channels, height, width = image.shape
+        out_channels, _, kernel_size, _ = weight.shape
+        shortcut_channels = shortcut.shape[1]
+        output = image.new_empty((1, out_channels, height, width))
+        if height * width:
+            grid = (triton.cdiv(height * width, CONV_PIXELS_PER_PROGRAM),)
+            _launchable(_direct_conv_mma_kernel)[grid](
+                output, image, weight, bias, height, width, *image.stride()[1:], shortcut, shortcut_weight,
+                shortcut_bias, *shortcut.stride()[1:], IN_CHANNELS=in_channels,
+                IN_PADDED=_power_of_two_at_least(in_channels, 16), OUT_CHANNELS=out_channels,
+                OUT_PADDED=_power_of_two_at_least(out_channels, 16), KERNEL=kernel_size, HAS_BIAS=True,
+                ACTIVATION=ACTIVATIONS["selu"], IEEE=image.dtype == torch.float32,
+                SHORTCUT_CHANNELS=shortcut_channels, SHORTCUT_PADDED=_power_of_two_at_least(shortcut_channels, 16),
+                BLOCK=CONV_PIXELS_PER_PROGRAM, num_warps=4)
+        return output
+
+    @_residual_conv.register_fake
+    def _(image: Tensor, weight: Tensor, bias: Tensor, shortcut: Tensor, shortcut_weight: Tensor,
+          shortcut_bias: Tensor) -> Tensor:
         return image.new_empty((1, weight.shape[0], *image.shape[-2:]))
 
     @torch.library.triton_op("aliked_ros::finest_level", mutates_args=())
@@ -434,6 +474,23 @@ def direct_conv(image: Tensor, weight: Tensor, bias: Tensor | None = None, activ
         raise ValueError(f"direct_conv takes one image (1, C, H, W) and a contiguous weight (O, C, k, k), k odd: got "
                          f"{tuple(image.shape)} and {tuple(weight.shape)}.")
     return torch.ops.aliked_ros.direct_conv(image, weight, bias, ACTIVATIONS[activation])
+
+
+def residual_conv(image: Tensor, weight: Tensor, bias: Tensor, shortcut: Tensor, shortcut_weight: Tensor,
+                  shortcut_bias: Tensor) -> Tensor:
+    """A residual block's end on tensor cores, ``selu(conv(image) + bias + shortcut_weight · shortcut +
+    shortcut_bias)``: a stride-1 k×k convolution as :func:`direct_conv`'s, and the block input's 1×1 projection
+    (``shortcut`` ``(1, S, H, W)``, any strides; ``shortcut_weight`` ``(O, S, 1, 1)``), in one pass."""
+    _require_triton()
+    out_channels, in_channels, kernel_height, kernel_width = weight.shape
+    if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != in_channels or kernel_height != kernel_width \
+            or kernel_height % 2 == 0 or not weight.is_contiguous() or shortcut.dim() != 4 \
+            or shortcut.shape[0] != 1 or shortcut.shape[-2:] != image.shape[-2:] \
+            or shortcut_weight.shape[:2] != (out_channels, shortcut.shape[1]) or not shortcut_weight.is_contiguous():
+        raise ValueError(f"residual_conv takes one image (1, C, H, W), a contiguous weight (O, C, k, k), k odd, and a "
+                         f"shortcut (1, S, H, W) with a contiguous weight (O, S, 1, 1): got {tuple(image.shape)}, "
+                         f"{tuple(weight.shape)}, {tuple(shortcut.shape)} and {tuple(shortcut_weight.shape)}.")
+    return torch.ops.aliked_ros.residual_conv(image, weight, bias, shortcut, shortcut_weight, shortcut_bias)
 
 
 def finest_level(features: Tensor, project_weight: Tensor, head_weight: Tensor) -> tuple[Tensor, Tensor]:
