@@ -466,7 +466,7 @@ def direct_conv(image: Tensor, weight: Tensor, bias: Tensor | None = None, activ
     """A stride-1 convolution with zero padding ``k // 2`` (nn.Conv2d's ``padding=k // 2``) of one image
     ``(1, C, H, W)``, any strides, by a weight ``(O, C, k, k)`` (k odd), plus ``bias``, then ``activation`` ("none",
     "selu" or "sigmoid"): ``(1, O, H, W)`` contiguous in the image's dtype, accumulated in float32. Meant for few
-    channels (every tap of every input channel is unrolled): C and O up to 16 here."""
+    channels (every tap is unrolled, and every input channel too below 8): C and O up to 32 here."""
     _require_triton()
     out_channels, in_channels, kernel_height, kernel_width = weight.shape
     if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != in_channels or kernel_height != kernel_width \
