@@ -18,9 +18,9 @@ from pathlib import Path
 from aliked_ros import validation
 from aliked_ros.errors import AlikedError, InvalidTypeError, InvalidValueError
 from aliked_ros.resources import package_file
-from aliked_ros.validation import FEATURE_READS
+from aliked_ros.validation import KERNEL_CHOICES
 
-__all__ = ["ENGINES", "PRECISIONS", "FEATURE_READS", "INPUT_FORMATS", "STATIC_ENGINES", "ONNXRUNTIME_PROVIDERS",
+__all__ = ["ENGINES", "PRECISIONS", "KERNEL_CHOICES", "INPUT_FORMATS", "STATIC_ENGINES", "ONNXRUNTIME_PROVIDERS",
            "DEFAULT_MAX_KEYPOINTS", "Log", "config_dir", "read_params_file", "yaml_defaults", "PARAMETER_OF", "CHECKS",
            "ExtractorConfig", "setting_types"]
 
@@ -107,10 +107,10 @@ CHECKS: dict[str, Callable] = {
     "max_keypoints": validation.max_keypoints, "compile": validation.flag, "cuda_graph": _optional_flag,
     "weights_path": _path_text, "onnx_path": _path_text, "engine_path": _path_text, "cache_dir": _path_text,
     "image_height": _size, "image_width": _size, "onnxruntime_providers": _choice(ONNXRUNTIME_PROVIDERS),
-    "input_format": _choice(INPUT_FORMATS), "feature_reads": validation.feature_reads,
+    "input_format": _choice(INPUT_FORMATS), "feature_reads": validation.kernel_choice,
     "background_compile": validation.flag, "compile_mode": validation.compile_mode,
-    "deform_reads": validation.deform_reads, "compile_in_subprocess": validation.flag,
-    "dense_layers": validation.dense_layers,
+    "deform_reads": validation.kernel_choice, "compile_in_subprocess": validation.flag,
+    "dense_layers": validation.kernel_choice,
 }
 
 

@@ -113,6 +113,14 @@ def needs_first_image(values: Mapping[str, Any]) -> bool:
     return extractor_config(values).needs_first_image()
 
 
+def serving_size(extractor: Extractor, values: Mapping[str, Any],
+                 image_size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The (height, width) the node warms an engine up at before its first frame: the engine's own (a static
+    engine's), else ``image_size`` (its first image's, where the parameters leave the size open), else the parameters'
+    ``image_height`` × ``image_width``; zeros where none is known yet (warm-up then waits for a camera)."""
+    return extractor.image_size or image_size or (values["image_height"], values["image_width"])
+
+
 def extractor_from_parameters(values: Mapping[str, Any], log: Log | None = None,
                               image_size: tuple[int, int] | None = None, first_image: Any = None) -> Extractor:
     """The node's extractor (see :func:`extractor_config`), made by the one factory; what "auto" means here and

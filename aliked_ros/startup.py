@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from aliked_ros.processing import FrameProcessor, extractor_from_parameters
+from aliked_ros.processing import FrameProcessor, extractor_from_parameters, serving_size
 
 
 @dataclass
@@ -100,7 +100,7 @@ def measure_startup(values: dict, messages: Sequence, message_class: type, *, ra
     extractor = extractor_from_parameters(values, log=log, image_size=image_size, first_image=first_image)
     try:
         made = time.perf_counter() - start
-        height, width = extractor.image_size or image_size or (values["image_height"], values["image_width"])
+        height, width = serving_size(extractor, values, image_size)
         if height and width:
             extractor.warmup(height, width)
         warmed_up = time.perf_counter() - start

@@ -19,9 +19,8 @@ from aliked_ros.errors import InvalidTypeError, InvalidValueError
 # intervals, hence a largest value rather than "below 1".
 SCORE_THRESHOLD_MAX = 0.999
 PRECISIONS = ("fp32", "fp16")
-FEATURE_READS = ("auto", "torch", "triton")  # the torch engine's descriptor-head reads (TorchExtractor)
-DEFORM_READS = ("auto", "torch", "triton")  # the torch engine's deformable-convolution reads (TorchExtractor)
-DENSE_LAYERS = ("auto", "torch", "triton")  # the torch engine's full-resolution layers (TorchExtractor)
+# Each of the torch engine's Triton-kernel choices (feature_reads, deform_reads, dense_layers; TorchExtractor).
+KERNEL_CHOICES = ("auto", "torch", "triton")
 # torch.compile's modes that leave the CUDA graph to the engine (the others capture graphs of their own).
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -99,16 +98,8 @@ def one_of(value, choices: tuple[str, ...], name: str, why: str = "") -> str:
     return value
 
 
-def feature_reads(value, name: str = "feature_reads") -> str:
-    return one_of(value, FEATURE_READS, name)
-
-
-def deform_reads(value, name: str = "deform_reads") -> str:
-    return one_of(value, DEFORM_READS, name)
-
-
-def dense_layers(value, name: str = "dense_layers") -> str:
-    return one_of(value, DENSE_LAYERS, name)
+def kernel_choice(value, name: str) -> str:
+    return one_of(value, KERNEL_CHOICES, name)
 
 
 def compile_mode(value, name: str = "compile_mode") -> str:

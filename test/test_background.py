@@ -288,11 +288,12 @@ while not os.path.exists({str(pid_file)!r}):
 def test_a_compile_child_that_cannot_compile_says_why_and_the_worker_compiles_itself(caplog):
     """The child exits non-zero where the settings make no compiled CUDA fast path (here: the CPU); the worker logs
     the child's last line and goes on (returns False), compiling in its own process."""
+    import json
     import logging
     import subprocess
     import sys
 
-    from aliked_ros.engines.torch_engine import TorchExtractor
+    from aliked_ros.engines.compile_child import compile_in_child
 
     settings = '{"model": "aliked-t16", "top_k": 100, "device": "cpu", "precision": "fp32"}'
     result = subprocess.run([sys.executable, "-m", "aliked_ros.engines.compile_child", settings, "64", "64", "100"],
@@ -303,9 +304,7 @@ def test_a_compile_child_that_cannot_compile_says_why_and_the_worker_compiles_it
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 1 and result.stderr.startswith("compile_child: ") and "Traceback" not in (
             result.stderr), result.stderr
-    extractor = TorchExtractor("aliked-t16", 100, device="cpu")
-    extractor._child_settings = {"model": "aliked-t16", "top_k": 100, "device": "cpu", "precision": "fp32"}
     with caplog.at_level(logging.WARNING, logger="aliked_ros"):
-        assert extractor._compile_in_child(64, 64, 100) is False
+        assert compile_in_child(json.loads(settings), 64, 64, 100) is False
     assert "64x64 in a child process failed (compile_child: these settings make no compiled CUDA fast path" in (
         caplog.text)

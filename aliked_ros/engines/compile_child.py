@@ -6,15 +6,43 @@ forward from the cache: seconds of Python in its own process instead of the whol
 SETTINGS is the JSON of the TorchExtractor's arguments. The child makes that engine with ``background_compile`` and
 runs its worker's own compilation (``_compile_size``), so the graphs, and so the cache entries, are the parent's.
 Exit status 0 when compiled; the child ends when its parent does (a stopped node does not wait for it).
+:func:`compile_in_child` is the parent's side.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import subprocess
 import sys
 import threading
 import time
+
+_logger = logging.getLogger(__name__)
+# A compilation in a child process that takes longer is stopped (a desktop GPU takes under a minute, a Jetson minutes).
+COMPILE_CHILD_TIMEOUT_S = 1800
+
+
+def compile_in_child(settings: dict, height: int, width: int, top_k: int) -> bool:
+    """(The parent's worker thread.) One size's compilation in a child process made with the TorchExtractor
+    arguments ``settings``, waited for without the GIL; whether it compiled. A child that fails is logged, and the
+    worker then compiles in its own process."""
+    command = [sys.executable, "-m", __name__, json.dumps(settings), str(height), str(width), str(top_k)]
+    start = time.perf_counter()
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _logger.warning("The compilation of %dx%d in a child process took over %d s: stopped; compiling here",
+                        width, height, COMPILE_CHILD_TIMEOUT_S)
+        return False
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1][:300]
+        _logger.warning("The compilation of %dx%d in a child process failed (%s); compiling here", width, height,
+                        reason)
+        return False
+    _logger.info("A child process compiled %dx%d in %.1f s", width, height, time.perf_counter() - start)
+    return True
 
 
 def exit_when_orphaned(poll_s: float = 1.0) -> threading.Thread:

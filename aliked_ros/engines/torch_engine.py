@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
-import subprocess
-import sys
-import time
 
 import numpy as np
 import torch
@@ -18,6 +14,7 @@ from aliked_ros.config import DEFAULT_MAX_KEYPOINTS
 from aliked_ros.devices import has_triton, resolve_device
 from aliked_ros.engines.background import DONE, FAILED, BackgroundBuilds
 from aliked_ros.engines.base import Extractor
+from aliked_ros.engines.compile_child import compile_in_child
 from aliked_ros.engines.cuda_graph import CapturedExtraction
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
@@ -29,9 +26,6 @@ from aliked_ros.model.weights import cache_dir
 
 COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 _logger = logging.getLogger(__name__)
-
-# A compilation in a child process that takes longer is stopped (a desktop GPU takes under a minute, a Jetson minutes).
-COMPILE_CHILD_TIMEOUT_S = 1800
 
 
 def use_persistent_compile_cache() -> str:
@@ -150,10 +144,10 @@ class TorchExtractor(Extractor):
         score_threshold = validation.score_threshold(score_threshold)
         max_keypoints = validation.max_keypoints(max_keypoints)
         precision = validation.precision(precision)
-        feature_reads = validation.feature_reads(feature_reads)
         self.compile_mode = validation.compile_mode(compile_mode)
-        deform_reads = validation.deform_reads(deform_reads)
-        dense_layers = validation.dense_layers(dense_layers)
+        feature_reads, deform_reads, dense_layers = (
+            validation.kernel_choice(value, name) for name, value in (
+                ("feature_reads", feature_reads), ("deform_reads", deform_reads), ("dense_layers", dense_layers)))
         for name, value in (("cuda_graph", cuda_graph), ("compile", compile), ("allow_download", allow_download),
                             ("background_compile", background_compile),
                             ("compile_in_subprocess", compile_in_subprocess)):
@@ -174,7 +168,6 @@ class TorchExtractor(Extractor):
         if not background:
             feature_reads, deform_reads, dense_layers = resolve_reads((feature_reads, deform_reads, dense_layers),
                                                                       fast_path and load_kernel().AVAILABLE)
-        self.deform_reads = "torch" if background else deform_reads  # the serving module's (the worker's: below)
         kernels = [name for name, reads in (("feature_reads", feature_reads), ("deform_reads", deform_reads),
                                             ("dense_layers", dense_layers)) if reads == "triton"]
         if kernels and (self.torch_device.type != "cuda" or not load_kernel().AVAILABLE):
@@ -184,9 +177,6 @@ class TorchExtractor(Extractor):
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.aliked = load_aliked(model, max(top_k, 1), weights, allow_download=allow_download)
         self.aliked.network.fold_batch_norm()  # inference only: one pass over the activations less per layer
-        self.aliked.network.feature_reads = self.feature_reads = "torch" if background else feature_reads
-        self.dense_layers = "torch" if background else dense_layers
-        self.aliked.network.set_dense_layers(self.dense_layers)
         self.aliked.to(self.torch_device, self.dtype)
         self.model = model
         self.top_k = top_k
@@ -224,13 +214,22 @@ class TorchExtractor(Extractor):
             self._waited_for_builds = False  # said once: a frame that waits for the worker
         elif self.compiled:
             self.aliked.rank_sort = True  # the final sort as two fused kernels instead of a radix sort's passes
-        if self.deform_reads == "triton":  # on the module the fast path compiles (the eager one where none is)
-            self.aliked.network.set_deform_implementation("triton")
+        # The serving module's kernels: the torch formulation while the worker compiles (its own: _compile_size).
+        self._use_kernels(self.aliked, ("torch",) * 3 if background else (feature_reads, deform_reads, dense_layers))
         # What the CUDA graphs capture: the top-k forward, compiled by torch.compile where asked (the module itself
         # stays eager).
         self._network_forward = (self._compile(self.aliked) if self.compiled and not background else self.aliked)
         if self.torch_device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest convolution once per size
+
+    def _use_kernels(self, module, choices: tuple[str, str, str]) -> None:
+        """Set the resolved feature reads, deformable reads and dense layers ("torch" or "triton") on ``module``,
+        the one whose graphs serve, and say them in this engine's attributes."""
+        self.feature_reads, self.deform_reads, self.dense_layers = choices
+        module.network.feature_reads = self.feature_reads
+        module.network.set_dense_layers(self.dense_layers)
+        if self.deform_reads == "triton":  # else the implementation chosen at construction stays
+            module.network.set_deform_implementation("triton")
 
     def _compile(self, module: torch.nn.Module):
         mode = None if self.compile_mode == "default" else self.compile_mode
@@ -399,16 +398,10 @@ class TorchExtractor(Extractor):
         recompilation), on a stream of the worker's own. With ``compile_in_subprocess``, a child process compiles it
         first and this compilation reads the child's results from torch.compile's cache."""
         if self.compile_in_subprocess:
-            self._compile_in_child(height, width, top_k)
+            compile_in_child(self._child_settings, height, width, top_k)
         with torch.cuda.device(self.torch_device):
             if self._fast_forward is None:
-                feature_reads, deform_reads, dense_layers = resolve_reads(self._fast_reads, load_kernel().AVAILABLE)
-                self._fast_module.network.feature_reads = self.feature_reads = feature_reads
-                self._fast_module.network.set_dense_layers(dense_layers)
-                self.dense_layers = dense_layers
-                if deform_reads == "triton":
-                    self._fast_module.network.set_deform_implementation("triton")
-                self.deform_reads = deform_reads
+                self._use_kernels(self._fast_module, resolve_reads(self._fast_reads, load_kernel().AVAILABLE))
                 self._fast_forward = self._compile(self._fast_module)
             stream = torch.cuda.Stream(self.torch_device)
             with torch.inference_mode(), torch.cuda.stream(stream):
@@ -416,26 +409,6 @@ class TorchExtractor(Extractor):
                 self._fast_forward(pixels_to_network_input(pixels, "rgb", self.dtype), top_k)
             stream.synchronize()
         return self._fast_forward
-
-    def _compile_in_child(self, height: int, width: int, top_k: int) -> bool:
-        """(The worker.) This size's compilation in a child process (``aliked_ros.engines.compile_child``), waited
-        for without the GIL; whether it compiled. A child that fails is logged, and the worker compiles here."""
-        command = [sys.executable, "-m", "aliked_ros.engines.compile_child", json.dumps(self._child_settings),
-                   str(height), str(width), str(top_k)]
-        start = time.perf_counter()
-        try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_CHILD_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            _logger.warning("The compilation of %dx%d in a child process took over %d s: stopped; compiling here",
-                            width, height, COMPILE_CHILD_TIMEOUT_S)
-            return False
-        if result.returncode != 0:
-            reason = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1][:300]
-            _logger.warning("The compilation of %dx%d in a child process failed (%s); compiling here", width,
-                            height, reason)
-            return False
-        _logger.info("A child process compiled %dx%d in %.1f s", width, height, time.perf_counter() - start)
-        return True
 
     @property
     def compiling(self) -> bool:

@@ -63,6 +63,25 @@ if AVAILABLE:
         return x
 
     @triton.jit
+    def _matmul(a, b, IEEE: tl.constexpr):
+        """tl.dot accumulating in float32; IEEE: float32 inputs multiplied exactly (tl.dot rounds them to TF32)."""
+        if IEEE:
+            product = tl.dot(a, b, input_precision="ieee")
+        else:
+            product = tl.dot(a, b)
+        return product
+
+    @triton.jit
+    def _finish_conv(output, result, bias, outs, out_valid, pixels, valid, pixel_count, HAS_BIAS: tl.constexpr,
+                     ACTIVATION: tl.constexpr):
+        """A convolution's (BLOCK, O) float32 sums: plus the bias, activated, written to (1, O, H, W) contiguous."""
+        if HAS_BIAS:
+            result += tl.load(bias + outs, mask=out_valid, other=0.0).to(tl.float32)[None, :]
+        result = _activate(result, ACTIVATION)
+        target = output + outs[None, :] * pixel_count + pixels[:, None]
+        tl.store(target, result.to(output.dtype.element_ty), mask=valid[:, None] & out_valid[None, :])
+
+    @triton.jit
     def _direct_conv_kernel(
         output, image, weight, bias, height, width, stride_c, stride_y, stride_x,
         IN_CHANNELS: tl.constexpr, OUT_CHANNELS: tl.constexpr, OUT_PADDED: tl.constexpr, KERNEL: tl.constexpr,
@@ -85,11 +104,7 @@ if AVAILABLE:
                 weights = tl.load(weight + outs * (IN_CHANNELS * KERNEL * KERNEL) + channel * KERNEL * KERNEL + tap,
                                   mask=out_valid, other=0.0)
                 result += values.to(tl.float32)[:, None] * weights.to(tl.float32)[None, :]
-        if HAS_BIAS:
-            result += tl.load(bias + outs, mask=out_valid, other=0.0).to(tl.float32)[None, :]
-        result = _activate(result, ACTIVATION)
-        target = output + outs[None, :] * pixel_count + pixels[:, None]  # (1, O, H, W), contiguous
-        tl.store(target, result.to(output.dtype.element_ty), mask=valid[:, None] & out_valid[None, :])
+        _finish_conv(output, result, bias, outs, out_valid, pixels, valid, pixel_count, HAS_BIAS, ACTIVATION)
 
     @triton.jit
     def _direct_conv_mma_kernel(
@@ -121,13 +136,8 @@ if AVAILABLE:
             # The tap's weights (C, O), read from the (O, C, k, k) weight as it is.
             weights = tl.load(weight + outs[None, :] * (IN_CHANNELS * KERNEL * KERNEL) + ins[:, None] * KERNEL * KERNEL
                               + tap, mask=in_valid[:, None] & out_valid[None, :], other=0.0)
-            if IEEE:
-                result += tl.dot(values, weights.to(values.dtype), input_precision="ieee")
-            else:
-                result += tl.dot(values, weights.to(values.dtype))
-        if HAS_BIAS:
-            result += tl.load(bias + outs, mask=out_valid, other=0.0).to(tl.float32)[None, :]
-        if SHORTCUT_CHANNELS:
+            result += _matmul(values, weights.to(values.dtype), IEEE)
+        if SHORTCUT_CHANNELS:  # added before the bias and activation _finish_conv applies
             sources = tl.arange(0, SHORTCUT_PADDED)
             source_valid = sources < SHORTCUT_CHANNELS
             values = tl.load(shortcut + (row * shortcut_stride_y + column * shortcut_stride_x)[:, None]
@@ -135,14 +145,9 @@ if AVAILABLE:
                              other=0.0)
             weights = tl.load(shortcut_weight + outs[None, :] * SHORTCUT_CHANNELS + sources[:, None],
                               mask=source_valid[:, None] & out_valid[None, :], other=0.0)
-            if IEEE:
-                result += tl.dot(values, weights.to(values.dtype), input_precision="ieee")
-            else:
-                result += tl.dot(values, weights.to(values.dtype))
+            result += _matmul(values, weights.to(values.dtype), IEEE)
             result += tl.load(shortcut_bias + outs, mask=out_valid, other=0.0).to(tl.float32)[None, :]
-        result = _activate(result, ACTIVATION)
-        target = output + outs[None, :] * pixel_count + pixels[:, None]  # (1, O, H, W), contiguous
-        tl.store(target, result.to(output.dtype.element_ty), mask=valid[:, None] & out_valid[None, :])
+        _finish_conv(output, result, bias, outs, out_valid, pixels, valid, pixel_count, HAS_BIAS, ACTIVATION)
 
     @triton.jit
     def _finest_level_kernel(
@@ -168,17 +173,11 @@ if AVAILABLE:
                              mask=ins[:, None] < IN_CHANNELS, other=0.0).to(values.dtype)  # (C1, Q)
         head_rows = tl.load(head_weight + heads[None, :] * head_stride + levels[:, None],
                             mask=heads[None, :] < 8, other=0.0).to(values.dtype)  # (Q, HEAD_PADDED)
-        if IEEE:
-            level = tl.dot(values, projection, input_precision="ieee")
-        else:
-            level = tl.dot(values, projection)
+        level = _matmul(values, projection, IEEE)
         level = _activate(level, 1).to(level_output.dtype.element_ty)
         # Channels-last (H, W, C): the layout the feature-read kernel reads a pixel's channels in.
         tl.store(level_output + pixels[:, None] * LEVEL_CHANNELS + levels[None, :], level, mask=valid[:, None])
-        if IEEE:  # from the rounded level, as the layers' own pass reads it
-            head = tl.dot(level, head_rows, input_precision="ieee")
-        else:
-            head = tl.dot(level, head_rows)
+        head = _matmul(level, head_rows, IEEE)  # from the rounded level, as the layers' own pass reads it
         target = head_output + heads[None, :] * pixel_count + pixels[:, None]  # (1, 8, H, W), contiguous
         tl.store(target, head.to(head_output.dtype.element_ty), mask=valid[:, None] & (heads[None, :] < 8))
 

@@ -29,7 +29,8 @@ from aliked_ros.errors import AlikedError
 from aliked_ros.latency import LatencyMonitor, health
 from aliked_ros.log_forwarding import forward_package_logs, write_by_level
 from aliked_ros.msg import Keypoints
-from aliked_ros.processing import FrameProcessor, extractor_from_parameters, needs_first_image, needs_image_size
+from aliked_ros.processing import (FrameProcessor, extractor_from_parameters, needs_first_image, needs_image_size,
+                                   serving_size)
 from aliked_ros.ros import spinning
 from aliked_ros.ros.diagnostics import wall_clock_updater
 from aliked_ros.visualize import draw_keypoints
@@ -149,8 +150,7 @@ class AlikedNode(Node):
         try:
             extractor = extractor_from_parameters(self.values, log=self.get_logger().info, image_size=image_size,
                                                   first_image=first_image)
-            height, width = extractor.image_size or image_size or (self.values["image_height"],
-                                                                   self.values["image_width"])
+            height, width = serving_size(extractor, self.values, image_size)
             if height and width:
                 extractor.warmup(height, width)
         except AlikedError as error:

@@ -15,7 +15,7 @@ from aliked_ros.errors import AlikedError
 from aliked_ros.image_messages import message_to_image
 from aliked_ros.latency import LatencyMonitor
 from aliked_ros.messages import KEYPOINTS_MSGTYPE
-from aliked_ros.processing import FrameProcessor, extractor_from_parameters, needs_first_image
+from aliked_ros.processing import FrameProcessor, extractor_from_parameters, needs_first_image, serving_size
 from aliked_ros.progress import Progress
 
 DEFAULT_OUTPUT_TOPIC = "/keypoints"  # where aliked_node publishes when launched without a namespace
@@ -127,7 +127,7 @@ def load_processor(values: dict, warmup: int, first_image=None) -> FrameProcesso
         size = message_to_image(first_image).shape[:2] if hasattr(first_image, "format") else \
             (int(first_image.height), int(first_image.width))
     extractor = extractor_from_parameters(values, log=log, image_size=size, first_image=first_image)
-    height, width = size or (values["image_height"], values["image_width"])
+    height, width = serving_size(extractor, values, size)
     if height and width and warmup > 0:
         log(f"warming up for {width}x{height}")
         try:
