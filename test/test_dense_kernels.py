@@ -12,7 +12,7 @@ from dense_kernel_cases import (CONV_CASES, CONV_IDS, TOLERANCES, check_conv, ch
                                 head_inputs, network_pair, residual_inputs, score_map_with_ties)
 from triton_kernels import needs_cuda, needs_triton, run_cases_in_the_interpreter
 
-from aliked_ros.model import dense_kernels
+from aliked_ros.model import dense_kernels, sampling_kernel
 
 
 @pytest.fixture
@@ -29,6 +29,22 @@ def test_kernels_in_the_triton_interpreter_match_the_layers():
     result = run_cases_in_the_interpreter("dense_kernel_cases.py")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
+
+
+@needs_triton
+@pytest.mark.parametrize("module", [dense_kernels, sampling_kernel], ids=["dense_kernels", "sampling_kernel"])
+def test_every_kernel_calls_its_helpers_by_their_own_names(module):
+    # torch.compile's Inductor copies a user kernel's helpers into its generated module under the helpers' function
+    # names; a helper reached through another name is undefined there (a NameError only a CUDA compile shows).
+    from triton.runtime.jit import JITFunction
+
+    kernels = [value for value in vars(module).values() if isinstance(value, JITFunction)]
+    assert kernels
+    for kernel in kernels:
+        for name in kernel.fn.__code__.co_names:
+            helper = kernel.fn.__globals__.get(name)
+            if isinstance(helper, JITFunction):
+                assert helper.fn.__name__ == name, f"{kernel.fn.__name__} calls {helper.fn.__name__} as {name}"
 
 
 @needs_triton

@@ -54,6 +54,9 @@ if AVAILABLE:
     import triton.language as tl
     from torch.library import wrap_triton
 
+    # Under its own name: Inductor writes a kernel's helpers into its generated module by their function names.
+    from aliked_ros.model.sampling_kernel import _bilinear_level
+
     @triton.jit
     def _activate(x, ACTIVATION: tl.constexpr):
         if ACTIVATION == 1:  # SELU, torch's constants
@@ -200,11 +203,11 @@ if AVAILABLE:
         heads = tl.arange(0, 8)
         at = heads[None, :] * pixel_count + pixels[:, None]  # (1, 8, H, W), contiguous
         total = tl.load(finest + heads[None, :] * pixel_count + safe[:, None]).to(tl.float32)
-        total += upsampled_level(projection1, p1_stride_c, p1_stride_y, p1_stride_x, p1_height, p1_width, height,
+        total += _bilinear_level(projection1, p1_stride_c, p1_stride_y, p1_stride_x, p1_height, p1_width, height,
                                  width, column, row, heads, BLOCK, 8)
-        total += upsampled_level(projection2, p2_stride_c, p2_stride_y, p2_stride_x, p2_height, p2_width, height,
+        total += _bilinear_level(projection2, p2_stride_c, p2_stride_y, p2_stride_x, p2_height, p2_width, height,
                                  width, column, row, heads, BLOCK, 8)
-        total += upsampled_level(projection3, p3_stride_c, p3_stride_y, p3_stride_x, p3_height, p3_width, height,
+        total += _bilinear_level(projection3, p3_stride_c, p3_stride_y, p3_stride_x, p3_height, p3_width, height,
                                  width, column, row, heads, BLOCK, 8)
         tl.store(output + at, _activate(total, 1).to(output.dtype.element_ty), mask=valid[:, None])
 
@@ -312,8 +315,6 @@ if AVAILABLE:
         take = equal & (rank < k - above_count)
         tl.store(values_out + above_count + rank, values, mask=take)
         tl.store(indices_out + above_count + rank, pixels.to(tl.int64), mask=take)
-
-    upsampled_level = sampling_kernel._bilinear_level
 
     KERNELS_ARE_COMPILED = isinstance(_direct_conv_kernel, triton.runtime.jit.JITFunction)
 
