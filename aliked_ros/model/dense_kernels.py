@@ -75,6 +75,21 @@ if AVAILABLE:
         return product
 
     @triton.jit
+    def _pixel_block(height, width, BLOCK: tl.constexpr):
+        """This program's BLOCK pixels of a height × width map, row-major: their indices, which lie inside the map,
+        and their rows and columns."""
+        pixels = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        return pixels, pixels < height * width, pixels // width, pixels % width
+
+    @triton.jit
+    def _window_tap(row, column, valid, height, width, tap, SIZE: tl.constexpr):
+        """Tap ``tap`` of a SIZE × SIZE window centred on each pixel, row-major: its row, column, and whether it lies
+        inside the map (outside: the zero padding of a convolution, the clipped window of NMS)."""
+        y = row + (tap // SIZE - SIZE // 2)
+        x = column + (tap % SIZE - SIZE // 2)
+        return y, x, valid & (y >= 0) & (y < height) & (x >= 0) & (x < width)
+
+    @triton.jit
     def _finish_conv(output, result, bias, outs, out_valid, pixels, valid, pixel_count, HAS_BIAS: tl.constexpr,
                      ACTIVATION: tl.constexpr):
         """A convolution's (BLOCK, O) float32 sums: plus the bias, activated, written to (1, O, H, W) contiguous."""
@@ -91,18 +106,13 @@ if AVAILABLE:
         HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, BLOCK: tl.constexpr,
     ):
         pixel_count = height * width
-        pixels = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        valid = pixels < pixel_count
-        row = pixels // width
-        column = pixels % width
+        pixels, valid, row, column = _pixel_block(height, width, BLOCK)
         outs = tl.arange(0, OUT_PADDED)
         out_valid = outs < OUT_CHANNELS
         result = tl.zeros((BLOCK, OUT_PADDED), dtype=tl.float32)
         for channel in tl.static_range(IN_CHANNELS):
             for tap in tl.static_range(KERNEL * KERNEL):
-                y = row + (tap // KERNEL - KERNEL // 2)
-                x = column + (tap % KERNEL - KERNEL // 2)
-                inside = valid & (y >= 0) & (y < height) & (x >= 0) & (x < width)  # zero padding
+                y, x, inside = _window_tap(row, column, valid, height, width, tap, KERNEL)
                 values = tl.load(image + channel * stride_c + y * stride_y + x * stride_x, mask=inside, other=0.0)
                 weights = tl.load(weight + outs * (IN_CHANNELS * KERNEL * KERNEL) + channel * KERNEL * KERNEL + tap,
                                   mask=out_valid, other=0.0)
@@ -121,19 +131,14 @@ if AVAILABLE:
         with zeros to at least 16 (tl.dot's least size). With SHORTCUT_CHANNELS, a residual block's end: a 1×1
         projection of ``shortcut`` (weight (O, S), bias) is added before the activation."""
         pixel_count = height * width
-        pixels = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        valid = pixels < pixel_count
-        row = pixels // width
-        column = pixels % width
+        pixels, valid, row, column = _pixel_block(height, width, BLOCK)
         ins = tl.arange(0, IN_PADDED)
         outs = tl.arange(0, OUT_PADDED)
         in_valid = ins < IN_CHANNELS
         out_valid = outs < OUT_CHANNELS
         result = tl.zeros((BLOCK, OUT_PADDED), dtype=tl.float32)
         for tap in tl.static_range(KERNEL * KERNEL):
-            y = row + (tap // KERNEL - KERNEL // 2)
-            x = column + (tap % KERNEL - KERNEL // 2)
-            inside = valid & (y >= 0) & (y < height) & (x >= 0) & (x < width)  # zero padding
+            y, x, inside = _window_tap(row, column, valid, height, width, tap, KERNEL)
             values = tl.load(image + (y * stride_y + x * stride_x)[:, None] + ins[None, :] * stride_c,
                              mask=inside[:, None] & in_valid[None, :], other=0.0)
             # The tap's weights (C, O), read from the (O, C, k, k) weight as it is.
@@ -162,10 +167,7 @@ if AVAILABLE:
         """The finest level, selu(conv1(block 1's features)), written channels-last; and its part of the score
         head's first layer, (1, 8, H, W): two matrix products per block of pixels, on tensor cores."""
         pixel_count = height * width
-        pixels = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        valid = pixels < pixel_count
-        row = pixels // width
-        column = pixels % width
+        pixels, valid, row, column = _pixel_block(height, width, BLOCK)
         ins = tl.arange(0, IN_PADDED)
         levels = tl.arange(0, LEVEL_CHANNELS)
         heads = tl.arange(0, HEAD_PADDED)
@@ -227,19 +229,14 @@ if AVAILABLE:
 
         The window is clipped at the border (max pooling's -inf padding).
         """
-        pixels = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        valid = pixels < height * width
-        row = pixels // width
-        column = pixels % width
+        pixels, valid, row, column = _pixel_block(height, width, BLOCK)
         center = tl.load(scores + row * stride_y + column, mask=valid, other=0.0).to(tl.float32)
         if PASS == 0:
             best = tl.full((BLOCK,), float("-inf"), tl.float32)
         else:
             best = tl.zeros((BLOCK,), dtype=tl.float32)
         for tap in tl.static_range((2 * RADIUS + 1) * (2 * RADIUS + 1)):
-            y = row + (tap // (2 * RADIUS + 1) - RADIUS)
-            x = column + (tap % (2 * RADIUS + 1) - RADIUS)
-            inside = valid & (y >= 0) & (y < height) & (x >= 0) & (x < width)
+            y, x, inside = _window_tap(row, column, valid, height, width, tap, 2 * RADIUS + 1)
             if PASS == 0:
                 values = tl.load(scores + y * stride_y + x, mask=inside, other=float("-inf")).to(tl.float32)
             elif PASS == 1:
