@@ -225,7 +225,8 @@ if AVAILABLE:
         - NMS_MORE_MAXIMA: keep |= not suppressed and the maximum of its window of the scores with the suppressed
           positions zeroed.
         - NMS_FINAL: as NMS_MORE_MAXIMA, then the score where kept and at least RADIUS from the border, else 0;
-          with HISTOGRAM, each positive float16 score also counts in ``histogram[its bits]`` (for top-k).
+          with HISTOGRAM bins, each positive float16 score below them also counts in ``histogram[its bits]`` (for
+          top-k; a score past the bins, 2 and up for TOP_K_BINS, would be left out, not written out of bounds).
 
         The window is clipped at the border (max pooling's -inf padding).
         """
@@ -260,14 +261,15 @@ if AVAILABLE:
             tl.store(output + pixels, final, mask=valid)
             if HISTOGRAM:  # positive float16 values order as their bits, read as integers
                 bits = final.to(tl.int16, bitcast=True).to(tl.int32)
-                tl.atomic_add(histogram + bits, 1, mask=valid & (bits > 0))
+                tl.atomic_add(histogram + bits, 1, mask=valid & (bits > 0) & (bits < HISTOGRAM))
         else:
             tl.store(output + pixels, result.to(tl.uint8), mask=valid)
 
     @triton.jit
-    def _top_k_threshold_kernel(histogram, threshold, k, BINS: tl.constexpr, CHUNK: tl.constexpr):
+    def _top_k_threshold_kernel(histogram, state, k, BINS: tl.constexpr, CHUNK: tl.constexpr):
         """One program: from the histogram of the positive scores' bits, the bits of the K-th largest score and the
-        count of scores above it; where fewer than K are positive, 0 and their count (zeros fill the rest)."""
+        count of scores above it (state[0], state[1]); where fewer than K are positive, 0 and their count (zeros fill
+        the rest). Zeroes the gather's two slot counters (state[2], state[3])."""
         steps = tl.arange(0, CHUNK)
         running = tl.sum(tl.zeros((CHUNK,), dtype=tl.int32), axis=0)  # scores counted in the chunks above
         found = running
@@ -286,28 +288,32 @@ if AVAILABLE:
             found = tl.where(hit, 1, found)
             running += total
         above = tl.where(found != 0, above, running)  # fewer than K positive: all of them, then zeros (bits 0)
-        tl.store(threshold, bits)
-        tl.store(threshold + 1, above)
+        tl.store(state, bits)
+        tl.store(state + 1, above)
+        tl.store(state + 2, 0)
+        tl.store(state + 3, 0)
 
     @triton.jit
-    def _top_k_gather_kernel(values_out, indices_out, scores, threshold, counters, count, k, BLOCK: tl.constexpr):
+    def _top_k_gather_kernel(values_out, indices_out, scores, state, count, k, BLOCK: tl.constexpr):
         """Every score above the threshold, and as many equal to it as K needs, into the K slots (each program
-        reserves its slots with one atomic addition; their order is the programs' order of arrival)."""
+        reserves its slots with one atomic addition on state[2] or state[3]; their order is the programs' order of
+        arrival). No slot past K is written, whatever the threshold says."""
         pixels = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         valid = pixels < count
         values = tl.load(scores + pixels, mask=valid, other=0.0)
         bits = values.to(tl.int16, bitcast=True).to(tl.int32)
-        kth = tl.load(threshold)
-        above_count = tl.load(threshold + 1)
+        kth = tl.load(state)
+        above_count = tl.load(state + 1)
         above = valid & (bits > kth)
         flags = above.to(tl.int32)
-        first = tl.atomic_add(counters, tl.sum(flags, axis=0))
+        first = tl.atomic_add(state + 2, tl.sum(flags, axis=0))
         slot = first + tl.cumsum(flags, axis=0) - 1
+        above = above & (slot < k)
         tl.store(values_out + slot, values, mask=above)
         tl.store(indices_out + slot, pixels.to(tl.int64), mask=above)
         equal = valid & (bits == kth)
         flags = equal.to(tl.int32)
-        first = tl.atomic_add(counters + 1, tl.sum(flags, axis=0))
+        first = tl.atomic_add(state + 3, tl.sum(flags, axis=0))
         rank = first + tl.cumsum(flags, axis=0) - 1
         take = equal & (rank < k - above_count)
         tl.store(values_out + above_count + rank, values, mask=take)
@@ -424,7 +430,8 @@ if AVAILABLE:
             for target, step in ((keep, NMS_MAXIMA), (suppressed, NMS_SUPPRESSED), (keep, NMS_MORE_MAXIMA),
                                  (suppressed, NMS_SUPPRESSED), (output, NMS_FINAL)):
                 kernel[grid](target, scores, keep, suppressed, histogram if histogram is not None else keep, height,
-                             width, scores.stride(0), PASS=step, RADIUS=radius, HISTOGRAM=histogram is not None,
+                             width, scores.stride(0), PASS=step, RADIUS=radius,
+                             HISTOGRAM=0 if histogram is None else histogram.numel(),
                              BLOCK=NMS_PIXELS_PER_PROGRAM, num_warps=4)
 
     @_nms_scores.register_fake
@@ -435,18 +442,19 @@ if AVAILABLE:
     def _nms_top_k(scores: Tensor, radius: int, k: int) -> tuple[Tensor, Tensor]:
         count = scores.shape[0] * scores.shape[1]
         nms = scores.new_empty((count,))
-        # One zeroed workspace (one memset): the histogram of the scores' bits, the threshold's two numbers, and
-        # the two slot counters of the gather.
-        workspace = torch.zeros((TOP_K_BINS + 4,), dtype=torch.int32, device=scores.device)
-        histogram, threshold, counters = workspace[:TOP_K_BINS], workspace[TOP_K_BINS:], workspace[TOP_K_BINS + 2:]
+        # The histogram zeroed, and a 4-integer state (threshold, count above it, the gather's two counters) that the
+        # threshold kernel writes whole. Not views of one zeroed workspace: in the compiled network Inductor made
+        # functional copies of those overlapping views and the gather wrote out of bounds (H100; eager was right).
+        histogram = torch.zeros((TOP_K_BINS,), dtype=torch.int32, device=scores.device)
+        state = torch.empty((4,), dtype=torch.int32, device=scores.device)
         values = scores.new_empty((k,))
         indices = torch.empty((k,), dtype=torch.int64, device=scores.device)
         if count:
             _nms_passes(scores, radius, nms, histogram)
-            _launchable(_top_k_threshold_kernel)[(1,)](histogram, threshold, k, BINS=TOP_K_BINS,
-                                                       CHUNK=TOP_K_CHUNK, num_warps=8)
+            _launchable(_top_k_threshold_kernel)[(1,)](histogram, state, k, BINS=TOP_K_BINS, CHUNK=TOP_K_CHUNK,
+                                                       num_warps=8)
             _launchable(_top_k_gather_kernel)[(triton.cdiv(count, NMS_PIXELS_PER_PROGRAM),)](
-                values, indices, nms, threshold, counters, count, k, BLOCK=NMS_PIXELS_PER_PROGRAM, num_warps=4)
+                values, indices, nms, state, count, k, BLOCK=NMS_PIXELS_PER_PROGRAM, num_warps=4)
         return values, indices
 
     @_nms_top_k.register_fake
