@@ -443,8 +443,8 @@ if AVAILABLE:
         count = scores.shape[0] * scores.shape[1]
         nms = scores.new_empty((count,))
         # The histogram zeroed, and a 4-integer state (threshold, count above it, the gather's two counters) that the
-        # threshold kernel writes whole. Not views of one zeroed workspace: in the compiled network Inductor made
-        # functional copies of those overlapping views and the gather wrote out of bounds (H100; eager was right).
+        # threshold kernel writes whole. Not views of one zeroed workspace: with those, the compiled network's gather
+        # wrote out of bounds on the H100 (Inductor had rebuilt the overlapping views as copies; eager was right).
         histogram = torch.zeros((TOP_K_BINS,), dtype=torch.int32, device=scores.device)
         state = torch.empty((4,), dtype=torch.int32, device=scores.device)
         values = scores.new_empty((k,))
