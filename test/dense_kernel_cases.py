@@ -209,6 +209,22 @@ def test_top_k_detection_with_the_nms_top_k_kernel_finds_the_same_keypoints():
         assert sorted(map(tuple, result[0][positive].tolist())) == sorted(map(tuple, expected[0][positive].tolist()))
 
 
+@interpreter
+def test_top_k_gather_writes_no_slot_past_k_whatever_the_threshold_says():
+    # A threshold from an empty histogram (bits 0, none above it) against a map of many positive scores: every score
+    # counts as above it. The K slots sit at the start of larger buffers whose rest must stay untouched.
+    from aliked_ros.model.dense_kernels import NMS_PIXELS_PER_PROGRAM, _top_k_gather_kernel
+
+    scores = torch.rand(300, generator=torch.Generator().manual_seed(6)).half() + 0.01
+    k = 100
+    values, indices = torch.full((4 * k,), -1.0, dtype=torch.float16), torch.full((4 * k,), -1, dtype=torch.int64)
+    state = torch.zeros(4, dtype=torch.int32)
+    _top_k_gather_kernel[(-(-scores.numel() // NMS_PIXELS_PER_PROGRAM),)](
+        values, indices, scores, state, scores.numel(), k, BLOCK=NMS_PIXELS_PER_PROGRAM)
+    assert bool((values[k:] == -1).all()) and bool((indices[k:] == -1).all())
+    assert bool((values[:k] > 0).all()) and torch.equal(scores[indices[:k]], values[:k])
+
+
 def head_inputs(dtype: torch.dtype, device="cpu", height: int = 64, width: int = 96, seed: int = 0):
     """The finest level's share of the head's first layer and the coarser levels' (one channels-last, as a cuDNN
     output can be), at the network's 1/2, 1/8 and 1/32."""
