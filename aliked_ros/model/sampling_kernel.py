@@ -82,8 +82,9 @@ if AVAILABLE:
         weight = tl.where(inside, weight, 0.0)
         return tl.minimum(tl.maximum(column, 0), width - 1), tl.minimum(tl.maximum(row, 0), height - 1), weight
 
-    # Compiled (not in the interpreter, which has no mul_rn and rounds every operation anyway).
-    PRODUCTS_ROUNDED_BY_LIBDEVICE = tl.constexpr(isinstance(bilinear_neighbour, triton.runtime.jit.JITFunction))
+    KERNEL_IS_COMPILED = isinstance(bilinear_neighbour, triton.runtime.jit.JITFunction)  # not the interpreter
+    # Compiled only: the interpreter has no mul_rn, and rounds every operation anyway.
+    PRODUCTS_ROUNDED_BY_LIBDEVICE = tl.constexpr(KERNEL_IS_COMPILED)
 
     @triton.jit
     def rounded_product(a, b):
@@ -193,8 +194,6 @@ if AVAILABLE:
         tl.store(target + CHANNELS, part1.to(output.dtype.element_ty), mask=keep)
         tl.store(target + 2 * CHANNELS, part2.to(output.dtype.element_ty), mask=keep)
         tl.store(target + 3 * CHANNELS, part3.to(output.dtype.element_ty), mask=keep)
-
-    KERNEL_IS_COMPILED = isinstance(_feature_pyramid_read_kernel, triton.runtime.jit.JITFunction)
 
     def kernel_launch(output: Tensor, levels: list[Tensor], x: Tensor, y: Tensor, top: int, left: int, height: int,
                       width: int, integer_pixels: bool) -> tuple[tuple[int], list, dict]:
