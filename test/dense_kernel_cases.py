@@ -225,34 +225,6 @@ def test_top_k_gather_writes_no_slot_past_k_whatever_the_threshold_says():
     assert bool((values[:k] > 0).all()) and torch.equal(scores[indices[:k]], values[:k])
 
 
-def head_inputs(dtype: torch.dtype, device="cpu", height: int = 64, width: int = 96, seed: int = 0):
-    """The finest level's share of the head's first layer and the coarser levels' (one channels-last, as a cuDNN
-    output can be), at the network's 1/2, 1/8 and 1/32."""
-    generator = torch.Generator().manual_seed(seed)
-    finest = torch.randn(1, 8, height, width, generator=generator)
-    projections = [torch.randn(1, 8, height // step, width // step, generator=generator) for step in (2, 8, 32)]
-    projections[1] = projections[1].contiguous(memory_format=torch.channels_last)
-    return finest.to(device, dtype), [p.to(device, dtype) for p in projections]
-
-
-def check_head_input(finest, projections):
-    from aliked_ros.model.dense_kernels import head_input
-
-    result = head_input(finest, projections)
-    expected = finest.float()
-    for projection in projections:
-        expected = expected + F.interpolate(projection.float(), size=finest.shape[-2:], mode="bilinear",
-                                            align_corners=True)
-    assert result.shape == finest.shape and result.dtype == finest.dtype and result.is_contiguous()
-    torch.testing.assert_close(result.float(), F.selu(expected), rtol=0, atol=TOLERANCES[finest.dtype])
-
-
-@interpreter
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
-def test_head_input_is_the_upsampled_sum_of_the_levels_shares(dtype):
-    check_head_input(*head_inputs(dtype))
-
-
 def residual_inputs(in_channels: int, out_channels: int, dtype: torch.dtype, device="cpu", seed: int = 0):
     """Block 2's end: its hidden map, second convolution, and its input with the 1×1 shortcut (t16: 8 → 16)."""
     generator = torch.Generator().manual_seed(seed)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dense_kernel_cases import (CONV_CASES, CONV_IDS, TOLERANCES, check_conv, check_finest, check_head_input,
+from dense_kernel_cases import (CONV_CASES, CONV_IDS, TOLERANCES, check_conv, check_finest,
                                 check_nms_top_k, check_residual, conv_inputs, expected_nms_scores, finest_inputs,
-                                head_inputs, network_pair, residual_inputs, score_map_with_ties)
+                                network_pair, residual_inputs, score_map_with_ties)
 from triton_kernels import needs_cuda, needs_triton, run_cases_in_the_interpreter
 
 from aliked_ros.model import dense_kernels, sampling_kernel
@@ -71,11 +71,6 @@ def test_inputs_the_kernels_cannot_take_are_refused_with_what_they_need():
     hidden, weight, bias, shortcut, shortcut_weight, shortcut_bias = residual_inputs(8, 16, torch.float32)
     with pytest.raises(ValueError, match="a shortcut \\(1, S, H, W\\)"):
         dense_kernels.residual_conv(hidden, weight, bias, shortcut[..., :-1], shortcut_weight, shortcut_bias)
-    finest, projections = head_inputs(torch.float32)
-    with pytest.raises(ValueError, match="three \\(1, 8, h, w\\) projections"):
-        dense_kernels.head_input(finest, projections[:2])
-    with pytest.raises(ValueError, match="contiguous \\(1, 8, H, W\\)"):
-        dense_kernels.head_input(finest.contiguous(memory_format=torch.channels_last), projections)
     with pytest.raises(ValueError, match="float16.*got \\(20, 30\\) torch.float32"):
         dense_kernels.nms_top_k(torch.rand(20, 30), 2, 10)
     with pytest.raises(ValueError, match="k=601"):
@@ -103,12 +98,6 @@ def test_cuda_finest_level_matches_its_two_projections(in_channels, level_channe
 @pytest.mark.parametrize("in_channels, out_channels", [(8, 16), (16, 32)], ids=["t16", "n16"])
 def test_cuda_residual_conv_is_a_residual_blocks_end(in_channels, out_channels, dtype, exact_float32_references):
     check_residual(*residual_inputs(in_channels, out_channels, dtype, device="cuda"))
-
-
-@needs_cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
-def test_cuda_head_input_is_the_upsampled_sum_of_the_levels_shares(dtype):
-    check_head_input(*head_inputs(dtype, device="cuda", height=384, width=1248))
 
 
 @needs_cuda

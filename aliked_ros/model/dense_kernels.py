@@ -31,7 +31,6 @@ CONV_PIXELS_PER_PROGRAM = 256
 # multiply-adds (_direct_conv_kernel): the faster of the two for each of the layers' shapes on an H100.
 TENSOR_CORES_FROM_CHANNELS = 8
 FINEST_PIXELS_PER_PROGRAM = 128
-HEAD_PIXELS_PER_PROGRAM = 256
 NMS_PIXELS_PER_PROGRAM = 512
 HEAD_CHANNELS = 8  # the score head's first layer: dim → 8
 # The NMS passes (see _nms_pass_kernel): what a pass reads and writes.
@@ -53,9 +52,6 @@ if AVAILABLE:
     import triton
     import triton.language as tl
     from torch.library import wrap_triton
-
-    # Under its own name: Inductor writes a kernel's helpers into its generated module by their function names.
-    from aliked_ros.model.sampling_kernel import _bilinear_level
 
     @triton.jit
     def _activate(x, ACTIVATION: tl.constexpr):
@@ -185,33 +181,6 @@ if AVAILABLE:
         head = _matmul(level, head_rows, IEEE)  # from the rounded level, as the layers' own pass reads it
         target = head_output + heads[None, :] * pixel_count + pixels[:, None]  # (1, 8, H, W), contiguous
         tl.store(target, head.to(head_output.dtype.element_ty), mask=valid[:, None] & (heads[None, :] < 8))
-
-    @triton.jit
-    def _head_input_kernel(
-        output, finest, height, width,
-        projection1, p1_stride_c, p1_stride_y, p1_stride_x, p1_height, p1_width,
-        projection2, p2_stride_c, p2_stride_y, p2_stride_x, p2_height, p2_width,
-        projection3, p3_stride_c, p3_stride_y, p3_stride_x, p3_height, p3_width,
-        BLOCK: tl.constexpr,
-    ):
-        """The score head's input: selu(the finest level's share + the three coarser shares upsampled bilinearly
-        with aligned corners), (1, 8, H, W); each pixel's bilinear taps computed once per level for all 8 channels."""
-        pixel_count = height * width
-        pixels = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        valid = pixels < pixel_count
-        safe = tl.where(valid, pixels, 0)  # rows past the end read pixel 0: valid addresses, nothing stored
-        row = safe // width
-        column = safe % width
-        heads = tl.arange(0, 8)
-        at = heads[None, :] * pixel_count + pixels[:, None]  # (1, 8, H, W), contiguous
-        total = tl.load(finest + heads[None, :] * pixel_count + safe[:, None]).to(tl.float32)
-        total += _bilinear_level(projection1, p1_stride_c, p1_stride_y, p1_stride_x, p1_height, p1_width, height,
-                                 width, column, row, heads, BLOCK, 8)
-        total += _bilinear_level(projection2, p2_stride_c, p2_stride_y, p2_stride_x, p2_height, p2_width, height,
-                                 width, column, row, heads, BLOCK, 8)
-        total += _bilinear_level(projection3, p3_stride_c, p3_stride_y, p3_stride_x, p3_height, p3_width, height,
-                                 width, column, row, heads, BLOCK, 8)
-        tl.store(output + at, _activate(total, 1).to(output.dtype.element_ty), mask=valid[:, None])
 
     @triton.jit
     def _nms_pass_kernel(
@@ -397,22 +366,6 @@ if AVAILABLE:
         level = features.new_empty((1, height, width, project_weight.shape[0])).permute(0, 3, 1, 2)
         return level, features.new_empty((1, HEAD_CHANNELS, height, width))
 
-    @torch.library.triton_op("aliked_ros::head_input", mutates_args=())
-    def _head_input(finest: Tensor, projection1: Tensor, projection2: Tensor, projection3: Tensor) -> Tensor:
-        _, _, height, width = finest.shape
-        output = finest.new_empty((1, HEAD_CHANNELS, height, width))
-        if height * width:
-            projections = []
-            for projection in (projection1, projection2, projection3):
-                projections += [projection, *projection.stride()[1:], *projection.shape[-2:]]
-            _launchable(_head_input_kernel)[(triton.cdiv(height * width, HEAD_PIXELS_PER_PROGRAM),)](
-                output, finest, height, width, *projections, BLOCK=HEAD_PIXELS_PER_PROGRAM, num_warps=4)
-        return output
-
-    @_head_input.register_fake
-    def _(finest: Tensor, projection1: Tensor, projection2: Tensor, projection3: Tensor) -> Tensor:
-        return finest.new_empty((1, HEAD_CHANNELS, *finest.shape[-2:]))
-
     @torch.library.triton_op("aliked_ros::nms_scores", mutates_args=())
     def _nms_scores(scores: Tensor, radius: int) -> Tensor:
         output = scores.new_empty((scores.shape[0] * scores.shape[1],))
@@ -519,17 +472,6 @@ def finest_level(features: Tensor, project_weight: Tensor, head_weight: Tensor) 
                          f"power of two from 16 and the head's weights (8, Q, 1, 1): got {tuple(features.shape)}, "
                          f"{tuple(project_weight.shape)} and {tuple(head_weight.shape)}.")
     return torch.ops.aliked_ros.finest_level(features, project_weight.flatten(1), head_weight.flatten(1))
-
-
-def head_input(finest: Tensor, projections: list[Tensor]) -> Tensor:
-    """The score head's input ``selu(finest + Σ upsampled projections)`` ``(1, 8, H, W)``: ``finest`` the finest
-    level's share of the head's first layer ``(1, 8, H, W)`` contiguous (:func:`finest_level`'s), ``projections``
-    the three coarser levels' shares ``(1, 8, h, w)``, upsampled bilinearly with aligned corners (F.interpolate's)."""
-    _require_triton()
-    if finest.dim() != 4 or finest.shape[:2] != (1, HEAD_CHANNELS) or not finest.is_contiguous() \
-            or len(projections) != 3 or any(p.dim() != 4 or p.shape[:2] != (1, HEAD_CHANNELS) for p in projections):
-        raise ValueError("head_input takes a contiguous (1, 8, H, W) share and three (1, 8, h, w) projections.")
-    return torch.ops.aliked_ros.head_input(finest, *projections)
 
 
 def nms_scores(scores: Tensor, radius: int) -> Tensor:

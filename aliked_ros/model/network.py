@@ -249,8 +249,11 @@ class AlikedNetwork(nn.Module):
         head_in = self.score_head[0].weight  # (8, dim, 1, 1): each level's part projected at its own resolution
         projections = [F.conv2d(level, head_in[:, index * quarter:(index + 1) * quarter])
                        for index, level in enumerate(coarse, start=1)]
-        finest, finest_share = dense_kernels.finest_level(x1, self.conv1.weight, head_in[:, :quarter])
-        x = dense_kernels.head_input(finest_share, projections)
+        finest, head_input = dense_kernels.finest_level(x1, self.conv1.weight, head_in[:, :quarter])
+        for projected in projections:
+            head_input = head_input + F.interpolate(projected, size=finest.shape[-2:], mode="bilinear",
+                                                    align_corners=True)
+        x = F.selu(head_input)
         _, _, head_conv1, _, head_conv2, _, head_conv3 = self.score_head
         x = dense_kernels.direct_conv(x, head_conv1.weight, None, "selu")
         x = dense_kernels.direct_conv(x, head_conv2.weight, None, "selu")
