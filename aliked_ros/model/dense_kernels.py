@@ -238,7 +238,7 @@ if AVAILABLE:
     def _top_k_threshold_kernel(histogram, state, k, BINS: tl.constexpr, CHUNK: tl.constexpr):
         """One program: from the histogram of the positive scores' bits, the bits of the K-th largest score and the
         count of scores above it (state[0], state[1]); where fewer than K are positive, 0 and their count (zeros fill
-        the rest). Zeroes the gather's two slot counters (state[2], state[3])."""
+        the rest)."""
         steps = tl.arange(0, CHUNK)
         running = tl.sum(tl.zeros((CHUNK,), dtype=tl.int32), axis=0)  # scores counted in the chunks above
         found = running
@@ -259,31 +259,47 @@ if AVAILABLE:
         above = tl.where(found != 0, above, running)  # fewer than K positive: all of them, then zeros (bits 0)
         tl.store(state, bits)
         tl.store(state + 1, above)
-        tl.store(state + 2, 0)
-        tl.store(state + 3, 0)
 
     @triton.jit
-    def _top_k_gather_kernel(values_out, indices_out, scores, state, count, k, BLOCK: tl.constexpr):
-        """Every score above the threshold, and as many equal to it as K needs, into the K slots (each program
-        reserves its slots with one atomic addition on state[2] or state[3]; their order is the programs' order of
-        arrival). No slot past K is written, whatever the threshold says."""
-        pixels = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    def _top_k_count_kernel(block_counts, scores, state, count, BLOCK: tl.constexpr):
+        """Per program of BLOCK pixels: how many of its scores lie above the K-th largest (block_counts[2p]) and how
+        many equal it (block_counts[2p + 1])."""
+        program = tl.program_id(0)
+        pixels = program * BLOCK + tl.arange(0, BLOCK)
+        valid = pixels < count
+        bits = tl.load(scores + pixels, mask=valid, other=0.0).to(tl.int16, bitcast=True).to(tl.int32)
+        kth = tl.load(state)
+        tl.store(block_counts + 2 * program, tl.sum((valid & (bits > kth)).to(tl.int32), axis=0))
+        tl.store(block_counts + 2 * program + 1, tl.sum((valid & (bits == kth)).to(tl.int32), axis=0))
+
+    @triton.jit
+    def _top_k_gather_kernel(values_out, indices_out, scores, state, block_counts, count, k, BLOCK: tl.constexpr,
+                             CHUNK: tl.constexpr):
+        """Every score above the K-th largest, then as many equal to it as K needs, into the K slots, each group in
+        pixel order: a program's slots start after the counts of the programs before it (_top_k_count_kernel's), so
+        the output is the same on every run. No slot past K is written, whatever the counts say."""
+        program = tl.program_id(0)
+        steps = tl.arange(0, CHUNK)
+        above_before = tl.sum(tl.zeros((CHUNK,), dtype=tl.int32), axis=0)
+        equal_before = above_before
+        for start in range(0, program, CHUNK):
+            earlier = start + steps
+            before = earlier < program
+            above_before += tl.sum(tl.load(block_counts + 2 * earlier, mask=before, other=0), axis=0)
+            equal_before += tl.sum(tl.load(block_counts + 2 * earlier + 1, mask=before, other=0), axis=0)
+        pixels = program * BLOCK + tl.arange(0, BLOCK)
         valid = pixels < count
         values = tl.load(scores + pixels, mask=valid, other=0.0)
         bits = values.to(tl.int16, bitcast=True).to(tl.int32)
         kth = tl.load(state)
         above_count = tl.load(state + 1)
         above = valid & (bits > kth)
-        flags = above.to(tl.int32)
-        first = tl.atomic_add(state + 2, tl.sum(flags, axis=0))
-        slot = first + tl.cumsum(flags, axis=0) - 1
+        slot = above_before + tl.cumsum(above.to(tl.int32), axis=0) - 1
         above = above & (slot < k)
         tl.store(values_out + slot, values, mask=above)
         tl.store(indices_out + slot, pixels.to(tl.int64), mask=above)
         equal = valid & (bits == kth)
-        flags = equal.to(tl.int32)
-        first = tl.atomic_add(state + 3, tl.sum(flags, axis=0))
-        rank = first + tl.cumsum(flags, axis=0) - 1
+        rank = equal_before + tl.cumsum(equal.to(tl.int32), axis=0) - 1
         take = equal & (rank < k - above_count)
         tl.store(values_out + above_count + rank, values, mask=take)
         tl.store(indices_out + above_count + rank, pixels.to(tl.int64), mask=take)
@@ -395,19 +411,23 @@ if AVAILABLE:
     def _nms_top_k(scores: Tensor, radius: int, k: int) -> tuple[Tensor, Tensor]:
         count = scores.shape[0] * scores.shape[1]
         nms = scores.new_empty((count,))
-        # The histogram zeroed, and a 4-integer state (threshold, count above it, the gather's two counters) that the
-        # threshold kernel writes whole. Not views of one zeroed workspace: with those, the compiled network's gather
-        # wrote out of bounds on the H100 (Inductor had rebuilt the overlapping views as copies; eager was right).
+        # Each its own buffer, not views of one workspace: with those, the compiled network's gather wrote out of
+        # bounds on the H100 (Inductor had rebuilt the overlapping views as copies; eager was right).
         histogram = torch.zeros((TOP_K_BINS,), dtype=torch.int32, device=scores.device)
-        state = torch.empty((4,), dtype=torch.int32, device=scores.device)
+        state = torch.empty((2,), dtype=torch.int32, device=scores.device)  # the K-th largest's bits, count above
+        programs = triton.cdiv(count, NMS_PIXELS_PER_PROGRAM)
+        block_counts = torch.empty((2 * programs,), dtype=torch.int32, device=scores.device)
         values = scores.new_empty((k,))
         indices = torch.empty((k,), dtype=torch.int64, device=scores.device)
         if count:
             _nms_passes(scores, radius, nms, histogram)
             _launchable(_top_k_threshold_kernel)[(1,)](histogram, state, k, BINS=TOP_K_BINS, CHUNK=TOP_K_CHUNK,
                                                        num_warps=8)
-            _launchable(_top_k_gather_kernel)[(triton.cdiv(count, NMS_PIXELS_PER_PROGRAM),)](
-                values, indices, nms, state, count, k, BLOCK=NMS_PIXELS_PER_PROGRAM, num_warps=4)
+            _launchable(_top_k_count_kernel)[(programs,)](block_counts, nms, state, count,
+                                                          BLOCK=NMS_PIXELS_PER_PROGRAM, num_warps=4)
+            _launchable(_top_k_gather_kernel)[(programs,)](
+                values, indices, nms, state, block_counts, count, k, BLOCK=NMS_PIXELS_PER_PROGRAM,
+                CHUNK=TOP_K_CHUNK, num_warps=4)
         return values, indices
 
     @_nms_top_k.register_fake
@@ -486,9 +506,11 @@ def nms_scores(scores: Tensor, radius: int) -> Tensor:
 
 def nms_top_k(scores: Tensor, radius: int, k: int) -> tuple[Tensor, Tensor]:
     """``torch.topk(nms_scores(scores, radius), k, sorted=False)`` for a float16 map of scores in (0, 2): the K
-    largest of the NMS output and their flat indices, in no particular order (ties, and zeros where fewer than K
-    maxima, taken in any order, as topk takes them). A histogram of the scores' bits made by the last NMS pass, one
-    program that finds the K-th largest in it, and one gather: three kernels instead of top-k's radix passes."""
+    largest of the NMS output and their flat indices, those above the K-th largest value first, then as many equal to
+    it as K needs (ties; zeros where fewer than K maxima), each group in pixel order: the same rows on every run,
+    whatever order the GPU runs the programs in. A histogram of the scores' bits made by the last NMS
+    pass, one program that finds the K-th largest in it, a count per block and one gather: four kernels instead of
+    top-k's radix passes."""
     _require_triton()
     if scores.dim() != 2 or scores.stride(1) != 1 or scores.dtype != torch.float16 \
             or not 0 < k <= scores.shape[0] * scores.shape[1]:
