@@ -109,7 +109,7 @@ if AVAILABLE:
         scale_x = tl.math.div_rn(zero + (level_width - 1), tl.maximum(zero + (full_width - 1), 1.0))
         scale_y = tl.math.div_rn(zero + (level_height - 1), tl.maximum(zero + (full_height - 1), 1.0))
         # Rounded before the fraction is taken, as torch does: fused, a source position of ~600 moved by up to 3e-5
-        # pixel, 2e-4 in the float32 head input (H100).
+        # pixel, 2e-4 in a float32 upsampled map (H100).
         source_x = rounded_product(full_x.to(tl.float32), scale_x)
         source_y = rounded_product(full_y.to(tl.float32), scale_y)
         x0 = tl.floor(source_x)
