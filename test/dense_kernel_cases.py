@@ -170,3 +170,92 @@ def test_top_k_detection_with_the_nms_kernel_is_the_same():
 def test_the_network_with_the_kernels_gives_the_torch_layers_features(model):
     # 45 × 50: replicate-padded to 64 × 64 and cropped back, as every size that is no multiple of 32.
     check_network(network_pair(model), torch.rand(1, 3, 45, 50, generator=torch.Generator().manual_seed(3)), 2e-4)
+
+
+def check_nms_top_k(scores: torch.Tensor, radius: int, k: int):
+    """The kernel's K values are topk's over the NMS output, each at its index; its rows are the pixels above the
+    K-th largest value in pixel order, then the first of those equal to it (the same rows on every run)."""
+    from aliked_ros.model.dense_kernels import nms_top_k
+
+    values, indices = nms_top_k(scores, radius, k)
+    nms = expected_nms_scores(scores.contiguous(), radius)
+    assert values.shape == indices.shape == (k,) and indices.dtype == torch.int64
+    assert torch.equal(torch.sort(values, descending=True).values, torch.topk(nms, k).values)
+    kth = torch.topk(nms, k).values[-1]
+    above, equal = torch.nonzero(nms > kth)[:, 0], torch.nonzero(nms == kth)[:, 0]
+    assert torch.equal(indices, torch.cat([above, equal[:k - len(above)]])) and torch.equal(nms[indices], values)
+
+
+@interpreter
+@pytest.mark.parametrize("k", [5, 60, 400])  # below, near and above the map's count of maxima
+def test_nms_top_k_takes_the_k_largest_of_the_nms_output(k):
+    scores = score_map_with_ties(21, 33, torch.float16, seed=4)  # ties at most thresholds
+    assert 5 < int((expected_nms_scores(scores, 2) > 0).sum()) < 400
+    check_nms_top_k(scores, 2, k)
+
+
+@interpreter
+def test_nms_top_k_on_a_cropped_map_and_every_pixel():
+    padded = score_map_with_ties(20, 24, torch.float16, seed=5)
+    check_nms_top_k(padded[2:18, 3:21], 2, 16 * 18)  # K = H·W: every maximum, then every zero
+
+
+@interpreter
+def test_top_k_detection_with_the_nms_top_k_kernel_finds_the_same_keypoints():
+    scores = score_map_with_ties(24, 30, torch.float16, seed=2)[None, None]
+    for k in (20, 200):
+        expected = detect_top_k(scores, k, 2, rank_sort=True)
+        result = detect_top_k(scores, k, 2, rank_sort=True, nms_kernel=True)
+        positive = expected[1] > 0
+        assert torch.equal(result[1], expected[1])  # the scores, sorted
+        # Rows of equal score may come in another order: the keypoints compared as sets.
+        assert sorted(map(tuple, result[0][positive].tolist())) == sorted(map(tuple, expected[0][positive].tolist()))
+
+
+@interpreter
+def test_top_k_gather_writes_no_slot_past_k_whatever_the_threshold_says():
+    # A threshold from an empty histogram (bits 0, none above it) against a map of many positive scores: every score
+    # counts as above it. The K slots sit at the start of larger buffers whose rest must stay untouched.
+    from aliked_ros.model.dense_kernels import (NMS_PIXELS_PER_PROGRAM, TOP_K_CHUNK, _top_k_count_kernel,
+                                                _top_k_gather_kernel)
+
+    scores = torch.rand(1300, generator=torch.Generator().manual_seed(6)).half() + 0.01
+    k = 100
+    values, indices = torch.full((4 * k,), -1.0, dtype=torch.float16), torch.full((4 * k,), -1, dtype=torch.int64)
+    state = torch.zeros(2, dtype=torch.int32)
+    programs = -(-scores.numel() // NMS_PIXELS_PER_PROGRAM)
+    block_counts = torch.empty(2 * programs, dtype=torch.int32)
+    _top_k_count_kernel[(programs,)](block_counts, scores, state, scores.numel(), BLOCK=NMS_PIXELS_PER_PROGRAM)
+    _top_k_gather_kernel[(programs,)](values, indices, scores, state, block_counts, scores.numel(), k,
+                                      BLOCK=NMS_PIXELS_PER_PROGRAM, CHUNK=TOP_K_CHUNK)
+    assert bool((values[k:] == -1).all()) and bool((indices[k:] == -1).all())
+    assert torch.equal(indices[:k], torch.arange(k)) and torch.equal(scores[:k], values[:k])  # pixel order
+
+
+def residual_inputs(in_channels: int, out_channels: int, dtype: torch.dtype, device="cpu", seed: int = 0):
+    """Block 2's end: its hidden map, second convolution, and its input with the 1×1 shortcut (t16: 8 → 16)."""
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.rand(1, out_channels, 30, 41, generator=generator) * 2 - 0.5
+    weight = torch.randn(out_channels, out_channels, 3, 3, generator=generator) / (3 * out_channels ** 0.5)
+    bias = torch.randn(out_channels, generator=generator) * 0.3
+    shortcut = torch.rand(1, in_channels, 30, 41, generator=generator) * 2 - 0.5
+    shortcut_weight = torch.randn(out_channels, in_channels, 1, 1, generator=generator) / in_channels ** 0.5
+    shortcut_bias = torch.randn(out_channels, generator=generator) * 0.3
+    return tuple(t.to(device, dtype) for t in (hidden, weight, bias, shortcut, shortcut_weight, shortcut_bias))
+
+
+def check_residual(hidden, weight, bias, shortcut, shortcut_weight, shortcut_bias):
+    from aliked_ros.model.dense_kernels import residual_conv
+
+    result = residual_conv(hidden, weight, bias, shortcut, shortcut_weight, shortcut_bias)
+    expected = F.selu(F.conv2d(hidden.float(), weight.float(), bias.float(), padding=1)
+                      + F.conv2d(shortcut.float(), shortcut_weight.float(), shortcut_bias.float()))
+    assert result.shape == expected.shape and result.dtype == hidden.dtype and result.is_contiguous()
+    torch.testing.assert_close(result.float(), expected, rtol=0, atol=TOLERANCES[hidden.dtype])
+
+
+@interpreter
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
+@pytest.mark.parametrize("in_channels, out_channels", [(8, 16), (16, 32)], ids=["t16", "n16"])
+def test_residual_conv_is_a_residual_blocks_end(in_channels, out_channels, dtype):
+    check_residual(*residual_inputs(in_channels, out_channels, dtype))

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dense_kernel_cases import (CONV_CASES, CONV_IDS, TOLERANCES, check_conv, check_finest, conv_inputs,
-                                expected_nms_scores, finest_inputs, network_pair, score_map_with_ties)
+from dense_kernel_cases import (CONV_CASES, CONV_IDS, TOLERANCES, check_conv, check_finest,
+                                check_nms_top_k, check_residual, conv_inputs, expected_nms_scores, finest_inputs,
+                                network_pair, residual_inputs, score_map_with_ties)
 from triton_kernels import needs_cuda, needs_triton, run_cases_in_the_interpreter
 
 from aliked_ros.model import dense_kernels, sampling_kernel
@@ -67,6 +68,13 @@ def test_inputs_the_kernels_cannot_take_are_refused_with_what_they_need():
         dense_kernels.nms_scores(torch.rand(20, 30).t(), 2)
     with pytest.raises(ValueError, match="an \\(H, W\\) map"):
         dense_kernels.nms_scores(torch.rand(1, 1, 20, 30), 2)
+    hidden, weight, bias, shortcut, shortcut_weight, shortcut_bias = residual_inputs(8, 16, torch.float32)
+    with pytest.raises(ValueError, match="a shortcut \\(1, S, H, W\\)"):
+        dense_kernels.residual_conv(hidden, weight, bias, shortcut[..., :-1], shortcut_weight, shortcut_bias)
+    with pytest.raises(ValueError, match="float16.*got \\(20, 30\\) torch.float32"):
+        dense_kernels.nms_top_k(torch.rand(20, 30), 2, 10)
+    with pytest.raises(ValueError, match="k=601"):
+        dense_kernels.nms_top_k(torch.rand(20, 30).half(), 2, 601)
 
 
 @needs_cuda
@@ -87,10 +95,24 @@ def test_cuda_finest_level_matches_its_two_projections(in_channels, level_channe
 
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
+@pytest.mark.parametrize("in_channels, out_channels", [(8, 16), (16, 32)], ids=["t16", "n16"])
+def test_cuda_residual_conv_is_a_residual_blocks_end(in_channels, out_channels, dtype, exact_float32_references):
+    check_residual(*residual_inputs(in_channels, out_channels, dtype, device="cuda"))
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
 def test_cuda_nms_scores_are_detections_nms_exactly(dtype):
     padded = score_map_with_ties(384, 1248, dtype, device="cuda")
     crop = padded[4:380, 3:1244]  # KITTI's 376 × 1241 inside the padded map
     assert torch.equal(dense_kernels.nms_scores(crop, 2), expected_nms_scores(crop.contiguous(), 2))
+
+
+@needs_cuda
+@pytest.mark.parametrize("k", [1000, 2000, 60000])  # the last above the map's count of maxima: zeros fill
+def test_cuda_nms_top_k_takes_the_k_largest_of_the_nms_output(k):
+    padded = score_map_with_ties(384, 1248, torch.float16, device="cuda", seed=1)
+    check_nms_top_k(padded[4:380, 3:1244], 2, k)
 
 
 @needs_cuda
@@ -99,25 +121,27 @@ def test_cuda_kernels_inside_torch_compile_and_a_cuda_graph(exact_float32_refere
 
     def layers(image):
         x = dense_kernels.direct_conv(image, weight, bias, "selu")
-        return x, dense_kernels.nms_scores(x[0, 0], 2)
+        values, _ = dense_kernels.nms_top_k(torch.sigmoid(x[0, 0]), 2, 100)
+        return x, dense_kernels.nms_scores(x[0, 0], 2), values.sort().values
 
     compiled = torch.compile(layers, fullgraph=True, dynamic=False)
     from torch._inductor.utils import run_and_get_code
 
-    (x, scores), code = run_and_get_code(compiled, image)
-    assert any("_direct_conv_mma_kernel" in source and "_nms_pass_kernel" in source for source in code)
-    expected_x, expected_scores = layers(image)
+    (x, scores, top), code = run_and_get_code(compiled, image)
+    assert any("_direct_conv_mma_kernel" in source and "_nms_pass_kernel" in source
+               and "_top_k_gather_kernel" in source for source in code)
+    expected_x, expected_scores, expected_top = layers(image)
     torch.testing.assert_close(x, expected_x, rtol=0, atol=0)
-    assert torch.equal(scores, expected_scores)
+    assert torch.equal(scores, expected_scores) and torch.equal(top, expected_top)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        captured_x, captured_scores = compiled(image)
-    image.copy_(image.flip(-1))  # a new frame in the same memory
+        captured_x, captured_scores, captured_top = compiled(image)
+    image.copy_(image.flip(-1))  # a new frame in the same memory: the workspace is zeroed again in the graph
     graph.replay()
     torch.cuda.synchronize()
-    expected_x, expected_scores = layers(image)
+    expected_x, expected_scores, expected_top = layers(image)
     torch.testing.assert_close(captured_x, expected_x, rtol=0, atol=TOLERANCES[torch.float16])
-    assert torch.equal(captured_scores, expected_scores)
+    assert torch.equal(captured_scores, expected_scores) and torch.equal(captured_top, expected_top)
 
 
 @needs_cuda

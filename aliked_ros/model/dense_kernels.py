@@ -35,6 +35,10 @@ NMS_PIXELS_PER_PROGRAM = 512
 HEAD_CHANNELS = 8  # the score head's first layer: dim → 8
 # The NMS passes (see _nms_pass_kernel): what a pass reads and writes.
 NMS_MAXIMA, NMS_SUPPRESSED, NMS_MORE_MAXIMA, NMS_FINAL = 0, 1, 2, 3
+# Top-k over the NMS output by the bits of its positive float16 scores: one bin per value below 2 (0x4000; sigmoid
+# scores stay below 1), read by one program in chunks.
+TOP_K_BINS = 16384
+TOP_K_CHUNK = 1024
 
 
 def _power_of_two_at_least(value: int, least: int = 1) -> int:
@@ -114,12 +118,14 @@ if AVAILABLE:
     @triton.jit
     def _direct_conv_mma_kernel(
         output, image, weight, bias, height, width, stride_c, stride_y, stride_x,
+        shortcut, shortcut_weight, shortcut_bias, shortcut_stride_c, shortcut_stride_y, shortcut_stride_x,
         IN_CHANNELS: tl.constexpr, IN_PADDED: tl.constexpr, OUT_CHANNELS: tl.constexpr, OUT_PADDED: tl.constexpr,
         KERNEL: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, IEEE: tl.constexpr,
-        BLOCK: tl.constexpr,
+        SHORTCUT_CHANNELS: tl.constexpr, SHORTCUT_PADDED: tl.constexpr, BLOCK: tl.constexpr,
     ):
         """_direct_conv_kernel on tensor cores: per tap, (pixels, C) times the tap's (C, O) weights, C and O padded
-        with zeros to at least 16 (tl.dot's least size)."""
+        with zeros to at least 16 (tl.dot's least size). With SHORTCUT_CHANNELS, a residual block's end: a 1×1
+        projection of ``shortcut`` (weight (O, S), bias) is added before the activation."""
         pixel_count = height * width
         pixels, valid, row, column = _pixel_block(height, width, BLOCK)
         ins = tl.arange(0, IN_PADDED)
@@ -135,6 +141,16 @@ if AVAILABLE:
             weights = tl.load(weight + outs[None, :] * (IN_CHANNELS * KERNEL * KERNEL) + ins[:, None] * KERNEL * KERNEL
                               + tap, mask=in_valid[:, None] & out_valid[None, :], other=0.0)
             result += _matmul(values, weights.to(values.dtype), IEEE)
+        if SHORTCUT_CHANNELS:  # added before the bias and activation _finish_conv applies
+            sources = tl.arange(0, SHORTCUT_PADDED)
+            source_valid = sources < SHORTCUT_CHANNELS
+            values = tl.load(shortcut + (row * shortcut_stride_y + column * shortcut_stride_x)[:, None]
+                             + sources[None, :] * shortcut_stride_c, mask=valid[:, None] & source_valid[None, :],
+                             other=0.0)
+            weights = tl.load(shortcut_weight + outs[None, :] * SHORTCUT_CHANNELS + sources[:, None],
+                              mask=source_valid[:, None] & out_valid[None, :], other=0.0)
+            result += _matmul(values, weights.to(values.dtype), IEEE)
+            result += tl.load(shortcut_bias + outs, mask=out_valid, other=0.0).to(tl.float32)[None, :]
         _finish_conv(output, result, bias, outs, out_valid, pixels, valid, pixel_count, HAS_BIAS, ACTIVATION)
 
     @triton.jit
@@ -168,8 +184,8 @@ if AVAILABLE:
 
     @triton.jit
     def _nms_pass_kernel(
-        output, scores, keep, suppressed, height, width, stride_y,
-        PASS: tl.constexpr, RADIUS: tl.constexpr, BLOCK: tl.constexpr,
+        output, scores, keep, suppressed, histogram, height, width, stride_y,
+        PASS: tl.constexpr, RADIUS: tl.constexpr, HISTOGRAM: tl.constexpr, BLOCK: tl.constexpr,
     ):
         """One of NMS's window passes over a ``height`` × ``width`` map (rows ``stride_y`` apart; masks dense):
 
@@ -177,7 +193,9 @@ if AVAILABLE:
         - NMS_SUPPRESSED: suppressed = a kept position in the window.
         - NMS_MORE_MAXIMA: keep |= not suppressed and the maximum of its window of the scores with the suppressed
           positions zeroed.
-        - NMS_FINAL: as NMS_MORE_MAXIMA, then the score where kept and at least RADIUS from the border, else 0.
+        - NMS_FINAL: as NMS_MORE_MAXIMA, then the score where kept and at least RADIUS from the border, else 0;
+          with HISTOGRAM bins, each positive float16 score below them also counts in ``histogram[its bits]`` (for
+          top-k; a score past the bins, 2 and up for TOP_K_BINS, would be left out, not written out of bounds).
 
         The window is clipped at the border (max pooling's -inf padding).
         """
@@ -208,10 +226,83 @@ if AVAILABLE:
             result = kept | (free & (center == best))
         if PASS == 3:
             interior = (row >= RADIUS) & (row < height - RADIUS) & (column >= RADIUS) & (column < width - RADIUS)
-            final = tl.where(result & interior, center, 0.0)
-            tl.store(output + pixels, final.to(output.dtype.element_ty), mask=valid)
+            final = tl.where(result & interior, center, 0.0).to(output.dtype.element_ty)
+            tl.store(output + pixels, final, mask=valid)
+            if HISTOGRAM:  # positive float16 values order as their bits, read as integers
+                bits = final.to(tl.int16, bitcast=True).to(tl.int32)
+                tl.atomic_add(histogram + bits, 1, mask=valid & (bits > 0) & (bits < HISTOGRAM))
         else:
             tl.store(output + pixels, result.to(tl.uint8), mask=valid)
+
+    @triton.jit
+    def _top_k_threshold_kernel(histogram, state, k, BINS: tl.constexpr, CHUNK: tl.constexpr):
+        """One program: from the histogram of the positive scores' bits, the bits of the K-th largest score and the
+        count of scores above it (state[0], state[1]); where fewer than K are positive, 0 and their count (zeros fill
+        the rest)."""
+        steps = tl.arange(0, CHUNK)
+        running = tl.sum(tl.zeros((CHUNK,), dtype=tl.int32), axis=0)  # scores counted in the chunks above
+        found = running
+        bits = running
+        above = running
+        for step in tl.static_range(BINS // CHUNK):  # from the highest bins down
+            chunk = BINS // CHUNK - 1 - step
+            counts = tl.load(histogram + chunk * CHUNK + steps)
+            total = tl.sum(counts, axis=0)
+            at_or_above = total - tl.cumsum(counts, axis=0) + counts  # within the chunk, bins at or above each
+            reaches = (running + at_or_above >= k) & (found == 0)
+            last = tl.max(tl.where(reaches, steps, -1), axis=0)  # the highest bin where the count reaches K
+            hit = last >= 0
+            bits = tl.where(hit, chunk * CHUNK + last, bits)
+            above = tl.where(hit, running + tl.sum(tl.where(steps == last, at_or_above - counts, 0), axis=0), above)
+            found = tl.where(hit, 1, found)
+            running += total
+        above = tl.where(found != 0, above, running)  # fewer than K positive: all of them, then zeros (bits 0)
+        tl.store(state, bits)
+        tl.store(state + 1, above)
+
+    @triton.jit
+    def _top_k_count_kernel(block_counts, scores, state, count, BLOCK: tl.constexpr):
+        """Per program of BLOCK pixels: how many of its scores lie above the K-th largest (block_counts[2p]) and how
+        many equal it (block_counts[2p + 1])."""
+        program = tl.program_id(0)
+        pixels = program * BLOCK + tl.arange(0, BLOCK)
+        valid = pixels < count
+        bits = tl.load(scores + pixels, mask=valid, other=0.0).to(tl.int16, bitcast=True).to(tl.int32)
+        kth = tl.load(state)
+        tl.store(block_counts + 2 * program, tl.sum((valid & (bits > kth)).to(tl.int32), axis=0))
+        tl.store(block_counts + 2 * program + 1, tl.sum((valid & (bits == kth)).to(tl.int32), axis=0))
+
+    @triton.jit
+    def _top_k_gather_kernel(values_out, indices_out, scores, state, block_counts, count, k, BLOCK: tl.constexpr,
+                             CHUNK: tl.constexpr):
+        """Every score above the K-th largest, then as many equal to it as K needs, into the K slots, each group in
+        pixel order: a program's slots start after the counts of the programs before it (_top_k_count_kernel's), so
+        the output is the same on every run. No slot past K is written, whatever the counts say."""
+        program = tl.program_id(0)
+        steps = tl.arange(0, CHUNK)
+        above_before = tl.sum(tl.zeros((CHUNK,), dtype=tl.int32), axis=0)
+        equal_before = above_before
+        for start in range(0, program, CHUNK):
+            earlier = start + steps
+            before = earlier < program
+            above_before += tl.sum(tl.load(block_counts + 2 * earlier, mask=before, other=0), axis=0)
+            equal_before += tl.sum(tl.load(block_counts + 2 * earlier + 1, mask=before, other=0), axis=0)
+        pixels = program * BLOCK + tl.arange(0, BLOCK)
+        valid = pixels < count
+        values = tl.load(scores + pixels, mask=valid, other=0.0)
+        bits = values.to(tl.int16, bitcast=True).to(tl.int32)
+        kth = tl.load(state)
+        above_count = tl.load(state + 1)
+        above = valid & (bits > kth)
+        slot = above_before + tl.cumsum(above.to(tl.int32), axis=0) - 1
+        above = above & (slot < k)
+        tl.store(values_out + slot, values, mask=above)
+        tl.store(indices_out + slot, pixels.to(tl.int64), mask=above)
+        equal = valid & (bits == kth)
+        rank = equal_before + tl.cumsum(equal.to(tl.int32), axis=0) - 1
+        take = equal & (rank < k - above_count)
+        tl.store(values_out + above_count + rank, values, mask=take)
+        tl.store(indices_out + above_count + rank, pixels.to(tl.int64), mask=take)
 
     KERNELS_ARE_COMPILED = isinstance(_direct_conv_kernel, triton.runtime.jit.JITFunction)
 
@@ -233,8 +324,9 @@ if AVAILABLE:
                             num_warps=4)
             if in_channels >= TENSOR_CORES_FROM_CHANNELS:
                 _launchable(_direct_conv_mma_kernel)[grid](
-                    *arguments, IN_PADDED=_power_of_two_at_least(in_channels, 16),
-                    OUT_PADDED=_power_of_two_at_least(out_channels, 16), IEEE=image.dtype == torch.float32, **settings)
+                    *arguments, image, weight, weight, 0, 0, 0, IN_PADDED=_power_of_two_at_least(in_channels, 16),
+                    OUT_PADDED=_power_of_two_at_least(out_channels, 16), IEEE=image.dtype == torch.float32,
+                    SHORTCUT_CHANNELS=0, SHORTCUT_PADDED=16, **settings)
             else:
                 _launchable(_direct_conv_kernel)[grid](
                     *arguments, OUT_PADDED=_power_of_two_at_least(out_channels), **settings)
@@ -242,6 +334,30 @@ if AVAILABLE:
 
     @_direct_conv.register_fake
     def _(image: Tensor, weight: Tensor, bias: Optional[Tensor], activation: int) -> Tensor:
+        return image.new_empty((1, weight.shape[0], *image.shape[-2:]))
+
+    @torch.library.triton_op("aliked_ros::residual_conv", mutates_args=())
+    def _residual_conv(image: Tensor, weight: Tensor, bias: Tensor, shortcut: Tensor, shortcut_weight: Tensor,
+                       shortcut_bias: Tensor) -> Tensor:
+        _, in_channels, height, width = image.shape
+        out_channels, _, kernel_size, _ = weight.shape
+        shortcut_channels = shortcut.shape[1]
+        output = image.new_empty((1, out_channels, height, width))
+        if height * width:
+            grid = (triton.cdiv(height * width, CONV_PIXELS_PER_PROGRAM),)
+            _launchable(_direct_conv_mma_kernel)[grid](
+                output, image, weight, bias, height, width, *image.stride()[1:], shortcut, shortcut_weight,
+                shortcut_bias, *shortcut.stride()[1:], IN_CHANNELS=in_channels,
+                IN_PADDED=_power_of_two_at_least(in_channels, 16), OUT_CHANNELS=out_channels,
+                OUT_PADDED=_power_of_two_at_least(out_channels, 16), KERNEL=kernel_size, HAS_BIAS=True,
+                ACTIVATION=ACTIVATIONS["selu"], IEEE=image.dtype == torch.float32,
+                SHORTCUT_CHANNELS=shortcut_channels, SHORTCUT_PADDED=_power_of_two_at_least(shortcut_channels, 16),
+                BLOCK=CONV_PIXELS_PER_PROGRAM, num_warps=4)
+        return output
+
+    @_residual_conv.register_fake
+    def _(image: Tensor, weight: Tensor, bias: Tensor, shortcut: Tensor, shortcut_weight: Tensor,
+          shortcut_bias: Tensor) -> Tensor:
         return image.new_empty((1, weight.shape[0], *image.shape[-2:]))
 
     @torch.library.triton_op("aliked_ros::finest_level", mutates_args=())
@@ -268,8 +384,12 @@ if AVAILABLE:
 
     @torch.library.triton_op("aliked_ros::nms_scores", mutates_args=())
     def _nms_scores(scores: Tensor, radius: int) -> Tensor:
+        output = scores.new_empty((scores.shape[0] * scores.shape[1],))
+        _nms_passes(scores, radius, output, None)
+        return output
+
+    def _nms_passes(scores: Tensor, radius: int, output: Tensor, histogram: Tensor | None) -> None:
         height, width = scores.shape
-        output = scores.new_empty((height * width,))
         if height * width:
             keep = torch.empty((height, width), dtype=torch.uint8, device=scores.device)
             suppressed = torch.empty_like(keep)
@@ -278,13 +398,41 @@ if AVAILABLE:
             # (output, pass): maxima; then two rounds of suppression and more maxima, the last writing the scores.
             for target, step in ((keep, NMS_MAXIMA), (suppressed, NMS_SUPPRESSED), (keep, NMS_MORE_MAXIMA),
                                  (suppressed, NMS_SUPPRESSED), (output, NMS_FINAL)):
-                kernel[grid](target, scores, keep, suppressed, height, width, scores.stride(0), PASS=step,
-                             RADIUS=radius, BLOCK=NMS_PIXELS_PER_PROGRAM, num_warps=4)
-        return output
+                kernel[grid](target, scores, keep, suppressed, histogram if histogram is not None else keep, height,
+                             width, scores.stride(0), PASS=step, RADIUS=radius,
+                             HISTOGRAM=0 if histogram is None else histogram.numel(),
+                             BLOCK=NMS_PIXELS_PER_PROGRAM, num_warps=4)
 
     @_nms_scores.register_fake
     def _(scores: Tensor, radius: int) -> Tensor:
         return scores.new_empty((scores.shape[0] * scores.shape[1],))
+
+    @torch.library.triton_op("aliked_ros::nms_top_k", mutates_args=())
+    def _nms_top_k(scores: Tensor, radius: int, k: int) -> tuple[Tensor, Tensor]:
+        count = scores.shape[0] * scores.shape[1]
+        nms = scores.new_empty((count,))
+        # Each its own buffer, not views of one workspace: with those, the compiled network's gather wrote out of
+        # bounds on the H100 (Inductor had rebuilt the overlapping views as copies; eager was right).
+        histogram = torch.zeros((TOP_K_BINS,), dtype=torch.int32, device=scores.device)
+        state = torch.empty((2,), dtype=torch.int32, device=scores.device)  # the K-th largest's bits, count above
+        programs = triton.cdiv(count, NMS_PIXELS_PER_PROGRAM)
+        block_counts = torch.empty((2 * programs,), dtype=torch.int32, device=scores.device)
+        values = scores.new_empty((k,))
+        indices = torch.empty((k,), dtype=torch.int64, device=scores.device)
+        if count:
+            _nms_passes(scores, radius, nms, histogram)
+            _launchable(_top_k_threshold_kernel)[(1,)](histogram, state, k, BINS=TOP_K_BINS, CHUNK=TOP_K_CHUNK,
+                                                       num_warps=8)
+            _launchable(_top_k_count_kernel)[(programs,)](block_counts, nms, state, count,
+                                                          BLOCK=NMS_PIXELS_PER_PROGRAM, num_warps=4)
+            _launchable(_top_k_gather_kernel)[(programs,)](
+                values, indices, nms, state, block_counts, count, k, BLOCK=NMS_PIXELS_PER_PROGRAM,
+                CHUNK=TOP_K_CHUNK, num_warps=4)
+        return values, indices
+
+    @_nms_top_k.register_fake
+    def _(scores: Tensor, radius: int, k: int) -> tuple[Tensor, Tensor]:
+        return scores.new_empty((k,)), torch.empty((k,), dtype=torch.int64, device=scores.device)
 
 
 def _require_triton() -> None:
@@ -296,7 +444,7 @@ def direct_conv(image: Tensor, weight: Tensor, bias: Tensor | None = None, activ
     """A stride-1 convolution with zero padding ``k // 2`` (nn.Conv2d's ``padding=k // 2``) of one image
     ``(1, C, H, W)``, any strides, by a weight ``(O, C, k, k)`` (k odd), plus ``bias``, then ``activation`` ("none",
     "selu" or "sigmoid"): ``(1, O, H, W)`` contiguous in the image's dtype, accumulated in float32. Meant for few
-    channels (every tap of every input channel is unrolled): C and O up to 16 here."""
+    channels (every tap is unrolled, and every input channel too below 8): C and O up to 32 here."""
     _require_triton()
     out_channels, in_channels, kernel_height, kernel_width = weight.shape
     if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != in_channels or kernel_height != kernel_width \
@@ -304,6 +452,23 @@ def direct_conv(image: Tensor, weight: Tensor, bias: Tensor | None = None, activ
         raise ValueError(f"direct_conv takes one image (1, C, H, W) and a contiguous weight (O, C, k, k), k odd: got "
                          f"{tuple(image.shape)} and {tuple(weight.shape)}.")
     return torch.ops.aliked_ros.direct_conv(image, weight, bias, ACTIVATIONS[activation])
+
+
+def residual_conv(image: Tensor, weight: Tensor, bias: Tensor, shortcut: Tensor, shortcut_weight: Tensor,
+                  shortcut_bias: Tensor) -> Tensor:
+    """A residual block's end on tensor cores, ``selu(conv(image) + bias + shortcut_weight · shortcut +
+    shortcut_bias)``: a stride-1 k×k convolution as :func:`direct_conv`'s, and the block input's 1×1 projection
+    (``shortcut`` ``(1, S, H, W)``, any strides; ``shortcut_weight`` ``(O, S, 1, 1)``), in one pass."""
+    _require_triton()
+    out_channels, in_channels, kernel_height, kernel_width = weight.shape
+    if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != in_channels or kernel_height != kernel_width \
+            or kernel_height % 2 == 0 or not weight.is_contiguous() or shortcut.dim() != 4 \
+            or shortcut.shape[0] != 1 or shortcut.shape[-2:] != image.shape[-2:] \
+            or shortcut_weight.shape[:2] != (out_channels, shortcut.shape[1]) or not shortcut_weight.is_contiguous():
+        raise ValueError(f"residual_conv takes one image (1, C, H, W), a contiguous weight (O, C, k, k), k odd, and a "
+                         f"shortcut (1, S, H, W) with a contiguous weight (O, S, 1, 1): got {tuple(image.shape)}, "
+                         f"{tuple(weight.shape)}, {tuple(shortcut.shape)} and {tuple(shortcut_weight.shape)}.")
+    return torch.ops.aliked_ros.residual_conv(image, weight, bias, shortcut, shortcut_weight, shortcut_bias)
 
 
 def finest_level(features: Tensor, project_weight: Tensor, head_weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -337,3 +502,18 @@ def nms_scores(scores: Tensor, radius: int) -> Tensor:
         raise ValueError(f"nms_scores takes an (H, W) map with contiguous rows: got {tuple(scores.shape)}, strides "
                          f"{scores.stride()}.")
     return torch.ops.aliked_ros.nms_scores(scores, radius)
+
+
+def nms_top_k(scores: Tensor, radius: int, k: int) -> tuple[Tensor, Tensor]:
+    """``torch.topk(nms_scores(scores, radius), k, sorted=False)`` for a float16 map of scores in (0, 2): the K
+    largest of the NMS output and their flat indices, those above the K-th largest value first, then as many equal to
+    it as K needs (ties; zeros where fewer than K maxima), each group in pixel order: the same rows on every run,
+    whatever order the GPU runs the programs in. A histogram of the scores' bits made by the last NMS
+    pass, one program that finds the K-th largest in it, a count per block and one gather: four kernels instead of
+    top-k's radix passes."""
+    _require_triton()
+    if scores.dim() != 2 or scores.stride(1) != 1 or scores.dtype != torch.float16 \
+            or not 0 < k <= scores.shape[0] * scores.shape[1]:
+        raise ValueError(f"nms_top_k takes a float16 (H, W) map with contiguous rows and 0 < k <= H·W: got "
+                         f"{tuple(scores.shape)} {scores.dtype}, strides {scores.stride()}, k={k}.")
+    return torch.ops.aliked_ros.nms_top_k(scores, radius, k)

@@ -135,17 +135,22 @@ def detect_top_k(scores: Tensor, top_k: int, radius: int, rank_sort: bool = Fals
     # select, half the passes over the map of a float32 one, and its float32 copy holds the same values in the same
     # order. (Elsewhere float32: the CPU and the ONNX export, whose runtimes lack float16 TopK kernels.)
     selected = scores if scores.is_cuda else scores.float()
-    if nms_kernel:
-        from aliked_ros.model.dense_kernels import nms_scores as kernel_nms_scores
-
-        nms_scores = kernel_nms_scores(selected[0, 0], radius)
     scores = scores.float()
-    if not nms_kernel:
-        is_candidate = candidate_mask(scores, radius)
-        nms_scores = torch.where(is_candidate, selected, torch.zeros_like(selected)).reshape(-1)
-    # The rank count orders the K rows below whatever order they come in, so topk's own sort (a radix sort on the
-    # GPU) is skipped then.
-    best, flat_index = torch.topk(nms_scores, top_k, sorted=not rank_sort)
+    if nms_kernel and selected.dtype == torch.float16:
+        from aliked_ros.model.dense_kernels import nms_top_k
+
+        best, flat_index = nms_top_k(selected[0, 0], radius, top_k)  # NMS and top-k in 7 kernels, K rows unordered
+    else:
+        if nms_kernel:
+            from aliked_ros.model.dense_kernels import nms_scores as kernel_nms_scores
+
+            nms_scores = kernel_nms_scores(selected[0, 0], radius)
+        else:
+            is_candidate = candidate_mask(scores, radius)
+            nms_scores = torch.where(is_candidate, selected, torch.zeros_like(selected)).reshape(-1)
+        # The rank count orders the K rows below whatever order they come in, so topk's own sort (a radix sort on
+        # the GPU) is skipped then.
+        best, flat_index = torch.topk(nms_scores, top_k, sorted=not rank_sort)
     keypoints, keypoint_scores = refine(scores, flat_index, radius)
     keypoint_scores = torch.where(best > 0, keypoint_scores, torch.zeros_like(keypoint_scores))
     # Refinement moves scores a little, so the NMS order is not quite the final order.

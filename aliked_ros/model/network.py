@@ -236,14 +236,15 @@ class AlikedNetwork(nn.Module):
         convolutions, the finest level with the head's input, and the head's convolutions; BatchNorm folded."""
         from aliked_ros.model import dense_kernels
 
-        if not isinstance(self.block1.bn1, nn.Identity) or not isinstance(self.block1.bn2, nn.Identity):
+        if not all(isinstance(block.bn1, nn.Identity) and isinstance(block.bn2, nn.Identity)
+                   for block in (self.block1, self.block2)):
             raise RuntimeError("The full-resolution kernels need the BatchNorm folded (fold_batch_norm).")
         height, width = image.shape[-2:]
         image, (top, left) = self._padded(image)
         block1 = self.block1
         x1 = dense_kernels.direct_conv(image, block1.conv1.weight, block1.conv1.bias, "selu")
         x1 = dense_kernels.direct_conv(x1, block1.conv2.weight, block1.conv2.bias, "selu")
-        coarse = self._coarse_levels(x1)
+        coarse = self._coarse_levels(x1, by_kernels=True)
         quarter = coarse[0].shape[1]
         head_in = self.score_head[0].weight  # (8, dim, 1, 1): each level's part projected at its own resolution
         projections = [F.conv2d(level, head_in[:, index * quarter:(index + 1) * quarter])
@@ -268,9 +269,18 @@ class AlikedNetwork(nn.Module):
             image = F.pad(image, (left, right, top, bottom), mode="replicate")
         return image, (top, left)
 
-    def _coarse_levels(self, x1: Tensor) -> list[Tensor]:
-        """Blocks 2 to 4 from block 1's output, each projected to ``dim / 4`` channels."""
-        x2 = self.block2(F.avg_pool2d(x1, 2))
+    def _coarse_levels(self, x1: Tensor, by_kernels: bool = False) -> list[Tensor]:
+        """Blocks 2 to 4 from block 1's output, each projected to ``dim / 4`` channels; block 2 as two dense_kernels
+        convolutions where ``by_kernels`` (BatchNorm folded)."""
+        if by_kernels:
+            from aliked_ros.model import dense_kernels
+
+            block2, x2 = self.block2, F.avg_pool2d(x1, 2)
+            hidden = dense_kernels.direct_conv(x2, block2.conv1.weight, block2.conv1.bias, "selu")
+            x2 = dense_kernels.residual_conv(hidden, block2.conv2.weight, block2.conv2.bias, x2,
+                                             block2.downsample.weight, block2.downsample.bias)
+        else:
+            x2 = self.block2(F.avg_pool2d(x1, 2))
         x3 = self.block3(F.avg_pool2d(x2, 4))
         x4 = self.block4(F.avg_pool2d(x3, 4))
         return [F.selu(conv(x)) for conv, x in ((self.conv2, x2), (self.conv3, x3), (self.conv4, x4))]
