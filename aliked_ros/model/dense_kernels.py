@@ -1,6 +1,6 @@
 """Triton kernels for the full-resolution layers of the compiled CUDA path (issue 17): the first block's two 3×3
-convolutions, the finest level with its part of the score head's first layer, the head's three 3×3 convolutions
-and the detector's NMS.
+convolutions, block 2's (at half resolution, its 1×1 shortcut fused into the second), the finest level with its
+part of the score head's first layer, the head's three 3×3 convolutions, and the detector's NMS with its top-k.
 
 Every one of those layers has a handful of channels (3 → 8 → 8 for aliked-t16, 3 → 16 → 16 for the n models; 8 → 4
 → 4 → 1 in the head) at the padded image's full size. cuDNN runs them as implicit GEMMs built for tens of channels,
@@ -9,7 +9,9 @@ full-resolution layers as Triton kernels"). Here a program takes a block of pixe
 channels in registers: each input value is read once per tap and feeds every output channel (as multiply-adds, or
 on tensor cores from 8 input channels), the bias and the activation are applied before the one write, and nothing
 is converted between layouts. NMS is the original's five window passes (``detection.nms_mask``), each one kernel
-that reads its ``(2r+1)²`` window straight from memory and writes one byte per pixel.
+that reads its ``(2r+1)²`` window straight from memory and writes one byte per pixel; the last pass also counts the
+scores in a histogram of their float16 bits, from which top-k is a threshold and one ordered gather (``nms_top_k``)
+instead of torch's radix select.
 
 Exposed as custom operators through ``torch.library.triton_op``, as :mod:`~aliked_ros.model.sampling_kernel` is
 (eager, inside torch.compile, in CUDA graphs). Triton missing, :data:`AVAILABLE` is False and nothing is registered.
