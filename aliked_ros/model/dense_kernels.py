@@ -508,8 +508,8 @@ def nms_top_k(scores: Tensor, radius: int, k: int) -> tuple[Tensor, Tensor]:
     largest of the NMS output and their flat indices, those above the K-th largest value first, then as many equal to
     it as K needs (ties; zeros where fewer than K maxima), each group in pixel order: the same rows on every run,
     whatever order the GPU runs the programs in. A histogram of the scores' bits made by the last NMS
-    pass, one program that finds the K-th largest in it, a count per block and one gather: four kernels instead of
-    top-k's radix passes."""
+    pass, one program that finds the K-th largest in it, a count per block and one gather: three kernels after the NMS
+    passes instead of top-k's radix passes."""
     _require_triton()
     if scores.dim() != 2 or scores.stride(1) != 1 or scores.dtype != torch.float16 \
             or not 0 < k <= scores.shape[0] * scores.shape[1]:

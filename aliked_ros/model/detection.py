@@ -139,7 +139,7 @@ def detect_top_k(scores: Tensor, top_k: int, radius: int, rank_sort: bool = Fals
     if nms_kernel and selected.dtype == torch.float16:
         from aliked_ros.model.dense_kernels import nms_top_k
 
-        best, flat_index = nms_top_k(selected[0, 0], radius, top_k)  # NMS and top-k in 7 kernels, K rows unordered
+        best, flat_index = nms_top_k(selected[0, 0], radius, top_k)  # NMS's 5 passes and 3 top-k kernels
     else:
         if nms_kernel:
             from aliked_ros.model.dense_kernels import nms_scores as kernel_nms_scores
