@@ -1,7 +1,8 @@
 """The full-resolution Triton kernels (``aliked_ros.model.dense_kernels``; NMS and top-k in ``nms_kernels``)
 compute what the layers they replace compute: in Triton's interpreter on the CPU (a subprocess; the cases are in
-``dense_kernel_cases.py``), and with CUDA for real, eagerly, inside ``torch.compile`` and in a CUDA graph. (The compiled fast path with them keeps the fp16
-precision bounds: ``test_extractor.py``'s ``test_compiled_fast_path_keeps_the_precision_bounds``.)"""
+``dense_kernel_cases.py``), and with CUDA for real, eagerly, inside ``torch.compile`` and in a CUDA graph. (The
+compiled fast path with them keeps the fp16 precision bounds: ``test_extractor.py``'s
+``test_compiled_fast_path_keeps_the_precision_bounds``.)"""
 
 from __future__ import annotations
 
