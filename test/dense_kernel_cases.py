@@ -141,7 +141,7 @@ def test_finest_level_matches_its_two_projections(in_channels, level_channels, d
 @pytest.mark.parametrize("radius", [2, 1])
 def test_nms_scores_are_detections_nms_exactly(radius, dtype):
     scores = score_map_with_ties(19, 31, dtype)
-    from aliked_ros.model.dense_kernels import nms_scores
+    from aliked_ros.model.nms_kernels import nms_scores
     result = nms_scores(scores, radius)
     expected = expected_nms_scores(scores, radius)
     assert result.dtype == dtype and torch.equal(result, expected)
@@ -152,7 +152,7 @@ def test_nms_scores_are_detections_nms_exactly(radius, dtype):
 def test_nms_scores_read_a_cropped_map_as_it_is():
     padded = score_map_with_ties(26, 40, torch.float32, seed=1)
     crop = padded[3:22, 2:35]  # rows 40 apart: the network's crop of its padded map
-    from aliked_ros.model.dense_kernels import nms_scores
+    from aliked_ros.model.nms_kernels import nms_scores
     assert torch.equal(nms_scores(crop, 2), expected_nms_scores(crop.contiguous(), 2))
 
 
@@ -175,7 +175,7 @@ def test_the_network_with_the_kernels_gives_the_torch_layers_features(model):
 def check_nms_top_k(scores: torch.Tensor, radius: int, k: int):
     """The kernel's K values are topk's over the NMS output, each at its index; its rows are the pixels above the
     K-th largest value in pixel order, then the first of those equal to it (the same rows on every run)."""
-    from aliked_ros.model.dense_kernels import nms_top_k
+    from aliked_ros.model.nms_kernels import nms_top_k
 
     values, indices = nms_top_k(scores, radius, k)
     nms = expected_nms_scores(scores.contiguous(), radius)
@@ -216,7 +216,7 @@ def test_top_k_detection_with_the_nms_top_k_kernel_finds_the_same_keypoints():
 def test_top_k_gather_writes_no_slot_past_k_whatever_the_threshold_says():
     # A threshold from an empty histogram (bits 0, none above it) against a map of many positive scores: every score
     # counts as above it. The K slots sit at the start of larger buffers whose rest must stay untouched.
-    from aliked_ros.model.dense_kernels import (NMS_PIXELS_PER_PROGRAM, TOP_K_CHUNK, _top_k_count_kernel,
+    from aliked_ros.model.nms_kernels import (NMS_PIXELS_PER_PROGRAM, TOP_K_CHUNK, _top_k_count_kernel,
                                                 _top_k_gather_kernel)
 
     scores = torch.rand(1300, generator=torch.Generator().manual_seed(6)).half() + 0.01

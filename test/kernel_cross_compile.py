@@ -5,8 +5,8 @@ line: the kernels compiled, and each one's configurations.
 The kernels are not run: ``JITFunction.run`` is replaced by a compilation for ARCH of exactly what the launch asked
 for (argument types, constexprs, warps), and the tensors it was given are zeroed, so that what follows reads defined
 values. The launches are the network's own (its score map, features and descriptors), in float16 and float32 for each
-model size, with every kernel chosen, plus top-k over a float16 map (on the CPU detection takes torch's top-k). Run by test_kernels_compile_for_gpus.py in a
-subprocess: the replacement must not leak into other tests.
+model size, with every kernel chosen, plus top-k over a float16 map (on the CPU detection takes torch's top-k). Run
+by test_kernels_compile_for_gpus.py in a subprocess: the replacement must not leak into other tests.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def compile_instead_of_running(target: GPUTarget, compiled: dict):
 def main(arch: int) -> None:
     compiled: dict = {}
     triton_jit.JITFunction.run = compile_instead_of_running(GPUTarget("cuda", arch, 32), compiled)
-    from aliked_ros.model import dense_kernels
+    from aliked_ros.model import nms_kernels
     from aliked_ros.model.aliked import NMS_RADIUS, Aliked
     from aliked_ros.model.detection import detect_top_k
 
@@ -68,7 +68,7 @@ def main(arch: int) -> None:
                 pyramid.use_kernel = True  # on CUDA levels only, otherwise
                 keypoints, _ = detect_top_k(score_map.float(), 100, NMS_RADIUS, True, nms_kernel=True)
                 network.desc_head(pyramid, keypoints)
-        dense_kernels.nms_top_k(torch.rand(64, 96, dtype=torch.float16), 2, 100)
+        nms_kernels.nms_top_k(torch.rand(64, 96, dtype=torch.float16), 2, 100)
     print(json.dumps({"arch": arch, "kernels": compiled}))
 
 

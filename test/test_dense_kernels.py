@@ -1,7 +1,8 @@
-"""The full-resolution Triton kernels (``aliked_ros.model.dense_kernels``) compute what the layers they replace
-compute: in Triton's interpreter on the CPU (a subprocess; the cases are in ``dense_kernel_cases.py``), and with CUDA
-for real, eagerly, inside ``torch.compile`` and in a CUDA graph. (The compiled fast path with them keeps the fp16
-precision bounds: ``test_extractor.py``'s ``test_compiled_fast_path_keeps_the_precision_bounds``.)"""
+"""The full-resolution Triton kernels (``aliked_ros.model.dense_kernels``; NMS and top-k in ``nms_kernels``)
+compute what the layers they replace compute: in Triton's interpreter on the CPU (a subprocess; the cases are in
+``dense_kernel_cases.py``), and with CUDA for real, eagerly, inside ``torch.compile`` and in a CUDA graph. (The
+compiled fast path with them keeps the fp16 precision bounds: ``test_extractor.py``'s
+``test_compiled_fast_path_keeps_the_precision_bounds``.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dense_kernel_cases import (CONV_CASES, CONV_IDS, TOLERANCES, check_conv, ch
                                 network_pair, residual_inputs, score_map_with_ties)
 from triton_kernels import needs_cuda, needs_triton, run_cases_in_the_interpreter
 
-from aliked_ros.model import dense_kernels, sampling_kernel
+from aliked_ros.model import dense_kernels, nms_kernels, sampling_kernel
 
 
 @pytest.fixture
@@ -32,7 +33,8 @@ def test_kernels_in_the_triton_interpreter_match_the_layers():
 
 
 @needs_triton
-@pytest.mark.parametrize("module", [dense_kernels, sampling_kernel], ids=["dense_kernels", "sampling_kernel"])
+@pytest.mark.parametrize("module", [dense_kernels, nms_kernels, sampling_kernel],
+                         ids=["dense_kernels", "nms_kernels", "sampling_kernel"])
 def test_every_kernel_calls_its_helpers_by_their_own_names(module):
     # torch.compile's Inductor copies a user kernel's helpers and constants into its generated module under the
     # helpers' function names and imports only triton, tl and libdevice there; any other global a kernel reaches is
@@ -65,16 +67,16 @@ def test_inputs_the_kernels_cannot_take_are_refused_with_what_they_need():
     with pytest.raises(ValueError, match="Q a power of two from 16"):
         dense_kernels.finest_level(features, project[:12], head[:, :12])
     with pytest.raises(ValueError, match="contiguous rows"):
-        dense_kernels.nms_scores(torch.rand(20, 30).t(), 2)
+        nms_kernels.nms_scores(torch.rand(20, 30).t(), 2)
     with pytest.raises(ValueError, match="an \\(H, W\\) map"):
-        dense_kernels.nms_scores(torch.rand(1, 1, 20, 30), 2)
+        nms_kernels.nms_scores(torch.rand(1, 1, 20, 30), 2)
     hidden, weight, bias, shortcut, shortcut_weight, shortcut_bias = residual_inputs(8, 16, torch.float32)
     with pytest.raises(ValueError, match="a shortcut \\(1, S, H, W\\)"):
         dense_kernels.residual_conv(hidden, weight, bias, shortcut[..., :-1], shortcut_weight, shortcut_bias)
     with pytest.raises(ValueError, match="float16.*got \\(20, 30\\) torch.float32"):
-        dense_kernels.nms_top_k(torch.rand(20, 30), 2, 10)
+        nms_kernels.nms_top_k(torch.rand(20, 30), 2, 10)
     with pytest.raises(ValueError, match="k=601"):
-        dense_kernels.nms_top_k(torch.rand(20, 30).half(), 2, 601)
+        nms_kernels.nms_top_k(torch.rand(20, 30).half(), 2, 601)
 
 
 @needs_cuda
@@ -105,7 +107,7 @@ def test_cuda_residual_conv_is_a_residual_blocks_end(in_channels, out_channels, 
 def test_cuda_nms_scores_are_detections_nms_exactly(dtype):
     padded = score_map_with_ties(384, 1248, dtype, device="cuda")
     crop = padded[4:380, 3:1244]  # KITTI's 376 × 1241 inside the padded map
-    assert torch.equal(dense_kernels.nms_scores(crop, 2), expected_nms_scores(crop.contiguous(), 2))
+    assert torch.equal(nms_kernels.nms_scores(crop, 2), expected_nms_scores(crop.contiguous(), 2))
 
 
 @needs_cuda
@@ -121,8 +123,8 @@ def test_cuda_kernels_inside_torch_compile_and_a_cuda_graph(exact_float32_refere
 
     def layers(image):
         x = dense_kernels.direct_conv(image, weight, bias, "selu")
-        values, _ = dense_kernels.nms_top_k(torch.sigmoid(x[0, 0]), 2, 100)
-        return x, dense_kernels.nms_scores(x[0, 0], 2), values.sort().values
+        values, _ = nms_kernels.nms_top_k(torch.sigmoid(x[0, 0]), 2, 100)
+        return x, nms_kernels.nms_scores(x[0, 0], 2), values.sort().values
 
     compiled = torch.compile(layers, fullgraph=True, dynamic=False)
     from torch._inductor.utils import run_and_get_code

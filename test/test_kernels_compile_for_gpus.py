@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from triton_kernels import TEST_DIR, needs_triton, run_python
 
-from aliked_ros.model import deform_kernel, dense_kernels, sampling_kernel
+from aliked_ros.model import deform_kernel, dense_kernels, nms_kernels, sampling_kernel
 
 
 def ptxas_missing() -> str | None:
@@ -27,7 +27,8 @@ def ptxas_missing() -> str | None:
 def kernels_of_the_package() -> set[str]:
     import triton
 
-    return {name for module in (dense_kernels, sampling_kernel, deform_kernel) for name, value in vars(module).items()
+    modules = (dense_kernels, nms_kernels, sampling_kernel, deform_kernel)
+    return {name for module in modules for name, value in vars(module).items()
             if isinstance(value, triton.runtime.jit.JITFunction) and name.endswith("_kernel")}
 
 

@@ -129,7 +129,7 @@ def detect_top_k(scores: Tensor, top_k: int, radius: int, rank_sort: bool = Fals
     Returns ``top_k`` keypoints ``(K, 2)`` and scores ``(K,)``, sorted by score high → low; slots without a
     maximum (a map with fewer than ``K`` of them) have score 0. ``rank_sort`` orders them with
     :func:`sort_descending_by_rank` instead of ``torch.sort`` (the same order; faster where it is compiled).
-    ``nms_kernel``: NMS as the Triton passes of :func:`~aliked_ros.model.dense_kernels.nms_scores` (CUDA).
+    ``nms_kernel``: NMS as the Triton passes of :func:`~aliked_ros.model.nms_kernels.nms_scores` (CUDA).
     """
     # On CUDA, top-k selects among the map's own values: a float16 map (the fp16 network's) takes a 16-bit radix
     # select, half the passes over the map of a float32 one, and its float32 copy holds the same values in the same
@@ -137,12 +137,12 @@ def detect_top_k(scores: Tensor, top_k: int, radius: int, rank_sort: bool = Fals
     selected = scores if scores.is_cuda else scores.float()
     scores = scores.float()
     if nms_kernel and selected.dtype == torch.float16:
-        from aliked_ros.model.dense_kernels import nms_top_k
+        from aliked_ros.model.nms_kernels import nms_top_k
 
         best, flat_index = nms_top_k(selected[0, 0], radius, top_k)  # NMS's 5 passes and 3 top-k kernels
     else:
         if nms_kernel:
-            from aliked_ros.model.dense_kernels import nms_scores as kernel_nms_scores
+            from aliked_ros.model.nms_kernels import nms_scores as kernel_nms_scores
 
             nms_scores = kernel_nms_scores(selected[0, 0], radius)
         else:

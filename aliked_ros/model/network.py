@@ -203,7 +203,7 @@ class AlikedNetwork(nn.Module):
         """The full-resolution layers: "torch" (cuDNN and torch) or "triton" (dense_kernels; CUDA, BatchNorm folded)."""
         if choice == "triton":
             # Imported now, so that torch.compile's tracing meets no import.
-            from aliked_ros.model import dense_kernels  # noqa: F401
+            from aliked_ros.model import dense_kernels, nms_kernels  # noqa: F401
         self.dense_layers = choice
 
     def score_map_and_features(self, image: Tensor) -> tuple[Tensor, FeaturePyramid]:
