@@ -89,25 +89,22 @@ if AVAILABLE:
     def _top_k_threshold_kernel(histogram, state, k, BINS: tl.constexpr, CHUNK: tl.constexpr):
         """One program: from the histogram of the positive scores' bits, the bits of the K-th largest score and the
         count of scores above it (state[0], state[1]); where fewer than K are positive, 0 and their count (zeros fill
-        the rest)."""
+        the rest). Two dependent steps, not one per chunk: every chunk's total at once, then the bins of the one chunk
+        where the count from the top reaches K."""
+        chunks = tl.arange(0, BINS // CHUNK)
         steps = tl.arange(0, CHUNK)
-        running = tl.sum(tl.zeros((CHUNK,), dtype=tl.int32), axis=0)  # scores counted in the chunks above
-        found = running
-        bits = running
-        above = running
-        for step in tl.static_range(BINS // CHUNK):  # from the highest bins down
-            chunk = BINS // CHUNK - 1 - step
-            counts = tl.load(histogram + chunk * CHUNK + steps)
-            total = tl.sum(counts, axis=0)
-            at_or_above = total - tl.cumsum(counts, axis=0) + counts  # within the chunk, bins at or above each
-            reaches = (running + at_or_above >= k) & (found == 0)
-            last = tl.max(tl.where(reaches, steps, -1), axis=0)  # the highest bin where the count reaches K
-            hit = last >= 0
-            bits = tl.where(hit, chunk * CHUNK + last, bits)
-            above = tl.where(hit, running + tl.sum(tl.where(steps == last, at_or_above - counts, 0), axis=0), above)
-            found = tl.where(hit, 1, found)
-            running += total
-        above = tl.where(found != 0, above, running)  # fewer than K positive: all of them, then zeros (bits 0)
+        totals = tl.sum(tl.load(histogram + chunks[:, None] * CHUNK + steps[None, :]), axis=1)
+        positive = tl.sum(totals, axis=0)
+        above_chunk = positive - tl.cumsum(totals, axis=0)  # scores in the chunks above each
+        chunk = tl.max(tl.where(above_chunk + totals >= k, chunks, -1), axis=0)  # -1: fewer than K positive
+        found = chunk >= 0
+        chunk = tl.maximum(chunk, 0)
+        counts = tl.load(histogram + chunk * CHUNK + steps)
+        at_or_above = (tl.sum(tl.where(chunks == chunk, above_chunk, 0), axis=0) + tl.sum(counts, axis=0)
+                       - tl.cumsum(counts, axis=0) + counts)  # scores in the bins at or above each
+        last = tl.max(tl.where(at_or_above >= k, steps, -1), axis=0)  # the highest bin where the count reaches K
+        bits = tl.where(found, chunk * CHUNK + last, 0)
+        above = tl.where(found, tl.sum(tl.where(steps == last, at_or_above - counts, 0), axis=0), positive)
         tl.store(state, bits)
         tl.store(state + 1, above)
 
