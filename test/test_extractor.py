@@ -1,9 +1,11 @@
 """The Extractor contract through the torch engine: layout, dtypes, sizes, precision and bad input."""
 
 import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,24 +178,64 @@ def test_cuda_graph_path_equals_eager(rgb_frame, gray_frame, fp16):
 
 
 def test_compile_cache_lives_in_our_cache_unless_the_user_chose_a_place(monkeypatch, tmp_path):
-    from aliked_ros.engines.torch_engine import COMPILE_CACHE_ENV, use_persistent_compile_cache
+    from aliked_ros.engines.torch_engine import COMPILE_CACHE_ENV, package_sources_digest, use_persistent_compile_cache
 
+    ours = tmp_path / "cache" / "torch_compile" / f"sources-{package_sources_digest()}"
     monkeypatch.setenv("ALIKED_ROS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv(COMPILE_CACHE_ENV, raising=False)
-    assert use_persistent_compile_cache() == str(tmp_path / "cache" / "torch_compile")
+    assert use_persistent_compile_cache() == str(ours)
     # Inductor reads the variable itself when it compiles: the place must be in the environment, not only returned.
     from torch._inductor.runtime.cache_dir_utils import cache_dir as inductor_cache_dir
 
-    assert inductor_cache_dir() == str(tmp_path / "cache" / "torch_compile")
+    assert inductor_cache_dir() == str(ours)
     monkeypatch.setenv(COMPILE_CACHE_ENV, str(tmp_path / "mine"))
     assert use_persistent_compile_cache() == str(tmp_path / "mine")
     monkeypatch.setenv(COMPILE_CACHE_ENV, "")  # set but empty: as unset
-    assert use_persistent_compile_cache() == str(tmp_path / "cache" / "torch_compile")
+    assert use_persistent_compile_cache() == str(ours)
     # A cache that cannot be made (a file where the directory should be): torch's default stays, with a warning.
     (tmp_path / "blocked").write_text("")
     monkeypatch.setenv("ALIKED_ROS_CACHE_DIR", str(tmp_path / "blocked"))
     monkeypatch.delenv(COMPILE_CACHE_ENV)
     assert use_persistent_compile_cache() == "" and COMPILE_CACHE_ENV not in os.environ
+
+
+def test_compile_cache_has_a_directory_per_version_of_the_sources(tmp_path):
+    """torch's cache keys a graph by its kernels' source only, so a change anywhere in the package's Python (a launch's
+    block size, say) must lead to another directory, and the same sources to the same one."""
+    from aliked_ros.engines.torch_engine import package_sources_digest
+
+    package = tmp_path / "aliked_ros"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "aliked_ros", package,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    before = package_sources_digest(package)
+    assert before == package_sources_digest(package) and len(before) == 16
+    launches = package / "model" / "dense_kernels.py"
+    launches.write_text(launches.read_text().replace("CONV_PIXELS_PER_PROGRAM = 256", "CONV_PIXELS_PER_PROGRAM = 128"))
+    changed = package_sources_digest(package)
+    assert changed != before
+    (package / "model" / "notes.txt").write_text("not Python")  # only the sources count
+    assert package_sources_digest(package) == changed
+
+
+def test_compile_caches_of_other_sources_go_after_two_weeks_unused(monkeypatch, tmp_path):
+    from aliked_ros.engines.torch_engine import (COMPILE_CACHE_ENV, UNUSED_COMPILE_CACHE_DAYS,
+                                                 use_persistent_compile_cache)
+
+    parent = tmp_path / "torch_compile"
+    stale, recent = parent / "sources-0123456789abcdef", parent / "sources-fedcba9876543210"
+    unknown = parent / "something-else"  # not ours by its name: never deleted
+    for directory in (stale, recent, unknown):
+        (directory / "fxgraph").mkdir(parents=True)
+        (directory / "last_used").touch()
+    old = time.time() - (UNUSED_COMPILE_CACHE_DAYS + 1) * 86400
+    for path in (stale / "last_used", unknown / "last_used", unknown):
+        os.utime(path, (old, old))
+    os.utime(recent / "last_used", (time.time() - (UNUSED_COMPILE_CACHE_DAYS - 1) * 86400,) * 2)
+    monkeypatch.setenv("ALIKED_ROS_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(COMPILE_CACHE_ENV, raising=False)
+    place = Path(use_persistent_compile_cache())
+    assert place.parent == parent and place.is_dir() and (place / "last_used").is_file()
+    assert not stale.exists() and recent.is_dir() and unknown.is_dir()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
@@ -341,7 +383,7 @@ def test_the_compiled_engine_keeps_torch_compile_cache_in_ours(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == str(tmp_path / "torch_compile")
+    assert Path(result.stdout.strip().splitlines()[-1]).parent == tmp_path / "torch_compile"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (PyTorch sees no GPU here)")
