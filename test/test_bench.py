@@ -532,6 +532,9 @@ def test_kernel_kinds_from_the_names_of_an_h100_profile():
         "_direct_conv_mma_kernel": "aliked_ros",  # not a convolution library's, though its name says conv
         "_direct_conv_kernel": "aliked_ros",
         "_nms_pass_kernel": "aliked_ros",
+        "_top_k_threshold_kernel": "aliked_ros",
+        "_top_k_count_kernel": "aliked_ros",  # was "other": the kinds named the top-k kernels one by one
+        "_top_k_gather_kernel": "aliked_ros",
         "Memcpy HtoD (Pinned -> Device)": "copies",
         "void at::native::vectorized_elementwise_kernel<4>": "other",
     }

@@ -14,7 +14,7 @@ KERNEL_KINDS = (
     ("top-k and sort (PyTorch)", ("mbtopk", "topk", "radixSort", "sort")),
     ("aliked_ros Triton kernels", ("_feature_pyramid_read_kernel", "_deformable_columns_kernel", "_direct_conv_",
                                    "_finest_level_kernel", "_nms_pass_kernel",
-                                   "_top_k_threshold_kernel", "_top_k_gather_kernel")),
+                                   "_top_k_")),
     ("Inductor (Triton)", ("triton_",)),
     ("convolutions and matrix products (cuDNN, cuBLAS, CUTLASS)",
      ("xmma", "cudnn", "gemm", "cutlass", "conv", "Kernel2")),
