@@ -178,7 +178,7 @@ def test_cuda_graph_path_equals_eager(rgb_frame, gray_frame, fp16):
 
 
 def test_compile_cache_lives_in_our_cache_unless_the_user_chose_a_place(monkeypatch, tmp_path):
-    from aliked_ros.engines.torch_engine import COMPILE_CACHE_ENV, package_sources_digest, use_persistent_compile_cache
+    from aliked_ros.engines.compile_cache import COMPILE_CACHE_ENV, package_sources_digest, use_persistent_compile_cache
 
     ours = tmp_path / "cache" / "torch_compile" / f"sources-{package_sources_digest()}"
     monkeypatch.setenv("ALIKED_ROS_CACHE_DIR", str(tmp_path / "cache"))
@@ -202,7 +202,7 @@ def test_compile_cache_lives_in_our_cache_unless_the_user_chose_a_place(monkeypa
 def test_compile_cache_has_a_directory_per_version_of_the_sources(tmp_path):
     """torch's cache keys a graph by its kernels' source only, so a change anywhere in the package's Python (a launch's
     block size, say) must lead to another directory, and the same sources to the same one."""
-    from aliked_ros.engines.torch_engine import package_sources_digest
+    from aliked_ros.engines.compile_cache import package_sources_digest
 
     package = tmp_path / "aliked_ros"
     shutil.copytree(Path(__file__).resolve().parents[1] / "aliked_ros", package,
@@ -218,8 +218,8 @@ def test_compile_cache_has_a_directory_per_version_of_the_sources(tmp_path):
 
 
 def test_compile_caches_of_other_sources_go_after_two_weeks_unused(monkeypatch, tmp_path):
-    from aliked_ros.engines.torch_engine import (COMPILE_CACHE_ENV, UNUSED_COMPILE_CACHE_DAYS,
-                                                 use_persistent_compile_cache)
+    from aliked_ros.engines.compile_cache import (COMPILE_CACHE_ENV, UNUSED_COMPILE_CACHE_DAYS,
+                                                  use_persistent_compile_cache)
 
     parent = tmp_path / "torch_compile"
     stale, recent = parent / "sources-0123456789abcdef", parent / "sources-fedcba9876543210"
