@@ -13,7 +13,7 @@ from dense_kernel_cases import (CONV_CASES, CONV_IDS, TOLERANCES, check_conv, ch
                                 network_pair, residual_inputs, score_map_with_ties)
 from triton_kernels import needs_cuda, needs_triton, run_cases_in_the_interpreter
 
-from aliked_ros.model import dense_kernels, nms_kernels, sampling_kernel
+from aliked_ros.model import deform_kernel, dense_kernels, nms_kernels, sampling_kernel
 
 
 @pytest.fixture
@@ -33,8 +33,8 @@ def test_kernels_in_the_triton_interpreter_match_the_layers():
 
 
 @needs_triton
-@pytest.mark.parametrize("module", [dense_kernels, nms_kernels, sampling_kernel],
-                         ids=["dense_kernels", "nms_kernels", "sampling_kernel"])
+@pytest.mark.parametrize("module", [dense_kernels, nms_kernels, sampling_kernel, deform_kernel],
+                         ids=["dense_kernels", "nms_kernels", "sampling_kernel", "deform_kernel"])
 def test_every_kernel_calls_its_helpers_by_their_own_names(module):
     # torch.compile's Inductor copies a user kernel's helpers and constants into its generated module under the
     # helpers' function names and imports only triton, tl and libdevice there; any other global a kernel reaches is

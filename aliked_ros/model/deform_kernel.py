@@ -15,6 +15,8 @@ Exposed as the custom operator ``torch.ops.aliked_ros.deformable_columns`` throu
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -22,6 +24,12 @@ from aliked_ros.model import sampling_kernel
 
 AVAILABLE = sampling_kernel.AVAILABLE
 OPERATOR_NAME = "aliked_ros::deformable_columns"
+FUSED_OPERATOR_NAME = "aliked_ros::deformable_conv"
+FUSED_PROGRAMS_WANTED = 132  # an H100's SMs
+# Output channels per program: wider layers (the n models' block 4, 128) take a second program per block of pixels,
+# which computes the same offsets and reads again; with all 128, a tap's (C, O) weights and the (pixels, O) sums
+# need more than ptxas's 255 registers per thread for sm_90 and spill (8 warps too).
+OUT_CHANNELS_PER_PROGRAM = 64
 PIXELS_PER_PROGRAM = 32
 VALUES_PER_THREAD = 4  # as the feature-read kernel: a (pixels, C) tile spread so that no thread holds more
 
@@ -82,6 +90,77 @@ if AVAILABLE:
         target = output + pixels[:, None] * (TAPS * CHANNELS) + tap * CHANNELS + channels[None, :]
         tl.store(target, mixed.to(output.dtype.element_ty), mask=valid[:, None])
 
+    from aliked_ros.model.dense_kernels import _activate, _matmul, _pixel_block, _window_tap
+
+    @triton.jit
+    def _deformable_conv_kernel(
+        output, image, offset_weight, offset_bias, weight, bias, height, width, stride_c, stride_y, stride_x,
+        max_offset, shortcut, shortcut_weight, shortcut_bias, shortcut_stride_c, shortcut_stride_y,
+        shortcut_stride_x,
+        IN_CHANNELS: tl.constexpr, OUT_CHANNELS: tl.constexpr, OUT_BLOCK: tl.constexpr, KERNEL: tl.constexpr,
+        OFFSETS_PADDED: tl.constexpr, ACTIVATION: tl.constexpr, IEEE: tl.constexpr,
+        SHORTCUT_CHANNELS: tl.constexpr, SHORTCUT_PADDED: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        """A whole deformable convolution for a block of pixels: the offsets' k×k convolution (plus its bias, kept
+        in float32, clamped to ``max_offset``), every tap's bilinear
+        reads at the shifted position, and the kernel's product on tensor cores, tap by tap; then the bias, a
+        residual block's 1×1 shortcut where SHORTCUT_CHANNELS, the activation, and one channels-last write. The
+        offsets and columns never leave the registers (the unfused path writes and reads both, in 6 kernels)."""
+        pixels, valid, row, column = _pixel_block(height, width, BLOCK)
+        ins = tl.arange(0, IN_CHANNELS)
+        offsets = tl.arange(0, OFFSETS_PADDED)
+        offsets_valid = offsets < 2 * KERNEL * KERNEL
+        predicted = tl.zeros((BLOCK, OFFSETS_PADDED), dtype=tl.float32)
+        for tap in tl.range(0, KERNEL * KERNEL):
+            y, x, inside = _window_tap(row, column, valid, height, width, tap, KERNEL)
+            values = tl.load(image + (y * stride_y + x * stride_x)[:, None] + ins[None, :] * stride_c,
+                             mask=inside[:, None], other=0.0)
+            weights = tl.load(offset_weight + offsets[None, :] * (IN_CHANNELS * KERNEL * KERNEL) + ins[:, None] * (KERNEL * KERNEL) + tap,
+                              mask=offsets_valid[None, :], other=0.0)
+            predicted += _matmul(values, weights.to(values.dtype), IEEE)
+        predicted += tl.load(offset_bias + offsets, mask=offsets_valid, other=0.0).to(tl.float32)[None, :]
+        predicted = tl.minimum(tl.maximum(predicted, -max_offset), max_offset)
+        outs = tl.program_id(1) * OUT_BLOCK + tl.arange(0, OUT_BLOCK)  # this program's output channels
+        out_valid = outs < OUT_CHANNELS
+        result = tl.zeros((BLOCK, OUT_BLOCK), dtype=tl.float32)
+        for tap in tl.range(0, KERNEL * KERNEL):
+            # The tap's (dy, dx) pair, columns 2·tap and 2·tap + 1 of the offsets (torchvision's layout).
+            dy = tl.sum(tl.where(offsets[None, :] == 2 * tap, predicted, 0.0), axis=1)
+            dx = tl.sum(tl.where(offsets[None, :] == 2 * tap + 1, predicted, 0.0), axis=1)
+            y = (row - KERNEL // 2 + tap // KERNEL).to(tl.float32) + dy
+            x = (column - KERNEL // 2 + tap % KERNEL).to(tl.float32) + dx
+            fx = x - tl.floor(x)
+            fy = y - tl.floor(y)
+            # As _deformable_columns_kernel: clamped before the integer conversion.
+            x0 = tl.minimum(tl.maximum(tl.floor(x), -2.0), width + 0.0).to(tl.int32)
+            y0 = tl.minimum(tl.maximum(tl.floor(y), -2.0), height + 0.0).to(tl.int32)
+            mixed = tl.zeros((BLOCK, IN_CHANNELS), dtype=tl.float32)
+            for corner in tl.static_range(4):
+                neighbour_x, neighbour_y, corner_weight = bilinear_neighbour(x0, y0, fx, fy, corner, width, height)
+                values = tl.load(image + (neighbour_y * stride_y + neighbour_x * stride_x)[:, None]
+                                 + ins[None, :] * stride_c, mask=valid[:, None], other=0.0)
+                mixed += values.to(tl.float32) * corner_weight[:, None]
+            # The tap's weights (C, O), read from the (O, C, k, k) weight as it is.
+            weights = tl.load(weight + outs[None, :] * (IN_CHANNELS * KERNEL * KERNEL) + ins[:, None] * (KERNEL * KERNEL) + tap,
+                              mask=out_valid[None, :], other=0.0)
+            # The columns rounded to the image's dtype before the product, as the unfused path stores them.
+            result += _matmul(mixed.to(image.dtype.element_ty), weights.to(image.dtype.element_ty), IEEE)
+        if SHORTCUT_CHANNELS:
+            sources = tl.arange(0, SHORTCUT_PADDED)
+            source_valid = sources < SHORTCUT_CHANNELS
+            values = tl.load(shortcut + (row * shortcut_stride_y + column * shortcut_stride_x)[:, None]
+                             + sources[None, :] * shortcut_stride_c, mask=valid[:, None] & source_valid[None, :],
+                             other=0.0)
+            weights = tl.load(shortcut_weight + outs[None, :] * SHORTCUT_CHANNELS + sources[:, None],
+                              mask=source_valid[:, None] & out_valid[None, :], other=0.0)
+            result += _matmul(values, weights.to(values.dtype), IEEE)
+            result += tl.load(shortcut_bias + outs, mask=out_valid, other=0.0).to(tl.float32)[None, :]
+        result += tl.load(bias + outs, mask=out_valid, other=0.0).to(tl.float32)[None, :]
+        result = _activate(result, ACTIVATION)
+        # Channels-last (1, O, H, W): a pixel's O channels together, what the next deformable read takes whole.
+        tl.store(output + pixels[:, None] * OUT_CHANNELS + outs[None, :], result.to(output.dtype.element_ty),
+                 mask=valid[:, None] & out_valid[None, :])
+
     KERNEL_IS_COMPILED = isinstance(_deformable_columns_kernel, triton.runtime.jit.JITFunction)
 
     @torch.library.triton_op(OPERATOR_NAME, mutates_args=())
@@ -105,6 +184,92 @@ if AVAILABLE:
     def _(image: Tensor, offset: Tensor, padding: int, kernel_height: int, kernel_width: int) -> Tensor:
         _, channels, height, width = image.shape
         return image.new_empty((height * width, kernel_height * kernel_width * channels))
+
+
+    @torch.library.triton_op(FUSED_OPERATOR_NAME, mutates_args=())
+    def _deformable_conv(image: Tensor, offset_weight: Tensor, offset_bias: Tensor, weight: Tensor, bias: Tensor,
+                         activation: int, shortcut: Optional[Tensor], shortcut_weight: Optional[Tensor],
+                         shortcut_bias: Optional[Tensor]) -> Tensor:
+        _, channels, height, width = image.shape
+        out_channels, _, kernel_size, _ = weight.shape
+        output = _channels_last_output(image, out_channels)
+        if height * width:
+            source, source_weight, source_bias = ((shortcut, shortcut_weight, shortcut_bias) if shortcut is not None
+                                                  else (image, weight, bias))
+            shortcut_channels = source.shape[1] if shortcut is not None else 0
+            block = fused_pixels_per_program(height * width)
+            kernel = wrap_triton(_deformable_conv_kernel) if KERNEL_IS_COMPILED else _deformable_conv_kernel
+            out_block = min(OUT_CHANNELS_PER_PROGRAM, max(16, triton.next_power_of_2(out_channels)))
+            kernel[(triton.cdiv(height * width, block), triton.cdiv(out_channels, out_block))](
+                output, image, offset_weight, offset_bias, weight, bias, height, width, *image.stride()[1:],
+                max(height, width) / 4.0, source, source_weight, source_bias, *source.stride()[1:],
+                IN_CHANNELS=channels, OUT_CHANNELS=out_channels, OUT_BLOCK=out_block,
+                KERNEL=kernel_size, OFFSETS_PADDED=max(16, triton.next_power_of_2(2 * kernel_size * kernel_size)),
+                ACTIVATION=activation, IEEE=image.dtype == torch.float32, SHORTCUT_CHANNELS=shortcut_channels,
+                SHORTCUT_PADDED=max(16, triton.next_power_of_2(max(shortcut_channels, 1))), BLOCK=block,
+                num_warps=4)
+        return output
+
+    @_deformable_conv.register_fake
+    def _(image: Tensor, offset_weight: Tensor, offset_bias: Tensor, weight: Tensor, bias: Tensor, activation: int,
+          shortcut: Optional[Tensor], shortcut_weight: Optional[Tensor], shortcut_bias: Optional[Tensor]) -> Tensor:
+        return _channels_last_output(image, weight.shape[0])
+
+
+def _channels_last_output(image: Tensor, out_channels: int) -> Tensor:
+    """An output ``(1, O, H, W)`` channels-last in memory, in the image's dtype and device."""
+    return image.new_empty((1, *image.shape[-2:], out_channels)).permute(0, 3, 1, 2)
+
+
+def fused_pixels_per_program(pixel_count: int) -> int:
+    """Pixels per program of the fused kernel: from 64 down to 16 (tl.dot's least) until the map's programs fill
+    the GPU's SMs about once (block 4's 20×15 map would be 5 programs of 64 pixels)."""
+    block = 64
+    while block > 16 and pixel_count / block < FUSED_PROGRAMS_WANTED:
+        block //= 2
+    return block
+
+
+def deformable_block(x: Tensor, block) -> Tensor:
+    """A residual block of two deformable convolutions (``network.ResBlock``, BatchNorm folded), as two kernels:
+    ``selu(deform1(x))``, then ``selu(deform2(·) + downsample(x))``, each convolution with its offsets, reads and
+    product in one pass. Needs :func:`fused_block_accepted`; the output ``(1, O, H, W)`` is channels-last."""
+    if not AVAILABLE:
+        raise RuntimeError("The deformable-convolution kernel needs Triton and torch >= 2.6.")
+    if not fused_block_accepted(x, block):
+        raise ValueError("The fused deformable block takes one image (1, C, H, W) and a block of 3x3 deformable "
+                         "convolutions with biases (BatchNorm folded), C and its width powers of two from 16: got "
+                         f"{tuple(x.shape)}.")
+    from aliked_ros.model.dense_kernels import ACTIVATIONS
+
+    selu = ACTIVATIONS["selu"]
+    hidden = _fused_layer(x, block.conv1, selu, None, None, None)
+    shortcut = block.downsample
+    return _fused_layer(hidden, block.conv2, selu, x, shortcut.weight.flatten(1), shortcut.bias)
+
+
+def _fused_layer(x: Tensor, conv, activation: int, shortcut: Tensor | None, shortcut_weight: Tensor | None,
+                 shortcut_bias: Tensor | None) -> Tensor:
+    return torch.ops.aliked_ros.deformable_conv(
+        x, conv.offset_conv.weight, conv.offset_conv.bias, conv.regular_conv.weight, conv.regular_conv.bias,
+        activation, shortcut, shortcut_weight, shortcut_bias)
+
+
+def fused_block_accepted(x: Tensor, block) -> bool:
+    """Whether :func:`deformable_block` computes ``block`` on ``x``: one image ``(1, C, H, W)`` (any strides),
+    both convolutions 3×3 with padding 1 and biases (BatchNorm folded), contiguous weights, the input's and the
+    block's channels powers of two from 16 (tl.dot's least and tl.arange's sizes), every offset within int32."""
+    if x.dim() != 4 or x.shape[0] != 1:
+        return False
+    widths = (x.shape[1], block.conv1.regular_conv.out_channels)
+    if any(width < 16 or width & (width - 1) for width in widths) or block.downsample.bias is None:
+        return False
+    for conv in (block.conv1, block.conv2):
+        regular, offsets = conv.regular_conv, conv.offset_conv
+        if regular.bias is None or offsets.bias is None or regular.weight.shape[-2:] != (3, 3) \
+                or conv.padding != 1 or not (regular.weight.is_contiguous() and offsets.weight.is_contiguous()):
+            return False
+    return sampling_kernel.largest_offset(x) < 2**31 and x.shape[2] * x.shape[3] * max(widths) < 2**31
 
 
 def deform_conv2d_triton(x: Tensor, offset: Tensor, weight: Tensor, padding: int, bias: Tensor | None = None) -> Tensor:

@@ -166,6 +166,8 @@ class AlikedNetwork(nn.Module):
         # "torch" or "triton": the full-resolution layers (block 1, the finest level, the score head) as cuDNN
         # convolutions or as the Triton kernels of dense_kernels (TorchExtractor's dense_kernels; BatchNorm folded).
         self.dense_layers = "torch"
+        # With the deformable-read kernel: each deformable convolution of blocks 3 and 4 as one fused kernel.
+        self.fused_deformable_blocks = True
 
     @torch.no_grad()
     def fold_batch_norm(self) -> None:
@@ -281,9 +283,22 @@ class AlikedNetwork(nn.Module):
                                              block2.downsample.weight, block2.downsample.bias)
         else:
             x2 = self.block2(F.avg_pool2d(x1, 2))
-        x3 = self.block3(F.avg_pool2d(x2, 4))
-        x4 = self.block4(F.avg_pool2d(x3, 4))
+        x3 = self._deformable_block(self.block3, F.avg_pool2d(x2, 4))
+        x4 = self._deformable_block(self.block4, F.avg_pool2d(x3, 4))
         return [F.selu(conv(x)) for conv, x in ((self.conv2, x2), (self.conv3, x3), (self.conv4, x4))]
+
+    def _deformable_block(self, block: ResBlock, x: Tensor) -> Tensor:
+        """``block(x)``; where its convolutions take the Triton kernel (``set_deform_implementation("triton")``) and
+        the BatchNorm is folded, each deformable convolution as one fused kernel (offsets, reads, product, bias,
+        shortcut and activation; :func:`~aliked_ros.model.deform_kernel.deformable_block`)."""
+        if self.fused_deformable_blocks and block.conv1.implementation == "triton" \
+                and isinstance(block.bn1, nn.Identity) and isinstance(block.bn2, nn.Identity):
+            from aliked_ros.model import deform_kernel
+
+            x = x.contiguous(memory_format=torch.channels_last)  # a pixel's channels: one contiguous read
+            if deform_kernel.fused_block_accepted(x, block):
+                return deform_kernel.deformable_block(x, block)
+        return block(x)
 
     def _for_reads(self, levels: list[Tensor]) -> list[Tensor]:
         if self.feature_reads == "triton":  # the kernel reads a pixel's channels as one contiguous vector there
