@@ -415,3 +415,19 @@ def test_the_network_gives_the_same_features_with_channels_last_levels():
     assert pyramid.levels[0].is_contiguous(memory_format=torch.channels_last) and not pyramid.use_kernel
     for got, want in zip(result, expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_frames_are_read_where_they_lie_read_only_ones_too_without_a_warning():
+    import warnings
+
+    from aliked_ros.engines.cuda_graph import shared_tensor
+
+    frame = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    message_buffer = np.frombuffer(frame.tobytes(), dtype=np.uint8).reshape(frame.shape)  # read-only, as rclpy's
+    assert not message_buffer.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "not writable" warning would fail here
+        for pixels in (frame, message_buffer):
+            tensor = shared_tensor(pixels)
+            assert tensor.data_ptr() == pixels.ctypes.data  # no copy: the copy into pinned memory is the only one
+            assert np.array_equal(tensor.numpy(), frame)

@@ -16,7 +16,7 @@ from aliked_ros.engines.background import DONE, FAILED, BackgroundBuilds
 from aliked_ros.engines.base import Extractor
 from aliked_ros.engines.compile_cache import use_persistent_compile_cache
 from aliked_ros.engines.compile_child import compile_in_child
-from aliked_ros.engines.cuda_graph import CapturedExtraction
+from aliked_ros.engines.cuda_graph import CapturedExtraction, shared_tensor
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 from aliked_ros.imaging import CHANNEL_ORDERS, as_rgb
@@ -286,8 +286,7 @@ class TorchExtractor(Extractor):
             keypoints, scores, descriptors = captured(pixels)
             valid = int(np.count_nonzero(scores > self.score_threshold))
             return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
-        # torch.from_numpy wants a writeable array; message buffers are read-only views (a copy is cheap here).
-        host = torch.from_numpy(pixels) if pixels.flags.writeable else torch.tensor(pixels)
+        host = shared_tensor(pixels)  # message buffers are read-only: shared, not copied
         image = host.to(self.torch_device, non_blocking=True)
         network_input = pixels_to_network_input(image, channel_order, self.dtype)
         if self.top_k > 0:
