@@ -30,6 +30,9 @@ FUSED_PROGRAMS_WANTED = 132  # an H100's SMs
 # which computes the same offsets and reads again; with all 128, a tap's (C, O) weights and the (pixels, O) sums
 # need more than ptxas's 255 registers per thread for sm_90 and spill (8 warps too).
 OUT_CHANNELS_PER_PROGRAM = 64
+# Layers up to this C·O (per program) unroll their 9 taps on 16-pixel programs, so that one tap's reads are in flight
+# during the previous tap's product; wider ones would spill (ptxas for sm_90) and loop over the taps instead.
+UNROLL_TAPS_UP_TO = 32 * 64
 PIXELS_PER_PROGRAM = 32
 VALUES_PER_THREAD = 4  # as the feature-read kernel: a (pixels, C) tile spread so that no thread holds more
 
@@ -99,7 +102,7 @@ if AVAILABLE:
         shortcut_stride_x,
         IN_CHANNELS: tl.constexpr, OUT_CHANNELS: tl.constexpr, OUT_BLOCK: tl.constexpr, KERNEL: tl.constexpr,
         OFFSETS_PADDED: tl.constexpr, ACTIVATION: tl.constexpr, IEEE: tl.constexpr,
-        SHORTCUT_CHANNELS: tl.constexpr, SHORTCUT_PADDED: tl.constexpr, BLOCK: tl.constexpr,
+        SHORTCUT_CHANNELS: tl.constexpr, SHORTCUT_PADDED: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr,
     ):
         """A whole deformable convolution for a block of pixels: the offsets' k×k convolution (plus its bias, kept
         in float32, clamped to ``max_offset``), every tap's bilinear
@@ -111,7 +114,7 @@ if AVAILABLE:
         offsets = tl.arange(0, OFFSETS_PADDED)
         offsets_valid = offsets < 2 * KERNEL * KERNEL
         predicted = tl.zeros((BLOCK, OFFSETS_PADDED), dtype=tl.float32)
-        for tap in tl.range(0, KERNEL * KERNEL):
+        for tap in tl.range(0, KERNEL * KERNEL, loop_unroll_factor=UNROLL):
             y, x, inside = _window_tap(row, column, valid, height, width, tap, KERNEL)
             values = tl.load(image + (y * stride_y + x * stride_x)[:, None] + ins[None, :] * stride_c,
                              mask=inside[:, None], other=0.0)
@@ -123,7 +126,7 @@ if AVAILABLE:
         outs = tl.program_id(1) * OUT_BLOCK + tl.arange(0, OUT_BLOCK)  # this program's output channels
         out_valid = outs < OUT_CHANNELS
         result = tl.zeros((BLOCK, OUT_BLOCK), dtype=tl.float32)
-        for tap in tl.range(0, KERNEL * KERNEL):
+        for tap in tl.range(0, KERNEL * KERNEL, loop_unroll_factor=UNROLL):
             # The tap's (dy, dx) pair, columns 2·tap and 2·tap + 1 of the offsets (torchvision's layout).
             dy = tl.sum(tl.where(offsets[None, :] == 2 * tap, predicted, 0.0), axis=1)
             dx = tl.sum(tl.where(offsets[None, :] == 2 * tap + 1, predicted, 0.0), axis=1)
@@ -197,9 +200,10 @@ if AVAILABLE:
             source, source_weight, source_bias = ((shortcut, shortcut_weight, shortcut_bias) if shortcut is not None
                                                   else (image, weight, bias))
             shortcut_channels = source.shape[1] if shortcut is not None else 0
-            block = fused_pixels_per_program(height * width)
-            kernel = wrap_triton(_deformable_conv_kernel) if KERNEL_IS_COMPILED else _deformable_conv_kernel
             out_block = min(OUT_CHANNELS_PER_PROGRAM, max(16, triton.next_power_of_2(out_channels)))
+            unrolled = channels * out_block <= UNROLL_TAPS_UP_TO
+            block = fused_pixels_per_program(height * width, 16 if unrolled else 64)
+            kernel = wrap_triton(_deformable_conv_kernel) if KERNEL_IS_COMPILED else _deformable_conv_kernel
             kernel[(triton.cdiv(height * width, block), triton.cdiv(out_channels, out_block))](
                 output, image, offset_weight, offset_bias, weight, bias, height, width, *image.stride()[1:],
                 max(height, width) / 4.0, source, source_weight, source_bias, *source.stride()[1:],
@@ -207,6 +211,7 @@ if AVAILABLE:
                 KERNEL=kernel_size, OFFSETS_PADDED=max(16, triton.next_power_of_2(2 * kernel_size * kernel_size)),
                 ACTIVATION=activation, IEEE=image.dtype == torch.float32, SHORTCUT_CHANNELS=shortcut_channels,
                 SHORTCUT_PADDED=max(16, triton.next_power_of_2(max(shortcut_channels, 1))), BLOCK=block,
+                UNROLL=kernel_size * kernel_size if unrolled else 1,
                 num_warps=4)
         return output
 
@@ -221,10 +226,10 @@ def _channels_last_output(image: Tensor, out_channels: int) -> Tensor:
     return image.new_empty((1, *image.shape[-2:], out_channels)).permute(0, 3, 1, 2)
 
 
-def fused_pixels_per_program(pixel_count: int) -> int:
-    """Pixels per program of the fused kernel: from 64 down to 16 (tl.dot's least) until the map's programs fill
-    the GPU's SMs about once (block 4's 20×15 map would be 5 programs of 64 pixels)."""
-    block = 64
+def fused_pixels_per_program(pixel_count: int, most: int = 64) -> int:
+    """Pixels per program of the fused kernel: from ``most`` down to 16 (tl.dot's least) until the map's programs
+    fill the GPU's SMs about once (block 4's 20×15 map would be 5 programs of 64 pixels)."""
+    block = most
     while block > 16 and pixel_count / block < FUSED_PROGRAMS_WANTED:
         block //= 2
     return block
