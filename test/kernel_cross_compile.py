@@ -51,7 +51,7 @@ def compile_instead_of_running(target: GPUTarget, compiled: dict):
 def main(arch: int) -> None:
     compiled: dict = {}
     triton_jit.JITFunction.run = compile_instead_of_running(GPUTarget("cuda", arch, 32), compiled)
-    from aliked_ros.model import deform_kernel, nms_kernels
+    from aliked_ros.model import nms_kernels
     from aliked_ros.model.aliked import NMS_RADIUS, Aliked
     from aliked_ros.model.detection import detect_top_k
 
@@ -69,11 +69,6 @@ def main(arch: int) -> None:
                 keypoints, _ = detect_top_k(score_map.float(), 100, NMS_RADIUS, True, nms_kernel=True)
                 network.desc_head(pyramid, keypoints)
         nms_kernels.nms_top_k(torch.rand(64, 96, dtype=torch.float16), 2, 100)
-        # The network fuses its deformable convolutions; the read kernel alone is the layer's own triton path.
-        for dtype, channels in ((torch.float16, 32), (torch.float32, 64)):
-            deform_kernel.deform_conv2d_triton(torch.rand(1, channels, 12, 20, dtype=dtype),
-                                               torch.rand(1, 18, 12, 20, dtype=dtype),
-                                               torch.rand(64, channels, 3, 3, dtype=dtype), 1)
     print(json.dumps({"arch": arch, "kernels": compiled}))
 
 

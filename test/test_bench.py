@@ -531,6 +531,7 @@ def test_kernel_kinds_from_the_names_of_an_h100_profile():
         "_feature_pyramid_read_kernel": "aliked_ros",
         "_direct_conv_mma_kernel": "aliked_ros",  # not a convolution library's, though its name says conv
         "_direct_conv_kernel": "aliked_ros",
+        "_deformable_conv_kernel": "aliked_ros",  # blocks 3 and 4, fused: a convolution library's by its name
         "_nms_pass_kernel": "aliked_ros",
         "_top_k_threshold_kernel": "aliked_ros",
         "_top_k_count_kernel": "aliked_ros",  # was "other": the kinds named the top-k kernels one by one

@@ -12,7 +12,7 @@ PROFILE_TOP = 12
 KERNEL_KINDS = (
     ("copies", ("Memcpy", "Memset")),
     ("top-k and sort (PyTorch)", ("mbtopk", "topk", "radixSort", "sort")),
-    ("aliked_ros Triton kernels", ("_feature_pyramid_read_kernel", "_deformable_columns_kernel", "_direct_conv_",
+    ("aliked_ros Triton kernels", ("_feature_pyramid_read_kernel", "_deformable_conv_kernel", "_direct_conv_",
                                    "_finest_level_kernel", "_nms_pass_kernel",
                                    "_top_k_")),
     ("Inductor (Triton)", ("triton_",)),

@@ -8,8 +8,9 @@ offset group and no modulation mask; this module implements exactly that.
 Three implementations compute it:
 - ``tensor``: gathers and one matrix product, any device, any dtype, exportable as plain ONNX ops.
 - ``torchvision``: torchvision's fused kernel, faster where torchvision is installed; never required.
-- ``triton``: one Triton kernel for the bilinear reads, then one matrix product (:mod:`~aliked_ros.model.deform_kernel`;
-  one image at a time, ``C`` a power of two; other inputs take the tensor path). Opt-in, for the compiled CUDA path.
+- ``triton``: the network computes the block around the layer as fused Triton kernels, offsets included
+  (:func:`aliked_ros.model.deform_kernel.deformable_block`; the compiled CUDA path); the layer called alone, or on an
+  input the kernel does not take, takes the tensor path.
 """
 
 from __future__ import annotations
@@ -75,11 +76,7 @@ class DeformableConv2d(nn.Module):
 
     def deform(self, x: Tensor, offset: Tensor) -> Tensor:
         weight, bias = self.regular_conv.weight, self.regular_conv.bias  # a bias appears once BN is folded in
-        if self.implementation == "triton":
-            from aliked_ros.model import deform_kernel  # Triton and the compiler stack: only where asked for
-
-            if deform_kernel.input_channels(x, offset, weight.shape[-2:]) is not None:
-                return deform_kernel.deform_conv2d_triton(x, offset, weight, self.padding, bias)
+        if self.implementation in ("tensor", "triton"):  # triton: see the module's docstring
             return deform_conv2d_tensor(x, offset, weight, self.padding, bias)
         fused = torchvision_deform_conv2d() if self.implementation in ("auto", "torchvision") else None
         # torchvision's kernel is not safe to capture in a CUDA graph: replays gave other outputs than eager runs

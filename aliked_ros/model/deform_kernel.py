@@ -1,16 +1,19 @@
-"""One Triton kernel for the deformable convolutions' bilinear reads (the backbone's blocks 3 and 4, issue 17).
+"""The backbone's deformable convolutions (blocks 3 and 4) as one Triton kernel each (issue 17).
 
-The tensor formulation (:func:`aliked_ros.model.deform_conv.deform_conv2d_tensor`) gathers, for every output pixel
-and each of the 9 taps, the four bilinear neighbours of the tap's shifted position, channel by channel from a
-channels-first map, and mixes them: compiled, the largest Triton kernels of the frame after the descriptor head's
-(``..._index_le_mul_stack_transpose...``: 20 µs for aliked-t16, 57 + 28 µs for aliked-n16rot on an H100). Here a
-program takes a block of pixels and one tap, reads each neighbour's ``C`` channels as one vector (one contiguous read
-where the input is channels-last), mixes them in float32 and writes row-major columns ``(H·W, taps·C)``: the layout
-one matrix product with the kernel's weights turns into the output, channels-last.
+Unfused, a deformable convolution is six kernels or more on the compiled fast path: cuDNN's convolution for the
+offsets, their clamp, the bilinear reads of every tap into columns ``(H·W, 9·C)``, a layout copy, the matrix product
+with the kernel's weights, then the bias and SELU (and the residual sum at a block's end), each writing what the next
+reads. Blocks 3 and 4 run at 1/8 and 1/32 of the image, so each of those kernels is small and the frame spent most
+of their time launching them (32 kernels for the two blocks of aliked-t16). Here a program takes a block of pixels
+and computes the whole layer: the offsets' 3×3 convolution on tensor cores, kept in float32 in registers, each tap's
+four bilinear neighbours read as ``C``-channel vectors (one contiguous read where the input is channels-last) and
+mixed, the tap's product with the weights accumulated on tensor cores, then the bias, a residual block's 1×1 shortcut,
+the SELU, and one channels-last write (what the next layer reads a pixel's channels from).
 
-Exposed as the custom operator ``torch.ops.aliked_ros.deformable_columns`` through ``torch.library.triton_op``, as
-:mod:`~aliked_ros.model.sampling_kernel` is (eager, inside torch.compile, in CUDA graphs); opt-in
-(``deform_reads="triton"``) until a bench run shows what it pays end to end.
+Exposed as the custom operator ``torch.ops.aliked_ros.deformable_conv`` through ``torch.library.triton_op``, as
+:mod:`~aliked_ros.model.sampling_kernel` is (eager, inside torch.compile, in CUDA graphs); the network calls it per
+block (:func:`deformable_block`) where ``set_deform_implementation("triton")`` asks for it and the BatchNorm is
+folded. The tensor formulation (:func:`aliked_ros.model.deform_conv.deform_conv2d_tensor`) is the reference.
 """
 
 from __future__ import annotations
@@ -23,9 +26,8 @@ from torch import Tensor
 from aliked_ros.model import sampling_kernel
 
 AVAILABLE = sampling_kernel.AVAILABLE
-OPERATOR_NAME = "aliked_ros::deformable_columns"
-FUSED_OPERATOR_NAME = "aliked_ros::deformable_conv"
-FUSED_PROGRAMS_WANTED = 132  # an H100's SMs
+OPERATOR_NAME = "aliked_ros::deformable_conv"
+PROGRAMS_WANTED = 132  # an H100's SMs
 # Output channels per program: wider layers (the n models' block 4, 128) take a second program per block of pixels,
 # which computes the same offsets and reads again; with all 128, a tap's (C, O) weights and the (pixels, O) sums
 # need more than ptxas's 255 registers per thread for sm_90 and spill (8 warps too).
@@ -33,20 +35,6 @@ OUT_CHANNELS_PER_PROGRAM = 64
 # Layers up to this C·O (per program) unroll their 9 taps on 16-pixel programs, so that one tap's reads are in flight
 # during the previous tap's product; wider ones would spill (ptxas for sm_90) and loop over the taps instead.
 UNROLL_TAPS_UP_TO = 32 * 64
-PIXELS_PER_PROGRAM = 32
-VALUES_PER_THREAD = 4  # as the feature-read kernel: a (pixels, C) tile spread so that no thread holds more
-
-
-def input_channels(x: Tensor, offset: Tensor, kernel_size: tuple[int, int]) -> int | None:
-    """``C`` if the kernel reads this input, else None: one image ``(1, C, H, W)`` with ``C`` a power of two (the
-    width of tl.arange), offsets ``(1, 2·taps, H, W)``, both addressed in int32."""
-    if x.dim() != 4 or x.shape[0] != 1 or offset.shape != (1, 2 * kernel_size[0] * kernel_size[1], *x.shape[-2:]):
-        return None
-    if max(sampling_kernel.largest_offset(x), sampling_kernel.largest_offset(offset),
-           x.shape[1] * kernel_size[0] * kernel_size[1] * x.shape[2] * x.shape[3]) >= 2**31:
-        return None
-    channels = x.shape[1]
-    return channels if channels > 0 and not channels & (channels - 1) else None
 
 
 if AVAILABLE:
@@ -54,46 +42,9 @@ if AVAILABLE:
     import triton.language as tl
     from torch.library import wrap_triton
 
-    bilinear_neighbour = sampling_kernel.bilinear_neighbour
-
-    @triton.jit
-    def _deformable_columns_kernel(
-        output, image, offset, pixel_count, height, width,
-        stride_c, stride_y, stride_x, offset_stride_c, offset_stride_y, offset_stride_x,
-        PADDING: tl.constexpr, KERNEL_WIDTH: tl.constexpr, TAPS: tl.constexpr, CHANNELS: tl.constexpr,
-        BLOCK: tl.constexpr,
-    ):
-        pixels = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        tap = tl.program_id(1)
-        valid = pixels < pixel_count
-        safe = tl.where(valid, pixels, 0)  # rows past the end read pixel 0: valid addresses, nothing stored
-        row = safe // width
-        column = safe % width
-        channels = tl.arange(0, CHANNELS)
-        # Offsets: a (dy, dx) pair per tap, in tap order (torchvision's and ONNX DeformConv's layout).
-        offsets_at = offset + row * offset_stride_y + column * offset_stride_x
-        dy = tl.load(offsets_at + (2 * tap) * offset_stride_c).to(tl.float32)
-        dx = tl.load(offsets_at + (2 * tap + 1) * offset_stride_c).to(tl.float32)
-        # The tap's position in float32, as the tensor formulation computes it.
-        y = (row - PADDING + tap // KERNEL_WIDTH).to(tl.float32) + dy
-        x = (column - PADDING + tap % KERNEL_WIDTH).to(tl.float32) + dx
-        fx = x - tl.floor(x)
-        fy = y - tl.floor(y)
-        # Clamped before the integer conversion (offsets are clamped to a quarter of the map, but NaN-free far
-        # values must not overflow it): from -2 or the size on, both neighbours lie outside and weigh 0.
-        x0 = tl.minimum(tl.maximum(tl.floor(x), -2.0), width + 0.0).to(tl.int32)
-        y0 = tl.minimum(tl.maximum(tl.floor(y), -2.0), height + 0.0).to(tl.int32)
-        mixed = tl.zeros((BLOCK, CHANNELS), dtype=tl.float32)
-        for corner in tl.static_range(4):  # bilinear_taps' order; a neighbour outside the map weighs 0
-            neighbour_x, neighbour_y, weight = bilinear_neighbour(x0, y0, fx, fy, corner, width, height)
-            pixel = neighbour_y * stride_y + neighbour_x * stride_x
-            values = tl.load(image + pixel[:, None] + channels[None, :] * stride_c).to(tl.float32)
-            mixed += values * weight[:, None]
-        # Row-major (H·W, taps·C): pixel p's taps side by side, each tap's C channels together.
-        target = output + pixels[:, None] * (TAPS * CHANNELS) + tap * CHANNELS + channels[None, :]
-        tl.store(target, mixed.to(output.dtype.element_ty), mask=valid[:, None])
-
     from aliked_ros.model.dense_kernels import _activate, _matmul, _pixel_block, _window_tap
+
+    bilinear_neighbour = sampling_kernel.bilinear_neighbour
 
     @triton.jit
     def _deformable_conv_kernel(
@@ -104,11 +55,11 @@ if AVAILABLE:
         OFFSETS_PADDED: tl.constexpr, ACTIVATION: tl.constexpr, IEEE: tl.constexpr,
         SHORTCUT_CHANNELS: tl.constexpr, SHORTCUT_PADDED: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr,
     ):
-        """A whole deformable convolution for a block of pixels: the offsets' k×k convolution (plus its bias, kept
-        in float32, clamped to ``max_offset``), every tap's bilinear
-        reads at the shifted position, and the kernel's product on tensor cores, tap by tap; then the bias, a
-        residual block's 1×1 shortcut where SHORTCUT_CHANNELS, the activation, and one channels-last write. The
-        offsets and columns never leave the registers (the unfused path writes and reads both, in 6 kernels)."""
+        """A whole deformable convolution for a block of pixels and OUT_BLOCK of its output channels: the offsets'
+        k×k convolution (plus its bias, kept in float32, clamped to ``max_offset``), every tap's bilinear reads at
+        the shifted position, and the kernel's product on tensor cores, tap by tap; then the bias, a residual block's
+        1×1 shortcut where SHORTCUT_CHANNELS, the activation, and one channels-last write. Offsets and columns never
+        leave the registers. UNROLL: the taps unrolled (9) or looped over (1)."""
         pixels, valid, row, column = _pixel_block(height, width, BLOCK)
         ins = tl.arange(0, IN_CHANNELS)
         offsets = tl.arange(0, OFFSETS_PADDED)
@@ -118,8 +69,9 @@ if AVAILABLE:
             y, x, inside = _window_tap(row, column, valid, height, width, tap, KERNEL)
             values = tl.load(image + (y * stride_y + x * stride_x)[:, None] + ins[None, :] * stride_c,
                              mask=inside[:, None], other=0.0)
-            weights = tl.load(offset_weight + offsets[None, :] * (IN_CHANNELS * KERNEL * KERNEL) + ins[:, None] * (KERNEL * KERNEL) + tap,
-                              mask=offsets_valid[None, :], other=0.0)
+            # The tap's offset weights (C, 2·taps), read from the (2·taps, C, k, k) weight as it is.
+            weights = tl.load(offset_weight + offsets[None, :] * (IN_CHANNELS * KERNEL * KERNEL)
+                              + ins[:, None] * (KERNEL * KERNEL) + tap, mask=offsets_valid[None, :], other=0.0)
             predicted += _matmul(values, weights.to(values.dtype), IEEE)
         predicted += tl.load(offset_bias + offsets, mask=offsets_valid, other=0.0).to(tl.float32)[None, :]
         predicted = tl.minimum(tl.maximum(predicted, -max_offset), max_offset)
@@ -134,7 +86,8 @@ if AVAILABLE:
             x = (column - KERNEL // 2 + tap % KERNEL).to(tl.float32) + dx
             fx = x - tl.floor(x)
             fy = y - tl.floor(y)
-            # As _deformable_columns_kernel: clamped before the integer conversion.
+            # Clamped before the integer conversion (offsets are clamped to a quarter of the map, but NaN-free far
+            # values must not overflow it): from -2 or the size on, both neighbours lie outside and weigh 0.
             x0 = tl.minimum(tl.maximum(tl.floor(x), -2.0), width + 0.0).to(tl.int32)
             y0 = tl.minimum(tl.maximum(tl.floor(y), -2.0), height + 0.0).to(tl.int32)
             mixed = tl.zeros((BLOCK, IN_CHANNELS), dtype=tl.float32)
@@ -144,9 +97,9 @@ if AVAILABLE:
                                  + ins[None, :] * stride_c, mask=valid[:, None], other=0.0)
                 mixed += values.to(tl.float32) * corner_weight[:, None]
             # The tap's weights (C, O), read from the (O, C, k, k) weight as it is.
-            weights = tl.load(weight + outs[None, :] * (IN_CHANNELS * KERNEL * KERNEL) + ins[:, None] * (KERNEL * KERNEL) + tap,
-                              mask=out_valid[None, :], other=0.0)
-            # The columns rounded to the image's dtype before the product, as the unfused path stores them.
+            weights = tl.load(weight + outs[None, :] * (IN_CHANNELS * KERNEL * KERNEL)
+                              + ins[:, None] * (KERNEL * KERNEL) + tap, mask=out_valid[None, :], other=0.0)
+            # The mixed columns rounded to the image's dtype for the tensor cores (float16 on the fast path).
             result += _matmul(mixed.to(image.dtype.element_ty), weights.to(image.dtype.element_ty), IEEE)
         if SHORTCUT_CHANNELS:
             sources = tl.arange(0, SHORTCUT_PADDED)
@@ -164,32 +117,9 @@ if AVAILABLE:
         tl.store(output + pixels[:, None] * OUT_CHANNELS + outs[None, :], result.to(output.dtype.element_ty),
                  mask=valid[:, None] & out_valid[None, :])
 
-    KERNEL_IS_COMPILED = isinstance(_deformable_columns_kernel, triton.runtime.jit.JITFunction)
+    KERNEL_IS_COMPILED = isinstance(_deformable_conv_kernel, triton.runtime.jit.JITFunction)
 
     @torch.library.triton_op(OPERATOR_NAME, mutates_args=())
-    def deformable_columns(image: Tensor, offset: Tensor, padding: int, kernel_height: int,
-                           kernel_width: int) -> Tensor:
-        """``(H·W, taps·C)`` bilinear samples of ``image`` ``(1, C, H, W)`` at each pixel's shifted taps."""
-        _, channels, height, width = image.shape
-        taps = kernel_height * kernel_width
-        output = image.new_empty((height * width, taps * channels))
-        if height * width:
-            grid = (triton.cdiv(height * width, PIXELS_PER_PROGRAM), taps)
-            warps = max(4, PIXELS_PER_PROGRAM * channels // (32 * VALUES_PER_THREAD))
-            # Named here: torch finds the kernel in this body and hashes its source into the compile cache.
-            kernel = wrap_triton(_deformable_columns_kernel) if KERNEL_IS_COMPILED else _deformable_columns_kernel
-            kernel[grid](output, image, offset, height * width, height, width, *image.stride()[1:],
-                         *offset.stride()[1:], PADDING=padding, KERNEL_WIDTH=kernel_width, TAPS=taps,
-                         CHANNELS=channels, BLOCK=PIXELS_PER_PROGRAM, num_warps=warps)
-        return output
-
-    @deformable_columns.register_fake
-    def _(image: Tensor, offset: Tensor, padding: int, kernel_height: int, kernel_width: int) -> Tensor:
-        _, channels, height, width = image.shape
-        return image.new_empty((height * width, kernel_height * kernel_width * channels))
-
-
-    @torch.library.triton_op(FUSED_OPERATOR_NAME, mutates_args=())
     def _deformable_conv(image: Tensor, offset_weight: Tensor, offset_bias: Tensor, weight: Tensor, bias: Tensor,
                          activation: int, shortcut: Optional[Tensor], shortcut_weight: Optional[Tensor],
                          shortcut_bias: Optional[Tensor]) -> Tensor:
@@ -202,7 +132,7 @@ if AVAILABLE:
             shortcut_channels = source.shape[1] if shortcut is not None else 0
             out_block = min(OUT_CHANNELS_PER_PROGRAM, max(16, triton.next_power_of_2(out_channels)))
             unrolled = channels * out_block <= UNROLL_TAPS_UP_TO
-            block = fused_pixels_per_program(height * width, 16 if unrolled else 64)
+            block = pixels_per_program(height * width, 16 if unrolled else 64)
             kernel = wrap_triton(_deformable_conv_kernel) if KERNEL_IS_COMPILED else _deformable_conv_kernel
             kernel[(triton.cdiv(height * width, block), triton.cdiv(out_channels, out_block))](
                 output, image, offset_weight, offset_bias, weight, bias, height, width, *image.stride()[1:],
@@ -226,11 +156,11 @@ def _channels_last_output(image: Tensor, out_channels: int) -> Tensor:
     return image.new_empty((1, *image.shape[-2:], out_channels)).permute(0, 3, 1, 2)
 
 
-def fused_pixels_per_program(pixel_count: int, most: int = 64) -> int:
+def pixels_per_program(pixel_count: int, most: int = 64) -> int:
     """Pixels per program of the fused kernel: from ``most`` down to 16 (tl.dot's least) until the map's programs
     fill the GPU's SMs about once (block 4's 20×15 map would be 5 programs of 64 pixels)."""
     block = most
-    while block > 16 and pixel_count / block < FUSED_PROGRAMS_WANTED:
+    while block > 16 and pixel_count / block < PROGRAMS_WANTED:
         block //= 2
     return block
 
@@ -275,24 +205,3 @@ def fused_block_accepted(x: Tensor, block) -> bool:
                 or conv.padding != 1 or not (regular.weight.is_contiguous() and offsets.weight.is_contiguous()):
             return False
     return sampling_kernel.largest_offset(x) < 2**31 and x.shape[2] * x.shape[3] * max(widths) < 2**31
-
-
-def deform_conv2d_triton(x: Tensor, offset: Tensor, weight: Tensor, padding: int, bias: Tensor | None = None) -> Tensor:
-    """Stride-1 DCNv1 as :func:`~aliked_ros.model.deform_conv.deform_conv2d_tensor` computes it: the kernel's columns,
-    then one matrix product. The output ``(1, O, H, W)`` is channels-last in memory (the next layers take it as it is).
-    Needs :func:`input_channels` to accept the input; raises a RuntimeError without Triton."""
-    if not AVAILABLE:
-        raise RuntimeError("The deformable-convolution kernel needs Triton and torch >= 2.6.")
-    out_channels, channels, kernel_height, kernel_width = weight.shape
-    if input_channels(x, offset, (kernel_height, kernel_width)) is None:
-        raise ValueError("The deformable-convolution kernel reads one image (1, C, H, W) with C a power of two and "
-                         f"offsets (1, {2 * kernel_height * kernel_width}, H, W): got {tuple(x.shape)} and "
-                         f"{tuple(offset.shape)}.")
-    height, width = x.shape[-2:]
-    columns = torch.ops.aliked_ros.deformable_columns(x, offset, padding, kernel_height, kernel_width)
-    # Rows of the weights in the columns' order: tap-major, then input channel.
-    weight_rows = weight.permute(2, 3, 1, 0).reshape(kernel_height * kernel_width * channels, out_channels)
-    out = columns @ weight_rows.to(columns.dtype)
-    if bias is not None:
-        out = out + bias.to(out.dtype)
-    return out.view(1, height, width, out_channels).permute(0, 3, 1, 2)

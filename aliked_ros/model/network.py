@@ -166,8 +166,6 @@ class AlikedNetwork(nn.Module):
         # "torch" or "triton": the full-resolution layers (block 1, the finest level, the score head) as cuDNN
         # convolutions or as the Triton kernels of dense_kernels (TorchExtractor's dense_kernels; BatchNorm folded).
         self.dense_layers = "torch"
-        # With the deformable-read kernel: each deformable convolution of blocks 3 and 4 as one fused kernel.
-        self.fused_deformable_blocks = True
 
     @torch.no_grad()
     def fold_batch_norm(self) -> None:
@@ -291,8 +289,8 @@ class AlikedNetwork(nn.Module):
         """``block(x)``; where its convolutions take the Triton kernel (``set_deform_implementation("triton")``) and
         the BatchNorm is folded, each deformable convolution as one fused kernel (offsets, reads, product, bias,
         shortcut and activation; :func:`~aliked_ros.model.deform_kernel.deformable_block`)."""
-        if self.fused_deformable_blocks and block.conv1.implementation == "triton" \
-                and isinstance(block.bn1, nn.Identity) and isinstance(block.bn2, nn.Identity):
+        if block.conv1.implementation == "triton" and isinstance(block.bn1, nn.Identity) \
+                and isinstance(block.bn2, nn.Identity):
             from aliked_ros.model import deform_kernel
 
             x = x.contiguous(memory_format=torch.channels_last)  # a pixel's channels: one contiguous read
