@@ -89,10 +89,12 @@ class TorchExtractor(Extractor):
           ``compile_in_subprocess`` (with it): a child process compiles each size first
           (:mod:`~aliked_ros.engines.compile_child`) and the worker then compiles from torch.compile's cache, holding
           the GIL, which the serving thread needs after each synchronisation, for seconds instead of the whole time.
-        - ``deform_reads``: how the backbone's deformable convolutions read their input. ``"triton"`` (CUDA with
-          Triton): one Triton kernel for the bilinear reads (:mod:`~aliked_ros.model.deform_kernel`); ``"torch"``:
-          gathers; ``"auto"`` (the default): the kernel on the compiled fast path, where it took 0.13-0.15 ms off an
-          aliked-n16rot frame and 0.09 ms of GPU time off an aliked-t16 frame (BENCHMARKS.md), gathers elsewhere.
+        - ``deform_reads``: how the backbone's deformable convolutions (blocks 3 and 4) run. ``"triton"`` (CUDA with
+          Triton): one Triton kernel per convolution, its offsets, bilinear reads, product, bias, shortcut and SELU
+          together (:mod:`~aliked_ros.model.deform_kernel`); ``"torch"``: cuDNN's offsets, gathers and a matrix
+          product; ``"auto"`` (the default): the kernels on the compiled fast path, where they took 29-35 kernels
+          and 0.02 ms off a frame against the read kernel alone, which had taken 0.09-0.15 ms off the gathers
+          (BENCHMARKS.md), the torch formulation elsewhere.
         - ``feature_reads``: how the descriptor head reads the feature pyramid. ``"triton"`` (CUDA with Triton):
           one Triton kernel (:mod:`~aliked_ros.model.sampling_kernel`); ``"torch"``: gathers, the formulation that
           runs everywhere (and that ONNX exports); ``"auto"`` (the default): the kernel on the compiled fast path,
@@ -216,7 +218,7 @@ class TorchExtractor(Extractor):
                 + (" (in the background, first in a child process)" if self.compile_in_subprocess else "")
                 + (", CUDA graph" if self.cuda_graph else "")
                 + (", feature-read kernel" if self.feature_reads == "triton" else "")
-                + (", deformable-read kernel" if self.deform_reads == "triton" else "")
+                + (", deformable-convolution kernels" if self.deform_reads == "triton" else "")
                 + (", full-resolution kernels" if self.dense_layers == "triton" else ""))
 
     def device_memory(self) -> dict[str, float] | None:
