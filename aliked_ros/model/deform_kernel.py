@@ -32,9 +32,6 @@ PROGRAMS_WANTED = 132  # an H100's SMs
 # which computes the same offsets and reads again; with all 128, a tap's (C, O) weights and the (pixels, O) sums
 # need more than ptxas's 255 registers per thread for sm_90 and spill (8 warps too).
 OUT_CHANNELS_PER_PROGRAM = 64
-# Layers up to this C·O (per program) unroll their 9 taps on 16-pixel programs, so that one tap's reads are in flight
-# during the previous tap's product; wider ones would spill (ptxas for sm_90) and loop over the taps instead.
-UNROLL_TAPS_UP_TO = 32 * 64
 
 
 if AVAILABLE:
@@ -53,19 +50,20 @@ if AVAILABLE:
         shortcut_stride_x,
         IN_CHANNELS: tl.constexpr, OUT_CHANNELS: tl.constexpr, OUT_BLOCK: tl.constexpr, KERNEL: tl.constexpr,
         OFFSETS_PADDED: tl.constexpr, ACTIVATION: tl.constexpr, IEEE: tl.constexpr,
-        SHORTCUT_CHANNELS: tl.constexpr, SHORTCUT_PADDED: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr,
+        SHORTCUT_CHANNELS: tl.constexpr, SHORTCUT_PADDED: tl.constexpr, BLOCK: tl.constexpr,
     ):
         """A whole deformable convolution for a block of pixels and OUT_BLOCK of its output channels: the offsets'
         k×k convolution (plus its bias, kept in float32, clamped to ``max_offset``), every tap's bilinear reads at
         the shifted position, and the kernel's product on tensor cores, tap by tap; then the bias, a residual block's
         1×1 shortcut where SHORTCUT_CHANNELS, the activation, and one channels-last write. Offsets and columns never
-        leave the registers. UNROLL: the taps unrolled (9) or looped over (1)."""
+        leave the registers. The taps are a loop, not unrolled: unrolled, the wider layers spill (ptxas for sm_90),
+        and on an H100 the frame's kernel took as long (aliked-t16) or longer (aliked-n16rot; BENCHMARKS.md)."""
         pixels, valid, row, column = _pixel_block(height, width, BLOCK)
         ins = tl.arange(0, IN_CHANNELS)
         offsets = tl.arange(0, OFFSETS_PADDED)
         offsets_valid = offsets < 2 * KERNEL * KERNEL
         predicted = tl.zeros((BLOCK, OFFSETS_PADDED), dtype=tl.float32)
-        for tap in tl.range(0, KERNEL * KERNEL, loop_unroll_factor=UNROLL):
+        for tap in tl.range(0, KERNEL * KERNEL):
             y, x, inside = _window_tap(row, column, valid, height, width, tap, KERNEL)
             values = tl.load(image + (y * stride_y + x * stride_x)[:, None] + ins[None, :] * stride_c,
                              mask=inside[:, None], other=0.0)
@@ -78,7 +76,7 @@ if AVAILABLE:
         outs = tl.program_id(1) * OUT_BLOCK + tl.arange(0, OUT_BLOCK)  # this program's output channels
         out_valid = outs < OUT_CHANNELS
         result = tl.zeros((BLOCK, OUT_BLOCK), dtype=tl.float32)
-        for tap in tl.range(0, KERNEL * KERNEL, loop_unroll_factor=UNROLL):
+        for tap in tl.range(0, KERNEL * KERNEL):
             # The tap's (dy, dx) pair, columns 2·tap and 2·tap + 1 of the offsets (torchvision's layout).
             dy = tl.sum(tl.where(offsets[None, :] == 2 * tap, predicted, 0.0), axis=1)
             dx = tl.sum(tl.where(offsets[None, :] == 2 * tap + 1, predicted, 0.0), axis=1)
@@ -131,8 +129,7 @@ if AVAILABLE:
                                                   else (image, weight, bias))
             shortcut_channels = source.shape[1] if shortcut is not None else 0
             out_block = min(OUT_CHANNELS_PER_PROGRAM, max(16, triton.next_power_of_2(out_channels)))
-            unrolled = channels * out_block <= UNROLL_TAPS_UP_TO
-            block = pixels_per_program(height * width, 16 if unrolled else 64)
+            block = pixels_per_program(height * width)
             kernel = wrap_triton(_deformable_conv_kernel) if KERNEL_IS_COMPILED else _deformable_conv_kernel
             kernel[(triton.cdiv(height * width, block), triton.cdiv(out_channels, out_block))](
                 output, image, offset_weight, offset_bias, weight, bias, height, width, *image.stride()[1:],
@@ -141,7 +138,6 @@ if AVAILABLE:
                 KERNEL=kernel_size, OFFSETS_PADDED=max(16, triton.next_power_of_2(2 * kernel_size * kernel_size)),
                 ACTIVATION=activation, IEEE=image.dtype == torch.float32, SHORTCUT_CHANNELS=shortcut_channels,
                 SHORTCUT_PADDED=max(16, triton.next_power_of_2(max(shortcut_channels, 1))), BLOCK=block,
-                UNROLL=kernel_size * kernel_size if unrolled else 1,
                 num_warps=4)
         return output
 
@@ -156,10 +152,10 @@ def _channels_last_output(image: Tensor, out_channels: int) -> Tensor:
     return image.new_empty((1, *image.shape[-2:], out_channels)).permute(0, 3, 1, 2)
 
 
-def pixels_per_program(pixel_count: int, most: int = 64) -> int:
-    """Pixels per program of the fused kernel: from ``most`` down to 16 (tl.dot's least) until the map's programs
-    fill the GPU's SMs about once (block 4's 20×15 map would be 5 programs of 64 pixels)."""
-    block = most
+def pixels_per_program(pixel_count: int) -> int:
+    """Pixels per program of the fused kernel: from 64 down to 16 (tl.dot's least) until the map's programs fill
+    the GPU's SMs about once (block 4's 20×15 map would be 5 programs of 64 pixels)."""
+    block = 64
     while block > 16 and pixel_count / block < PROGRAMS_WANTED:
         block //= 2
     return block
