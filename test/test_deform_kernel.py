@@ -60,3 +60,10 @@ def test_blocks_the_fused_kernel_cannot_take_run_their_own_layers():
     unfolded = random_block(16, 32)
     unfolded.conv2.regular_conv.bias = None  # BatchNorm not folded: no bias on the convolution
     assert not deform_kernel.fused_block_accepted(x, unfolded)
+
+
+@needs_triton
+def test_the_fused_block_refuses_an_input_it_cannot_take_with_what_it_needs():
+    block = random_block(16, 32)
+    with pytest.raises(ValueError, match=r"one image \(1, C, H, W\).*got \(2, 16, 10, 12\)"):
+        deform_kernel.deformable_block(torch.randn(2, 16, 10, 12), block)
