@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from aliked_ros.model import sampling_kernel
+from aliked_ros.model.dense_kernels import ACTIVATIONS, channels_last_empty
 
 AVAILABLE = sampling_kernel.AVAILABLE
 OPERATOR_NAME = "aliked_ros::deformable_conv"
@@ -39,7 +40,7 @@ if AVAILABLE:
     import triton.language as tl
     from torch.library import wrap_triton
 
-    from aliked_ros.model.dense_kernels import _activate, _matmul, _pixel_block, _window_tap
+    from aliked_ros.model.dense_kernels import _activate, _add_shortcut, _matmul, _pixel_block, _window_tap
 
     bilinear_neighbour = sampling_kernel.bilinear_neighbour
 
@@ -100,15 +101,9 @@ if AVAILABLE:
             # The mixed columns rounded to the image's dtype for the tensor cores (float16 on the fast path).
             result += _matmul(mixed.to(image.dtype.element_ty), weights.to(image.dtype.element_ty), IEEE)
         if SHORTCUT_CHANNELS:
-            sources = tl.arange(0, SHORTCUT_PADDED)
-            source_valid = sources < SHORTCUT_CHANNELS
-            values = tl.load(shortcut + (row * shortcut_stride_y + column * shortcut_stride_x)[:, None]
-                             + sources[None, :] * shortcut_stride_c, mask=valid[:, None] & source_valid[None, :],
-                             other=0.0)
-            weights = tl.load(shortcut_weight + outs[None, :] * SHORTCUT_CHANNELS + sources[:, None],
-                              mask=source_valid[:, None] & out_valid[None, :], other=0.0)
-            result += _matmul(values, weights.to(values.dtype), IEEE)
-            result += tl.load(shortcut_bias + outs, mask=out_valid, other=0.0).to(tl.float32)[None, :]
+            result = _add_shortcut(result, shortcut, shortcut_weight, shortcut_bias, shortcut_stride_c,
+                                   shortcut_stride_y, shortcut_stride_x, row, column, valid, outs, out_valid,
+                                   SHORTCUT_CHANNELS, SHORTCUT_PADDED, IEEE)
         result += tl.load(bias + outs, mask=out_valid, other=0.0).to(tl.float32)[None, :]
         result = _activate(result, ACTIVATION)
         # Channels-last (1, O, H, W): a pixel's O channels together, what the next deformable read takes whole.
@@ -123,7 +118,7 @@ if AVAILABLE:
                          shortcut_bias: Optional[Tensor]) -> Tensor:
         _, channels, height, width = image.shape
         out_channels, _, kernel_size, _ = weight.shape
-        output = _channels_last_output(image, out_channels)
+        output = channels_last_empty(image, out_channels)
         if height * width:
             source, source_weight, source_bias = ((shortcut, shortcut_weight, shortcut_bias) if shortcut is not None
                                                   else (image, weight, bias))
@@ -144,12 +139,7 @@ if AVAILABLE:
     @_deformable_conv.register_fake
     def _(image: Tensor, offset_weight: Tensor, offset_bias: Tensor, weight: Tensor, bias: Tensor, activation: int,
           shortcut: Optional[Tensor], shortcut_weight: Optional[Tensor], shortcut_bias: Optional[Tensor]) -> Tensor:
-        return _channels_last_output(image, weight.shape[0])
-
-
-def _channels_last_output(image: Tensor, out_channels: int) -> Tensor:
-    """An output ``(1, O, H, W)`` channels-last in memory, in the image's dtype and device."""
-    return image.new_empty((1, *image.shape[-2:], out_channels)).permute(0, 3, 1, 2)
+        return channels_last_empty(image, weight.shape[0])
 
 
 def pixels_per_program(pixel_count: int) -> int:
@@ -171,8 +161,6 @@ def deformable_block(x: Tensor, block) -> Tensor:
         raise ValueError("The fused deformable block takes one image (1, C, H, W) and a block of 3x3 deformable "
                          "convolutions with biases (BatchNorm folded), C and its width powers of two from 16: got "
                          f"{tuple(x.shape)}.")
-    from aliked_ros.model.dense_kernels import ACTIVATIONS
-
     selu = ACTIVATIONS["selu"]
     hidden = _fused_layer(x, block.conv1, selu, None, None, None)
     shortcut = block.downsample

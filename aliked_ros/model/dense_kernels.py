@@ -89,6 +89,20 @@ if AVAILABLE:
         tl.store(target, result.to(output.dtype.element_ty), mask=valid[:, None] & out_valid[None, :])
 
     @triton.jit
+    def _add_shortcut(result, shortcut, weight, bias, stride_c, stride_y, stride_x, row, column, valid, outs,
+                      out_valid, CHANNELS: tl.constexpr, PADDED: tl.constexpr, IEEE: tl.constexpr):
+        """``result`` (pixels, outs) plus a residual block's 1×1 projection of ``shortcut`` (CHANNELS channels, any
+        strides) at these pixels: weight (O, CHANNELS), bias (O,)."""
+        sources = tl.arange(0, PADDED)
+        source_valid = sources < CHANNELS
+        values = tl.load(shortcut + (row * stride_y + column * stride_x)[:, None] + sources[None, :] * stride_c,
+                         mask=valid[:, None] & source_valid[None, :], other=0.0)
+        weights = tl.load(weight + outs[None, :] * CHANNELS + sources[:, None],
+                          mask=source_valid[:, None] & out_valid[None, :], other=0.0)
+        result += _matmul(values, weights.to(values.dtype), IEEE)
+        return result + tl.load(bias + outs, mask=out_valid, other=0.0).to(tl.float32)[None, :]
+
+    @triton.jit
     def _direct_conv_kernel(
         output, image, weight, bias, height, width, stride_c, stride_y, stride_x,
         IN_CHANNELS: tl.constexpr, OUT_CHANNELS: tl.constexpr, OUT_PADDED: tl.constexpr, KERNEL: tl.constexpr,
@@ -135,15 +149,9 @@ if AVAILABLE:
                               + tap, mask=in_valid[:, None] & out_valid[None, :], other=0.0)
             result += _matmul(values, weights.to(values.dtype), IEEE)
         if SHORTCUT_CHANNELS:  # added before the bias and activation _finish_conv applies
-            sources = tl.arange(0, SHORTCUT_PADDED)
-            source_valid = sources < SHORTCUT_CHANNELS
-            values = tl.load(shortcut + (row * shortcut_stride_y + column * shortcut_stride_x)[:, None]
-                             + sources[None, :] * shortcut_stride_c, mask=valid[:, None] & source_valid[None, :],
-                             other=0.0)
-            weights = tl.load(shortcut_weight + outs[None, :] * SHORTCUT_CHANNELS + sources[:, None],
-                              mask=source_valid[:, None] & out_valid[None, :], other=0.0)
-            result += _matmul(values, weights.to(values.dtype), IEEE)
-            result += tl.load(shortcut_bias + outs, mask=out_valid, other=0.0).to(tl.float32)[None, :]
+            result = _add_shortcut(result, shortcut, shortcut_weight, shortcut_bias, shortcut_stride_c,
+                                   shortcut_stride_y, shortcut_stride_x, row, column, valid, outs, out_valid,
+                                   SHORTCUT_CHANNELS, SHORTCUT_PADDED, IEEE)
         _finish_conv(output, result, bias, outs, out_valid, pixels, valid, pixel_count, HAS_BIAS, ACTIVATION)
 
     @triton.jit
@@ -234,7 +242,7 @@ if AVAILABLE:
         _, in_channels, height, width = features.shape
         level_channels = project_weight.shape[0]
         # Channels-last: (1, C, H, W) with strides (H·W·C, 1, W·C, C).
-        level = features.new_empty((1, height, width, level_channels)).permute(0, 3, 1, 2)
+        level = channels_last_empty(features, level_channels)
         head = features.new_empty((1, HEAD_CHANNELS, height, width))
         if height * width:
             grid = (triton.cdiv(height * width, FINEST_PIXELS_PER_PROGRAM),)
@@ -248,9 +256,16 @@ if AVAILABLE:
     @_finest_level.register_fake
     def _(features: Tensor, project_weight: Tensor, head_weight: Tensor) -> tuple[Tensor, Tensor]:
         _, _, height, width = features.shape
-        level = features.new_empty((1, height, width, project_weight.shape[0])).permute(0, 3, 1, 2)
-        return level, features.new_empty((1, HEAD_CHANNELS, height, width))
+        head = features.new_empty((1, HEAD_CHANNELS, height, width))
+        return channels_last_empty(features, project_weight.shape[0]), head
 
+
+
+def channels_last_empty(image: Tensor, channels: int) -> Tensor:
+    """An uninitialised ``(1, channels, H, W)`` like ``image`` ``(1, C, H, W)``, channels-last in memory (strides
+    ``(H·W·channels, 1, W·channels, channels)``): the layout the feature-read and deformable kernels read a pixel's
+    channels in, one contiguous vector."""
+    return image.new_empty((1, *image.shape[-2:], channels)).permute(0, 3, 1, 2)
 
 
 def _require_triton() -> None:
