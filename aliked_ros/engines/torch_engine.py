@@ -16,7 +16,7 @@ from aliked_ros.engines.background import DONE, FAILED, BackgroundBuilds
 from aliked_ros.engines.base import Extractor
 from aliked_ros.engines.compile_cache import use_persistent_compile_cache
 from aliked_ros.engines.compile_child import compile_in_child
-from aliked_ros.engines.cuda_graph import CapturedExtraction, shared_tensor
+from aliked_ros.engines.cuda_graph import CapturedExtraction, features_above, shared_tensor
 from aliked_ros.errors import AlikedError
 from aliked_ros.features import Features
 from aliked_ros.imaging import CHANNEL_ORDERS, as_rgb
@@ -267,9 +267,7 @@ class TorchExtractor(Extractor):
         captured = self._captured((height, width, "device-rgb"), (height, width, 3), "rgb", top_k, upload=False)
         if captured is None:  # none may be made while the worker compiles: through the RGB graph of this size
             return self._extract_elsewhere(image.cpu().numpy(), "rgb", top_k)
-        keypoints, scores, descriptors = captured.from_device(image)
-        valid = int(np.count_nonzero(scores > self.score_threshold))
-        return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
+        return features_above(captured.from_device(image), self.score_threshold, height, width)
 
     @torch.inference_mode()
     def _extract_pixels(self, pixels: np.ndarray, channel_order: str) -> Features:
@@ -285,9 +283,7 @@ class TorchExtractor(Extractor):
             captured = self._captured((height, width, layout), pixels.shape, channel_order, top_k)
             if captured is None:  # none may be made while the worker compiles
                 return self._extract_elsewhere(pixels, channel_order, top_k)
-            keypoints, scores, descriptors = captured(pixels)
-            valid = int(np.count_nonzero(scores > self.score_threshold))
-            return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
+            return features_above(captured(pixels), self.score_threshold, height, width)
         host = shared_tensor(pixels)  # message buffers are read-only: shared, not copied
         image = host.to(self.torch_device, non_blocking=True)
         network_input = pixels_to_network_input(image, channel_order, self.dtype)
@@ -321,9 +317,7 @@ class TorchExtractor(Extractor):
                                 width, height)
             self._builds.wait_idle()
             return self._extract_pixels(pixels, channel_order)
-        keypoints, scores, descriptors = rgb_graph(as_rgb(pixels, channel_order))
-        valid = int(np.count_nonzero(scores > self.score_threshold))
-        return Features(keypoints[:valid].copy(), scores[:valid].copy(), descriptors[:valid].copy(), height, width)
+        return features_above(rgb_graph(as_rgb(pixels, channel_order)), self.score_threshold, height, width)
 
     def _captured(self, key: tuple[int, int, str], shape: tuple[int, ...], channel_order: str,
                   top_k: int, upload: bool = True) -> CapturedExtraction | None:
