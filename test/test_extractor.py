@@ -434,14 +434,15 @@ def test_frames_are_read_where_they_lie_read_only_ones_too_without_a_warning():
 
 
 def test_a_replays_features_are_the_rows_above_the_threshold_copied_out_of_the_pinned_buffers():
-    from aliked_ros.engines.cuda_graph import features_above
+    from aliked_ros.engines.cuda_graph import THREADED_COPY_FROM_BYTES, features_above
 
     # The buffers as a replay leaves them: rows sorted by score, the slots without a maximum scoring 0.
     scores = np.array([0.9, 0.5, 0.2, 0.0, 0.0], dtype=np.float32)
     keypoints = np.arange(10, dtype=np.float32).reshape(5, 2)
-    # Float16 as the fast path downloads them; above torch's grain size: a threaded copy.
-    descriptors = np.arange(5 * 300, dtype=np.float16).reshape(5, 300) / 512
+    # Above THREADED_COPY_FROM_BYTES: copied by torch's threads; the others by numpy.
+    descriptors = np.arange(5 * 80000, dtype=np.float32).reshape(5, 80000) / 512
     host_views = (keypoints, scores, descriptors)
+    assert descriptors[:2].nbytes >= THREADED_COPY_FROM_BYTES > scores.nbytes  # both ways of copying
     expected_scores = scores[:2].copy()
     features = features_above(host_views, 0.3, 480, 640)
     assert len(features) == 2 and (features.image_height, features.image_width) == (480, 640)
@@ -449,5 +450,5 @@ def test_a_replays_features_are_the_rows_above_the_threshold_copied_out_of_the_p
     assert all(a.dtype == np.float32 for a in (features.keypoints, features.scores, features.descriptors))
     for view in host_views:  # the next replay overwrites the buffers: the features keep their values
         view[...] = -1
-    assert np.array_equal(features.scores, expected_scores) and features.descriptors[1, 0] == 300 / 512
+    assert np.array_equal(features.scores, expected_scores) and features.descriptors[1, 0] == 80000 / 512
     assert len(features_above(host_views, 0.0, 480, 640)) == 0

@@ -13,6 +13,7 @@ from aliked_ros.features import Features
 from aliked_ros.model.aliked import pixels_to_network_input
 
 GRAPH_WARMUP_RUNS = 3  # eager runs of a frame before its CUDA graph is captured
+THREADED_COPY_FROM_BYTES = 512 * 1024  # between the two sizes measured (copied_rows)
 
 
 def shared_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -26,16 +27,20 @@ def shared_tensor(pixels: np.ndarray) -> torch.Tensor:
 
 
 def copied_rows(host_view: np.ndarray, count: int) -> np.ndarray:
-    """The first ``count`` rows of a pinned output as float32, copied out before the next replay overwrites them:
-    by torch's intra-op threads (aliked-n16rot's 2000 descriptors are 1 MB in float32), as the frame's copy in."""
-    rows = torch.from_numpy(host_view[:count])
-    return torch.empty(rows.shape, dtype=torch.float32).copy_(rows).numpy()
+    """The first ``count`` rows of a pinned output, copied out before the next replay overwrites them. A large one
+    (aliked-n16rot's 2000 descriptors, 1 MB) by torch's intra-op threads: 0.910 → 0.847 ms a KITTI frame host to host
+    on an H100; a small one (aliked-t16's 1000, 256 KB) by numpy, cheaper than waking the threads (0.565 against
+    0.608 ms a TUM frame). BENCHMARKS.md, twelfth session."""
+    rows = host_view[:count]
+    if rows.nbytes < THREADED_COPY_FROM_BYTES:
+        return rows.copy()
+    return torch.from_numpy(rows).clone().numpy()
 
 
 def features_above(host_views: tuple[np.ndarray, ...], score_threshold: float, height: int, width: int) -> Features:
     """A replay's features scoring above ``score_threshold``: its rows are sorted by score, so a prefix."""
     keypoints, scores, descriptors = host_views
-    valid = int(np.count_nonzero(scores > np.float32(score_threshold)))  # compared in float32 whatever the download
+    valid = int(np.count_nonzero(scores > score_threshold))
     return Features(copied_rows(keypoints, valid), copied_rows(scores, valid), copied_rows(descriptors, valid),
                     height, width)
 
@@ -74,9 +79,7 @@ class CapturedExtraction:
         if self.upload:
             self.device_image.copy_(self.host_image, non_blocking=True)
         network_input = pixels_to_network_input(self.device_image, self.channel_order, self.dtype)
-        # Downloaded in the network's dtype (float16 descriptors on the fast path: half the bytes), made float32 on
-        # the host as they are copied out (copied_rows).
-        return self.network_forward(network_input, self.top_k)
+        return tuple(output.float() for output in self.network_forward(network_input, self.top_k))
 
     def __call__(self, pixels: np.ndarray):
         # torch's copy runs on its intra-op threads: on the H100 machine's host a TUM frame took 13 µs against
