@@ -131,9 +131,14 @@ def test_rclpy_messages_get_float_arrays():
         def __init__(self, **fields):
             self.__dict__.update(fields)
 
-    message = build_keypoints_message(RclpyStyle, HEADER, make_features(10, 64), "aliked-t16")
+    features = make_features(10, 64)
+    message = build_keypoints_message(RclpyStyle, HEADER, features, "aliked-t16")
     assert isinstance(message.keypoints, array.array) and message.keypoints.typecode == "f"
-    assert len(message.keypoints) == 20 and len(message.descriptors) == 640
+    assert message.keypoints.tolist() == features.keypoints.reshape(-1).tolist()  # interleaved x, y
+    assert message.scores.tolist() == features.scores.tolist()
+    assert message.descriptors.tolist() == features.descriptors.reshape(-1).tolist()
+    empty = build_keypoints_message(RclpyStyle, HEADER, make_features(0, 64), "aliked-t16")
+    assert len(empty.keypoints) == len(empty.scores) == len(empty.descriptors) == 0
 
 
 def test_latency_monitor_statistics():

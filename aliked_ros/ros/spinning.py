@@ -14,18 +14,24 @@ import contextlib
 import signal
 
 import rclpy
+import rclpy.logging
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
+from aliked_ros.memory import keep_freed_memory
 from aliked_ros.signals import handle_termination
 
 _STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def init(args=None) -> None:
-    """rclpy.init without rclpy's signal handlers; SIGTERM and SIGHUP act like Ctrl-C."""
+    """rclpy.init without rclpy's signal handlers; SIGTERM and SIGHUP act like Ctrl-C. The process keeps the memory
+    it frees for the next frame (aliked_ros.memory)."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     handle_termination(("SIGTERM", "SIGHUP"))
+    if not keep_freed_memory():
+        rclpy.logging.get_logger("aliked_ros").debug(
+            "The C library is not glibc: freed memory is handed back to it as it decides")
 
 
 def spin(node, period: float = 0.1) -> None:
