@@ -4,7 +4,7 @@ A frame's large host arrays lie above glibc's mmap threshold (128 KiB to start):
 aliked-n16rot's 2000 descriptors (1 MB) in the features, again in the Keypoints message and in its serialisation.
 Each is mapped afresh and its pages faulted in one by one, or freed to the top of the heap and trimmed back to the
 kernel, every frame. On the project's 2-core development VM the copy of those features out of the engine's buffers,
-the message and rclpy's serialisation took 4.6 ms a frame that way and 0.3 ms with the freed memory kept
+the message and rclpy's serialisation took 2.4-3.8 ms a frame that way and 0.22 ms with the freed memory kept
 (BENCHMARKS.md, twelfth session).
 """
 
