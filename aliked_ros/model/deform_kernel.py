@@ -43,6 +43,7 @@ if AVAILABLE:
     from aliked_ros.model.dense_kernels import _activate, _add_shortcut, _matmul, _pixel_block, _window_tap
 
     bilinear_neighbour = sampling_kernel.bilinear_neighbour
+    bilinear_origin = sampling_kernel.bilinear_origin
 
     @triton.jit
     def _deformable_conv_kernel(
@@ -83,12 +84,7 @@ if AVAILABLE:
             dx = tl.sum(tl.where(offsets[None, :] == 2 * tap + 1, predicted, 0.0), axis=1)
             y = (row - KERNEL // 2 + tap // KERNEL).to(tl.float32) + dy
             x = (column - KERNEL // 2 + tap % KERNEL).to(tl.float32) + dx
-            fx = x - tl.floor(x)
-            fy = y - tl.floor(y)
-            # Clamped before the integer conversion (offsets are clamped to a quarter of the map, but NaN-free far
-            # values must not overflow it): from -2 or the size on, both neighbours lie outside and weigh 0.
-            x0 = tl.minimum(tl.maximum(tl.floor(x), -2.0), width + 0.0).to(tl.int32)
-            y0 = tl.minimum(tl.maximum(tl.floor(y), -2.0), height + 0.0).to(tl.int32)
+            x0, y0, fx, fy = bilinear_origin(x, y, width, height)
             mixed = tl.zeros((BLOCK, IN_CHANNELS), dtype=tl.float32)
             for corner in tl.static_range(4):
                 neighbour_x, neighbour_y, corner_weight = bilinear_neighbour(x0, y0, fx, fy, corner, width, height)

@@ -260,7 +260,6 @@ if AVAILABLE:
         return channels_last_empty(features, project_weight.shape[0]), head
 
 
-
 def channels_last_empty(image: Tensor, channels: int) -> Tensor:
     """An uninitialised ``(1, channels, H, W)`` like ``image`` ``(1, C, H, W)``, channels-last in memory (strides
     ``(H·W·channels, 1, W·channels, channels)``): the layout the feature-read and deformable kernels read a pixel's

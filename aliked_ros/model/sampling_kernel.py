@@ -82,6 +82,18 @@ if AVAILABLE:
         weight = tl.where(inside, weight, 0.0)
         return tl.minimum(tl.maximum(column, 0), width - 1), tl.minimum(tl.maximum(row, 0), height - 1), weight
 
+    @triton.jit
+    def bilinear_origin(x, y, width, height):
+        """The top-left neighbour of float32 positions ``x``, ``y`` on a ``width`` × ``height`` map, as int32, and the
+        positions' fractions ``fx``, ``fy`` past it (bilinear_neighbour's inputs). Clamped before the integer
+        conversion (far-off positions would overflow it): from -2 or the size on, both neighbours lie outside the map
+        and weigh 0, so nothing read changes."""
+        fx = x - tl.floor(x)
+        fy = y - tl.floor(y)
+        x0 = tl.minimum(tl.maximum(tl.floor(x), -2.0), width + 0.0).to(tl.int32)
+        y0 = tl.minimum(tl.maximum(tl.floor(y), -2.0), height + 0.0).to(tl.int32)
+        return x0, y0, fx, fy
+
     KERNEL_IS_COMPILED = isinstance(bilinear_neighbour, triton.runtime.jit.JITFunction)  # not the interpreter
     # Compiled only: the interpreter has no mul_rn, and rounds every operation anyway.
     PRODUCTS_ROUNDED_BY_LIBDEVICE = tl.constexpr(KERNEL_IS_COMPILED)
@@ -149,14 +161,7 @@ if AVAILABLE:
             fx = tl.zeros((BLOCK,), dtype=tl.float32)
             fy = tl.zeros((BLOCK,), dtype=tl.float32)
         else:
-            x = x.to(tl.float32)
-            y = y.to(tl.float32)
-            fx = x - tl.floor(x)
-            fy = y - tl.floor(y)
-            # Clamped before the integer conversion (far-off positions would overflow it): from -2 or width on,
-            # both neighbours stay outside the map, so nothing read changes.
-            x0 = tl.minimum(tl.maximum(tl.floor(x), -2.0), width + 0.0).to(tl.int32)
-            y0 = tl.minimum(tl.maximum(tl.floor(y), -2.0), height + 0.0).to(tl.int32)
+            x0, y0, fx, fy = bilinear_origin(x.to(tl.float32), y.to(tl.float32), width, height)
         part0 = tl.zeros((BLOCK, CHANNELS), dtype=tl.float32)
         part1 = tl.zeros((BLOCK, CHANNELS), dtype=tl.float32)
         part2 = tl.zeros((BLOCK, CHANNELS), dtype=tl.float32)
