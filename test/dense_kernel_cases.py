@@ -41,12 +41,14 @@ def conv_inputs(in_channels: int, out_channels: int, dtype: torch.dtype, device=
     return image, weight, bias
 
 
-def check_conv(image, weight, bias, activation):
+def check_conv(image, weight, bias, activation, channels_last=False):
     from aliked_ros.model.dense_kernels import direct_conv
 
-    result = direct_conv(image, weight, bias, activation)
+    result = direct_conv(image, weight, bias, activation, channels_last=channels_last)
     reference = ACTIVATIONS[activation](F.conv2d(image.float(), weight.float(), bias.float(), padding=1))
-    assert result.shape == reference.shape and result.dtype == image.dtype and result.is_contiguous()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert result.shape == reference.shape and result.dtype == image.dtype
+    assert result.is_contiguous(memory_format=layout)
     torch.testing.assert_close(result.float(), reference, rtol=0, atol=TOLERANCES[image.dtype])
 
 
@@ -118,6 +120,14 @@ interpreter = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
 @pytest.mark.parametrize("in_channels, out_channels, activation", CONV_CASES, ids=CONV_IDS)
 def test_direct_conv_matches_conv2d(in_channels, out_channels, activation, dtype):
     check_conv(*conv_inputs(in_channels, out_channels, dtype, channels_last=in_channels == 3), activation)
+
+
+@interpreter
+@pytest.mark.parametrize("in_channels, out_channels", [(3, 16), (16, 16)], ids=["direct", "tensor-cores"])
+def test_direct_conv_writes_channels_last_where_asked(in_channels, out_channels):
+    # Block 1's layers: the first from the frame's channels-last strides, the second from the first's output.
+    image, weight, bias = conv_inputs(in_channels, out_channels, torch.float16, channels_last=True)
+    check_conv(image, weight, bias, "selu", channels_last=True)
 
 
 @interpreter

@@ -89,6 +89,14 @@ def test_cuda_direct_conv_matches_conv2d(in_channels, out_channels, activation, 
 
 
 @needs_cuda
+@pytest.mark.parametrize("in_channels, out_channels", [(3, 16), (16, 16)], ids=["direct", "tensor-cores"])
+def test_cuda_direct_conv_writes_channels_last_where_asked(in_channels, out_channels):
+    image, weight, bias = conv_inputs(in_channels, out_channels, torch.float16, device="cuda", channels_last=True,
+                                      height=120, width=161)
+    check_conv(image, weight, bias, "selu", channels_last=True)
+
+
+@needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
 @pytest.mark.parametrize("in_channels, level_channels", [(8, 16), (16, 32)], ids=["t16", "n16"])
 def test_cuda_finest_level_matches_its_two_projections(in_channels, level_channels, dtype, exact_float32_references):

@@ -9,7 +9,8 @@ each followed by a layout copy and an activation pass: on an H100 the frame's la
 full-resolution layers as Triton kernels"). Here a program takes a block of pixels and holds all its output
 channels in registers: each input value is read once per tap and feeds every output channel (as multiply-adds, or
 on tensor cores from 8 input channels), the bias and the activation are applied before the one write, and nothing
-is converted between layouts.
+is converted between layouts. A convolution writes channels-first or, asked, channels-last (the n models' block 1:
+a pixel's 16 channels one read for the layers after it).
 
 Exposed as custom operators through ``torch.library.triton_op``, as :mod:`~aliked_ros.model.sampling_kernel` is
 (eager, inside torch.compile, in CUDA graphs). Triton missing, :data:`AVAILABLE` is False and nothing is registered.
@@ -79,13 +80,14 @@ if AVAILABLE:
         return y, x, valid & (y >= 0) & (y < height) & (x >= 0) & (x < width)
 
     @triton.jit
-    def _finish_conv(output, result, bias, outs, out_valid, pixels, valid, pixel_count, HAS_BIAS: tl.constexpr,
-                     ACTIVATION: tl.constexpr):
-        """A convolution's (BLOCK, O) float32 sums: plus the bias, activated, written to (1, O, H, W) contiguous."""
+    def _finish_conv(output, result, bias, outs, out_valid, pixels, valid, out_stride_c, out_stride_x,
+                     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr):
+        """A convolution's (BLOCK, O) float32 sums: plus the bias, activated, written to (1, O, H, W), contiguous or
+        channels-last (a pixel's offset is its row-major index times the x stride in both)."""
         if HAS_BIAS:
             result += tl.load(bias + outs, mask=out_valid, other=0.0).to(tl.float32)[None, :]
         result = _activate(result, ACTIVATION)
-        target = output + outs[None, :] * pixel_count + pixels[:, None]
+        target = output + outs[None, :] * out_stride_c + pixels[:, None] * out_stride_x
         tl.store(target, result.to(output.dtype.element_ty), mask=valid[:, None] & out_valid[None, :])
 
     @triton.jit
@@ -104,11 +106,10 @@ if AVAILABLE:
 
     @triton.jit
     def _direct_conv_kernel(
-        output, image, weight, bias, height, width, stride_c, stride_y, stride_x,
+        output, image, weight, bias, height, width, stride_c, stride_y, stride_x, out_stride_c, out_stride_x,
         IN_CHANNELS: tl.constexpr, OUT_CHANNELS: tl.constexpr, OUT_PADDED: tl.constexpr, KERNEL: tl.constexpr,
         HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, BLOCK: tl.constexpr,
     ):
-        pixel_count = height * width
         pixels, valid, row, column = _pixel_block(height, width, BLOCK)
         outs = tl.arange(0, OUT_PADDED)
         out_valid = outs < OUT_CHANNELS
@@ -120,11 +121,12 @@ if AVAILABLE:
                 weights = tl.load(weight + outs * (IN_CHANNELS * KERNEL * KERNEL) + channel * KERNEL * KERNEL + tap,
                                   mask=out_valid, other=0.0)
                 result += values.to(tl.float32)[:, None] * weights.to(tl.float32)[None, :]
-        _finish_conv(output, result, bias, outs, out_valid, pixels, valid, pixel_count, HAS_BIAS, ACTIVATION)
+        _finish_conv(output, result, bias, outs, out_valid, pixels, valid, out_stride_c, out_stride_x, HAS_BIAS,
+                     ACTIVATION)
 
     @triton.jit
     def _direct_conv_mma_kernel(
-        output, image, weight, bias, height, width, stride_c, stride_y, stride_x,
+        output, image, weight, bias, height, width, stride_c, stride_y, stride_x, out_stride_c, out_stride_x,
         shortcut, shortcut_weight, shortcut_bias, shortcut_stride_c, shortcut_stride_y, shortcut_stride_x,
         IN_CHANNELS: tl.constexpr, IN_PADDED: tl.constexpr, OUT_CHANNELS: tl.constexpr, OUT_PADDED: tl.constexpr,
         KERNEL: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, IEEE: tl.constexpr,
@@ -133,7 +135,6 @@ if AVAILABLE:
         """_direct_conv_kernel on tensor cores: per tap, (pixels, C) times the tap's (C, O) weights, C and O padded
         with zeros to at least 16 (tl.dot's least size). With SHORTCUT_CHANNELS, a residual block's end: a 1×1
         projection of ``shortcut`` (weight (O, S), bias) is added before the activation."""
-        pixel_count = height * width
         pixels, valid, row, column = _pixel_block(height, width, BLOCK)
         ins = tl.arange(0, IN_PADDED)
         outs = tl.arange(0, OUT_PADDED)
@@ -152,7 +153,8 @@ if AVAILABLE:
             result = _add_shortcut(result, shortcut, shortcut_weight, shortcut_bias, shortcut_stride_c,
                                    shortcut_stride_y, shortcut_stride_x, row, column, valid, outs, out_valid,
                                    SHORTCUT_CHANNELS, SHORTCUT_PADDED, IEEE)
-        _finish_conv(output, result, bias, outs, out_valid, pixels, valid, pixel_count, HAS_BIAS, ACTIVATION)
+        _finish_conv(output, result, bias, outs, out_valid, pixels, valid, out_stride_c, out_stride_x, HAS_BIAS,
+                     ACTIVATION)
 
     @triton.jit
     def _finest_level_kernel(
@@ -189,24 +191,31 @@ if AVAILABLE:
         # Named here: torch finds the kernel in this body and hashes its source into the compile cache.
         return wrap_triton(kernel) if KERNELS_ARE_COMPILED else kernel
 
+    def _conv_output(image: Tensor, out_channels: int, channels_last: bool) -> Tensor:
+        if channels_last:
+            return channels_last_empty(image, out_channels)
+        return image.new_empty((1, out_channels, *image.shape[-2:]))
+
     @torch.library.triton_op("aliked_ros::direct_conv", mutates_args=())
-    def _direct_conv(image: Tensor, weight: Tensor, bias: Optional[Tensor], activation: int) -> Tensor:
+    def _direct_conv(image: Tensor, weight: Tensor, bias: Optional[Tensor], activation: int,
+                     channels_last: bool) -> Tensor:
         _, in_channels, height, width = image.shape
         out_channels, _, kernel_size, _ = weight.shape
-        output = image.new_empty((1, out_channels, height, width))
+        output = _conv_output(image, out_channels, channels_last)
         if height * width and in_channels >= TENSOR_CORES_FROM_CHANNELS:
             _mma_conv(output, image, weight, bias, activation)
         elif height * width:
             _launchable(_direct_conv_kernel)[(triton.cdiv(height * width, CONV_PIXELS_PER_PROGRAM),)](
                 output, image, weight, bias if bias is not None else weight, height, width, *image.stride()[1:],
-                IN_CHANNELS=in_channels, OUT_CHANNELS=out_channels, OUT_PADDED=_power_of_two_at_least(out_channels),
+                output.stride(1), output.stride(3), IN_CHANNELS=in_channels, OUT_CHANNELS=out_channels,
+                OUT_PADDED=_power_of_two_at_least(out_channels),
                 KERNEL=kernel_size, HAS_BIAS=bias is not None, ACTIVATION=activation, BLOCK=CONV_PIXELS_PER_PROGRAM,
                 num_warps=4)
         return output
 
     @_direct_conv.register_fake
-    def _(image: Tensor, weight: Tensor, bias: Optional[Tensor], activation: int) -> Tensor:
-        return image.new_empty((1, weight.shape[0], *image.shape[-2:]))
+    def _(image: Tensor, weight: Tensor, bias: Optional[Tensor], activation: int, channels_last: bool) -> Tensor:
+        return _conv_output(image, weight.shape[0], channels_last)
 
     @torch.library.triton_op("aliked_ros::residual_conv", mutates_args=())
     def _residual_conv(image: Tensor, weight: Tensor, bias: Tensor, shortcut: Tensor, shortcut_weight: Tensor,
@@ -225,7 +234,8 @@ if AVAILABLE:
         shortcut_channels = source.shape[1] if shortcut is not None else 0
         _launchable(_direct_conv_mma_kernel)[(triton.cdiv(height * width, CONV_PIXELS_PER_PROGRAM),)](
             output, image, weight, bias if bias is not None else weight, height, width, *image.stride()[1:],
-            source, source_weight, source_bias, *source.stride()[1:], IN_CHANNELS=in_channels,
+            output.stride(1), output.stride(3), source, source_weight, source_bias, *source.stride()[1:],
+            IN_CHANNELS=in_channels,
             IN_PADDED=_power_of_two_at_least(in_channels, 16), OUT_CHANNELS=out_channels,
             OUT_PADDED=_power_of_two_at_least(out_channels, 16), KERNEL=kernel_size, HAS_BIAS=bias is not None,
             ACTIVATION=activation, IEEE=image.dtype == torch.float32, SHORTCUT_CHANNELS=shortcut_channels,
@@ -272,16 +282,18 @@ def _require_triton() -> None:
         raise RuntimeError("The full-resolution kernels need Triton and torch >= 2.6.")
 
 
-def direct_conv(image: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str = "none") -> Tensor:
+def direct_conv(image: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str = "none",
+                channels_last: bool = False) -> Tensor:
     """A stride-1 convolution with zero padding ``k // 2`` (nn.Conv2d's ``padding=k // 2``) of one image
     ``(1, C, H, W)``, any strides, by a weight ``(O, C, k, k)`` (k odd), plus ``bias``, then ``activation`` ("none",
-    "selu" or "sigmoid"): ``(1, O, H, W)`` contiguous in the image's dtype, accumulated in float32. Meant for few
-    channels (every tap is unrolled, and every input channel too below 8): C and O up to 32 here."""
+    "selu" or "sigmoid"): ``(1, O, H, W)`` in the image's dtype, accumulated in float32, contiguous or (with
+    ``channels_last``) channels-last in memory. Meant for few channels (every tap is unrolled, and every input channel
+    too below 8): C and O up to 32 here."""
     _require_triton()
     if not _takes_image_and_weight(image, weight):
         raise ValueError(f"direct_conv takes one image (1, C, H, W) and a contiguous weight (O, C, k, k), k odd: got "
                          f"{tuple(image.shape)} and {tuple(weight.shape)}.")
-    return torch.ops.aliked_ros.direct_conv(image, weight, bias, ACTIVATIONS[activation])
+    return torch.ops.aliked_ros.direct_conv(image, weight, bias, ACTIVATIONS[activation], channels_last)
 
 
 def _takes_image_and_weight(image: Tensor, weight: Tensor) -> bool:

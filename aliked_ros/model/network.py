@@ -24,6 +24,10 @@ from aliked_ros.model.deform_conv import DeformableConv2d
 from aliked_ros.model.feature_lookup import FeatureLookup, FeaturePyramid
 
 PAD_MULTIPLE = 32
+# Block 1's convolutions write channels-last from this many channels (a pixel's 16 float16 channels one 32-byte read
+# for the next convolution and the finest level): aliked-n16rot 0.817 -> 0.788 ms a frame on an H100, while
+# aliked-t16's 8 channels went 0.500 -> 0.541 (BENCHMARKS.md, thirteenth session).
+CHANNELS_LAST_FROM_CHANNELS = 16
 
 
 def _conv(in_channels: int, out_channels: int, deformable: bool) -> nn.Module:
@@ -242,8 +246,9 @@ class AlikedNetwork(nn.Module):
         height, width = image.shape[-2:]
         image, (top, left) = self._padded(image)
         block1 = self.block1
-        x1 = dense_kernels.direct_conv(image, block1.conv1.weight, block1.conv1.bias, "selu")
-        x1 = dense_kernels.direct_conv(x1, block1.conv2.weight, block1.conv2.bias, "selu")
+        channels_last = block1.conv1.weight.shape[0] >= CHANNELS_LAST_FROM_CHANNELS
+        x1 = dense_kernels.direct_conv(image, block1.conv1.weight, block1.conv1.bias, "selu", channels_last)
+        x1 = dense_kernels.direct_conv(x1, block1.conv2.weight, block1.conv2.bias, "selu", channels_last)
         coarse = self._coarse_levels(x1, by_kernels=True)
         quarter = coarse[0].shape[1]
         head_in = self.score_head[0].weight  # (8, dim, 1, 1): each level's part projected at its own resolution
