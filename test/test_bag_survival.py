@@ -133,9 +133,14 @@ def test_ctrl_c_while_closing_waits_for_the_close(tmp_path, monkeypatch):
     monkeypatch.setattr(Writer, "close", interrupted_close)
     String = bags.message_class("std_msgs/msg/String")
     writer = bag_writer.BagWriter(tmp_path / "bag")
-    with pytest.raises(KeyboardInterrupt):
-        with writer:
-            writer.write("/text", 1, String(data="kept"))
+    # Python's own handler, also where a shell started the tests in the background (SIGINT ignored there).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with writer:
+                writer.write("/text", 1, String(data="kept"))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert bag_counts(tmp_path / "bag") == {"/text": 1}
     assert writer.partial_reason is None  # complete: the interrupt came after the close
 
