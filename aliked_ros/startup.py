@@ -52,8 +52,8 @@ class StartupReport:
         return lines
 
     def record(self, compiling: bool, took_ms: float, ended_s: float) -> None:
-        """One frame: whether the engine was compiling when it came, its latency, and when it ended (seconds from
-        the engine's load)."""
+        """One frame: whether the engine was compiling while it was served (before it or after it), its latency,
+        and when it ended (seconds from the engine's load)."""
         if not self.first_message_s:
             self.first_message_s = ended_s
         if compiling:
