@@ -3,6 +3,7 @@ layer fed with messages of every supported encoding, serialised to CDR and read 
 
 import ast
 import py_compile
+import re
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,16 @@ def test_package_xml_is_valid_and_declares_what_the_node_imports():
         keys = MODULE_KEYS[module] if isinstance(MODULE_KEYS[module], tuple) else (MODULE_KEYS[module],)
         assert set(keys) <= declared, f"{module} is imported but not all of {keys} are declared"
 
+
+def test_package_xml_and_pyproject_agree_on_version_and_license():
+    """One release, two manifests (colcon reads package.xml, pip pyproject.toml): they must not drift apart. The
+    license is an SPDX expression in both (setuptools >= 77 rejects the old table form after 2027-02-18)."""
+    package = catkin_pkg.parse_package(str(ROOT / "package.xml"))
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"$', pyproject, re.MULTILINE)
+    license_ = re.search(r'^license = "([^"]+)"$', pyproject, re.MULTILINE)
+    assert version and version.group(1) == package.version
+    assert license_ and [license_.group(1)] == list(package.licenses)
 
 def test_keypoints_msg_parses_with_the_documented_fields():
     definition = (ROOT / "msg" / "Keypoints.msg").read_text()
