@@ -76,6 +76,7 @@ def test_package_xml_and_pyproject_agree_on_version_and_license():
     assert version and version.group(1) == package.version
     assert license_ and [license_.group(1)] == list(package.licenses)
 
+
 def test_keypoints_msg_parses_with_the_documented_fields():
     definition = (ROOT / "msg" / "Keypoints.msg").read_text()
     types = get_types_from_msg(definition, "aliked_ros/msg/Keypoints")
